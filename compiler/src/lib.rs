@@ -1,0 +1,9 @@
+//! The q35 compiler: front end, q35 passes, the pass pipeline and the
+//! drivers behind the `q35c` and `q35-opt` binaries.
+//!
+//! Passes transform IR through melior or upstream MLIR passes; IR is never
+//! rewritten as text. Weights never enter the IR (see DESIGN.md).
+
+pub mod driver;
+pub mod passes;
+pub mod pipeline;

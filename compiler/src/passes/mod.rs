@@ -1,0 +1,72 @@
+//! The q35 passes, looked up by name from pipelines and command lines.
+//!
+//! Every pass is named `q35-<verb>`, has a one-line summary, a lit test in
+//! `lit/passes/`, and a timing entry (each pipeline step is timed).
+
+mod verify;
+
+pub use verify::VerifyPass;
+
+use melior::pass::Pass;
+
+/// A q35 pass as listed in `q35-opt --help` and docs/dialect.md.
+pub struct PassInfo {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// The option that `--<name>=VALUE` sets on the command line, if any.
+    pub flag_option: Option<&'static str>,
+}
+
+/// Every q35 pass, in the order a pipeline would usually run them.
+pub const PASSES: &[PassInfo] = &[PassInfo {
+    name: "q35-verify",
+    summary: "check q35 ops for what IRDL cannot express (shapes, element types, attribute ranges)",
+    flag_option: None,
+}];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown q35 pass `{name}` (known: {known})")]
+    Unknown { name: String, known: String },
+    #[error("pass `{pass}` takes no option `{option}`")]
+    UnknownOption { pass: String, option: String },
+}
+
+/// Creates the q35 pass `name` with its `{key=value ...}` options, or says
+/// why not. Returns the pass and a handle through which the pipeline reads
+/// what the pass found, since external passes cannot emit diagnostics
+/// through melior.
+pub fn create(name: &str, options: &[(String, String)]) -> Result<(Pass, Findings), Error> {
+    match name {
+        "q35-verify" => {
+            if let Some((key, _)) = options.first() {
+                return Err(Error::UnknownOption {
+                    pass: name.into(),
+                    option: key.clone(),
+                });
+            }
+            let pass = VerifyPass::default();
+            let findings = pass.findings();
+            Ok((pass.into_pass(), findings))
+        }
+        _ => Err(Error::Unknown {
+            name: name.into(),
+            known: PASSES.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+        }),
+    }
+}
+
+/// Problems a pass found, shared between the pass (which MLIR clones) and
+/// the pipeline that reports them.
+#[derive(Clone, Default)]
+pub struct Findings(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Findings {
+    pub fn push(&self, message: String) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(message);
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}

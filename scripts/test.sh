@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: cargo tests (unit, snapshot, property,
+# integration), the lit/FileCheck suite, and the Coq proofs. .ci/run calls
+# exactly this. Ends with one summary line `q35: N passed, M failed`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+passed=0
+failed=0
+status=0
+
+echo "== cargo test"
+if ! cargo test --workspace 2>&1 | tee "$logs/cargo.txt"; then status=1; fi
+while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
+  sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$logs/cargo.txt")
+
+echo "== lit"
+# lit needs the binaries; cargo test built the libraries, not every bin.
+cargo build --workspace --bins --quiet
+if ! /usr/lib/llvm-22/bin/lit lit/ -sv 2>&1 | tee "$logs/lit.txt"; then status=1; fi
+lit_passed=$(sed -n 's/^ *Passed *: *\([0-9]*\).*/\1/p' "$logs/lit.txt" | tail -1)
+lit_failed=$(sed -n 's/^ *Failed *: *\([0-9]*\).*/\1/p' "$logs/lit.txt" | tail -1)
+passed=$((passed + ${lit_passed:-0}))
+failed=$((failed + ${lit_failed:-0}))
+
+if [ -x proofs/check.sh ]; then
+  echo "== proofs"
+  if bash proofs/check.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+fi
+
+echo "q35: $passed passed, $failed failed"
+exit $status

@@ -8,59 +8,23 @@ use crate::{Error, Result};
 use melior::{ir::Type, Context};
 use std::{fmt, str::FromStr};
 
-/// How the weights of a packed matrix are quantized (docs/format.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Quant {
-    /// 4-bit codes on even K, 3-bit codes on odd K: 3.5 bits per weight.
-    Q35,
-    Int4,
-    Int3,
-    F16,
-    F32,
-}
 
-impl Quant {
-    pub const ALL: [Quant; 5] = [Quant::Q35, Quant::Int4, Quant::Int3, Quant::F16, Quant::F32];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Quant::Q35 => "q35",
-            Quant::Int4 => "int4",
-            Quant::Int3 => "int3",
-            Quant::F16 => "f16",
-            Quant::F32 => "f32",
-        }
-    }
-
-    /// Whether weights are integer codes with per-group parameters (as
-    /// opposed to plain floats passed through).
-    pub fn is_coded(self) -> bool {
-        matches!(self, Quant::Q35 | Quant::Int4 | Quant::Int3)
-    }
-}
-
-impl fmt::Display for Quant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Quant {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Quant::ALL
-            .into_iter()
-            .find(|q| q.as_str() == s)
-            .ok_or_else(|| format!("unknown quantization `{s}` (expected q35, int4, int3, f16 or f32)"))
-    }
-}
+/// How the weights of a packed matrix are quantized: the format crate's
+/// kinds, named as the CLIs and the type's `quant` parameter name them.
+pub use q35_format::QuantKind as Quant;
 
 /// The only byte layout so far (docs/format.md).
 pub const LAYOUT_PLANAR: &str = "planar";
 
-/// Group sizes the format supports besides per-channel (group = cols).
-pub const GROUP_SIZES: [u64; 4] = [32, 64, 128, 256];
+/// Whether `group` is a group width the format supports for rows of `cols`:
+/// a fixed width, or the whole row (per-channel).
+fn supported_group(group: u64, cols: u64) -> bool {
+    group == cols
+        || q35_format::GroupSize::ALL
+            .iter()
+            .filter_map(|g| g.fixed())
+            .any(|g| g as u64 == group)
+}
 
 /// A packed weight matrix type: `rows` output channels (N) by `cols`
 /// reduction elements (K), quantized per (row, group along K).
@@ -104,7 +68,7 @@ impl PackedType {
         if self.rows == 0 || self.cols == 0 {
             return Some(format!("shape {}x{} has a zero dimension", self.rows, self.cols));
         }
-        if !(GROUP_SIZES.contains(&self.group) || self.group == self.cols) {
+        if !supported_group(self.group, self.cols) {
             return Some(format!(
                 "group size {} is not one of 32, 64, 128, 256 or the row length {} (per-channel)",
                 self.group, self.cols
@@ -154,7 +118,7 @@ impl FromStr for PackedType {
             rows: int(rows, "rows")?,
             cols: int(cols, "cols")?,
             group: int(group, "group")?,
-            quant: string(quant).parse().map_err(|e: String| bad(&e))?,
+            quant: string(quant).parse().map_err(|e: q35_format::Error| bad(&e.to_string()))?,
             layout: string(layout),
         })
     }

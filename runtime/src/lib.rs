@@ -1,0 +1,1 @@
+//! The q35 runtime (being written).

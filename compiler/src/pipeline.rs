@@ -187,7 +187,7 @@ fn run_step(context: &Q35Context, module: &mut Module, step: &Step) -> Result<()
     let manager = PassManager::new(context.context());
     let mut findings: Option<Findings> = None;
     if step.is_q35() {
-        let (pass, handle) = passes::create(&step.name, &step.options)?;
+        let (pass, handle) = passes::create(context.context(), &step.name, &step.options)?;
         manager.add_pass(pass);
         findings = Some(handle);
     } else {

@@ -3,11 +3,14 @@
 //! Every pass is named `q35-<verb>`, has a one-line summary, a lit test in
 //! `lit/passes/`, and a timing entry (each pipeline step is timed).
 
+mod ir;
+mod tile;
 mod verify;
 
+pub use tile::{parse_tile, TilePass, DEFAULT_TILE};
 pub use verify::VerifyPass;
 
-use melior::pass::Pass;
+use melior::{pass::Pass, Context};
 
 /// A q35 pass as listed in `q35-opt --help` and docs/dialect.md.
 pub struct PassInfo {
@@ -18,11 +21,18 @@ pub struct PassInfo {
 }
 
 /// Every q35 pass, in the order a pipeline would usually run them.
-pub const PASSES: &[PassInfo] = &[PassInfo {
-    name: "q35-verify",
-    summary: "check q35 ops for what IRDL cannot express (shapes, element types, attribute ranges)",
-    flag_option: None,
-}];
+pub const PASSES: &[PassInfo] = &[
+    PassInfo {
+        name: "q35-verify",
+        summary: "check q35 ops for what IRDL cannot express (shapes, element types, attribute ranges)",
+        flag_option: None,
+    },
+    PassInfo {
+        name: "q35-tile",
+        summary: "tile q35.dequant_matmul over N and K into q35.dequant_matmul_tile (tile=NxK, default 320x320)",
+        flag_option: Some("tile"),
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -30,22 +40,43 @@ pub enum Error {
     Unknown { name: String, known: String },
     #[error("pass `{pass}` takes no option `{option}`")]
     UnknownOption { pass: String, option: String },
+    #[error("pass `{pass}`: bad option `{option}`: {reason}")]
+    BadOption { pass: String, option: String, reason: String },
 }
 
 /// Creates the q35 pass `name` with its `{key=value ...}` options, or says
 /// why not. Returns the pass and a handle through which the pipeline reads
 /// what the pass found, since external passes cannot emit diagnostics
 /// through melior.
-pub fn create(name: &str, options: &[(String, String)]) -> Result<(Pass, Findings), Error> {
+pub fn create(context: &Context, name: &str, options: &[(String, String)]) -> Result<(Pass, Findings), Error> {
+    let unknown_option = |key: &str| Error::UnknownOption {
+        pass: name.into(),
+        option: key.into(),
+    };
     match name {
         "q35-verify" => {
             if let Some((key, _)) = options.first() {
-                return Err(Error::UnknownOption {
-                    pass: name.into(),
-                    option: key.clone(),
-                });
+                return Err(unknown_option(key));
             }
             let pass = VerifyPass::default();
+            let findings = pass.findings();
+            Ok((pass.into_pass(), findings))
+        }
+        "q35-tile" => {
+            let mut tile = DEFAULT_TILE;
+            for (key, value) in options {
+                match key.as_str() {
+                    "tile" => {
+                        tile = parse_tile(value).map_err(|reason| Error::BadOption {
+                            pass: name.into(),
+                            option: key.clone(),
+                            reason,
+                        })?
+                    }
+                    _ => return Err(unknown_option(key)),
+                }
+            }
+            let pass = TilePass::new(context, tile);
             let findings = pass.findings();
             Ok((pass.into_pass(), findings))
         }

@@ -160,4 +160,15 @@ irdl.dialect @q35 {
     irdl.attributes { "tile_n" = %tile_n, "tile_k" = %tile_k }
     irdl.results(out: %acc)
   }
+
+  // The execution plan left by q35-lower-to-kernels in place of the model
+  // function: `buffers` lists every buffer (name, element, width, role) and
+  // `dispatches` the kernel calls in order (kernel symbol, workgroup count
+  // as workgroups + workgroups_per_token * tokens, bound buffers). The
+  // compiler turns it into the artifact's manifest.
+  irdl.operation @plan {
+    %buffers = irdl.base "#builtin.array"
+    %dispatches = irdl.base "#builtin.array"
+    irdl.attributes { "buffers" = %buffers, "dispatches" = %dispatches }
+  }
 }

@@ -4,6 +4,7 @@
 //! `lit/passes/`, and a timing entry (each pipeline step is timed).
 
 mod ir;
+pub mod lower;
 mod tile;
 mod verify;
 
@@ -26,6 +27,11 @@ pub const PASSES: &[PassInfo] = &[
         name: "q35-verify",
         summary: "check q35 ops for what IRDL cannot express (shapes, element types, attribute ranges)",
         flag_option: None,
+    },
+    PassInfo {
+        name: "q35-lower-to-kernels",
+        summary: "lower q35 ops to kernels (func/scf/arith/math/memref) and a dispatch list (rows=N output rows per matmul workgroup, default 64)",
+        flag_option: Some("rows"),
     },
     PassInfo {
         name: "q35-tile",
@@ -77,6 +83,24 @@ pub fn create(context: &Context, name: &str, options: &[(String, String)]) -> Re
                 }
             }
             let pass = TilePass::new(context, tile);
+            let findings = pass.findings();
+            Ok((pass.into_pass(), findings))
+        }
+        "q35-lower-to-kernels" => {
+            let mut rows = lower::DEFAULT_ROWS_PER_WORKGROUP;
+            for (key, value) in options {
+                match key.as_str() {
+                    "rows" => {
+                        rows = value.parse().ok().filter(|&r: &usize| r > 0).ok_or_else(|| Error::BadOption {
+                            pass: name.into(),
+                            option: key.clone(),
+                            reason: format!("`{value}` is not a positive integer"),
+                        })?
+                    }
+                    _ => return Err(unknown_option(key)),
+                }
+            }
+            let pass = lower::LowerPass::new(context, rows);
             let findings = pass.findings();
             Ok((pass.into_pass(), findings))
         }

@@ -1,0 +1,582 @@
+//! `q35-lower-to-kernels`: turns the model function into kernels in
+//! upstream dialects (func, scf, arith, math, memref) plus a dispatch list.
+//!
+//! Every compute op of the `q35` function becomes a call of a kernel, a
+//! `func.func` on memrefs with the C interface (`llvm.emit_c_interface`),
+//! run once per workgroup by the runtime:
+//!
+//! ```mlir
+//! func.func @rms_norm_576_eps1e-5(%wg: index, %tokens: index, %start: index,
+//!     %x: memref<?x576xf32>, %gamma: memref<?xf32>, %out: memref<?x576xf32>)
+//!     attributes {llvm.emit_c_interface} { scf.for ... }
+//! ```
+//!
+//! Kernels are shared by every op of the same shape (one kernel serves the
+//! q projection of all 30 layers). The function itself is replaced by a
+//! `q35.plan` op whose attributes the compiler turns into the artifact's
+//! manifest: `buffers` (every buffer with its element type, width and whether
+//! it holds a weight, an input, the KV cache or an activation; activations
+//! reuse buffers once their value is dead) and `dispatches` (kernel,
+//! workgroup count as `workgroups + workgroups_per_token · tokens`, and the
+//! buffers bound to its memref arguments, in order).
+
+mod attention;
+mod builder;
+mod elementwise;
+mod matmul;
+mod rope;
+
+pub use attention::AttentionShape;
+pub use elementwise::RowOp;
+pub use matmul::MatmulShape;
+
+use super::Findings;
+use builder::Builder;
+use melior::{
+    dialect::func,
+    ir::{
+        attribute::{FloatAttribute, IntegerAttribute, StringAttribute, TypeAttribute},
+        block::BlockLike,
+        operation::OperationLike,
+        r#type::{FunctionType, RankedTensorType, TypeId},
+        Attribute, Block, Identifier, Location, OperationRef, Region, RegionLike, ShapedTypeLike, Type,
+        Value, ValueLike,
+    },
+    pass::{create_external, ExternalPass, Pass, RunExternalPass},
+    Context, ContextRef,
+};
+use q35_dialect::PackedType;
+use q35_format::{GroupSize, QuantKind};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+/// Kernels take (workgroup, tokens, start) before their buffers.
+pub const FIRST_BUFFER: usize = 3;
+
+/// Output rows per matmul workgroup by default: small enough that 2 to 16
+/// cores get balanced work on every layer, large enough to amortize a call.
+pub const DEFAULT_ROWS_PER_WORKGROUP: usize = 64;
+
+#[repr(align(8))]
+struct PassId;
+static PASS_ID: PassId = PassId;
+
+#[derive(Clone)]
+pub struct LowerPass<'c> {
+    context: &'c Context,
+    rows_per_workgroup: usize,
+    findings: Findings,
+}
+
+impl<'c> LowerPass<'c> {
+    pub fn new(context: &'c Context, rows_per_workgroup: usize) -> Self {
+        Self {
+            context,
+            rows_per_workgroup,
+            findings: Findings::default(),
+        }
+    }
+
+    pub fn findings(&self) -> Findings {
+        self.findings.clone()
+    }
+
+    pub fn into_pass(self) -> Pass {
+        create_external(
+            self,
+            TypeId::create(&PASS_ID),
+            "q35-lower-to-kernels",
+            "q35-lower-to-kernels",
+            "lower q35 ops to kernels in upstream dialects and a dispatch list",
+            "builtin.module",
+            &[],
+        )
+    }
+}
+
+impl<'c> RunExternalPass<'c> for LowerPass<'c> {
+    fn initialize(&mut self, _context: ContextRef<'c>) {}
+
+    fn run(&mut self, operation: OperationRef<'c, '_>, pass: ExternalPass<'_>) {
+        if let Err(message) = lower_module(self.context, operation, self.rows_per_workgroup) {
+            self.findings.push(message);
+            pass.signal_failure();
+        }
+    }
+}
+
+/// One buffer of the plan.
+#[derive(Clone, Debug)]
+struct Buffer {
+    name: String,
+    /// `f32`, `i32`, or the packed weight's type.
+    element: String,
+    /// Row width (elements per token for activations; total for others).
+    width: usize,
+    role: &'static str,
+}
+
+/// Buffers of activations are reused once dead, keyed by (element, width).
+#[derive(Default)]
+struct Plan {
+    buffers: Vec<Buffer>,
+    free: HashMap<(String, usize), Vec<String>>,
+}
+
+impl Plan {
+    fn add(&mut self, name: String, element: &str, width: usize, role: &'static str) -> String {
+        self.buffers.push(Buffer {
+            name: name.clone(),
+            element: element.to_string(),
+            width,
+            role,
+        });
+        name
+    }
+
+    fn activation(&mut self, width: usize) -> String {
+        let key = ("f32".to_string(), width);
+        if let Some(name) = self.free.get_mut(&key).and_then(Vec::pop) {
+            return name;
+        }
+        let name = format!("act{}", self.buffers.len());
+        self.add(name, "f32", width, "activation")
+    }
+
+    fn release(&mut self, name: &str, width: usize) {
+        self.free.entry(("f32".to_string(), width)).or_default().push(name.to_string());
+    }
+}
+
+/// The kernels a module needs, by name, with how to build each.
+enum KernelSpec {
+    Matmul(MatmulShape),
+    Embedding(MatmulShape),
+    Row { op: RowOp, width: usize },
+    Rope { width: usize, head_dim: usize, theta: f64 },
+    KvUpdate(AttentionShape),
+    Attention(AttentionShape),
+}
+
+fn tensor_width(r#type: Type) -> Result<(usize, String), String> {
+    let tensor = RankedTensorType::try_from(r#type).map_err(|_| format!("expected a ranked tensor, got {type}"))?;
+    let last = tensor.rank().checked_sub(1).ok_or("expected a tensor of rank >= 1")?;
+    let width = match tensor.dim_size(last) {
+        Ok(melior::ir::r#type::DimSize::Static(n)) => n as usize,
+        _ => return Err(format!("the last dimension of {type} must be static")),
+    };
+    Ok((width, tensor.element().to_string()))
+}
+
+fn int_attr(op: &OperationRef, name: &str) -> Result<i64, String> {
+    op.attribute(name)
+        .ok()
+        .and_then(|a| IntegerAttribute::try_from(a).ok())
+        .map(|a| a.value())
+        .ok_or_else(|| format!("missing integer attribute `{name}`"))
+}
+
+fn float_attr(op: &OperationRef, name: &str) -> Result<f64, String> {
+    op.attribute(name)
+        .ok()
+        .and_then(|a| FloatAttribute::try_from(a).ok())
+        .map(|a| a.value())
+        .ok_or_else(|| format!("missing float attribute `{name}`"))
+}
+
+fn group_of(packed: &PackedType) -> GroupSize {
+    GroupSize::ALL
+        .into_iter()
+        .find(|g| g.fixed() == Some(packed.group as usize))
+        .unwrap_or(GroupSize::Channel)
+}
+
+/// Lowers every function of `module` that holds q35 compute ops.
+fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, rows_per_workgroup: usize) -> Result<(), String> {
+    let body = module
+        .region(0)
+        .ok()
+        .and_then(|r| r.first_block())
+        .ok_or("module has no body")?;
+    let mut functions = Vec::new();
+    let mut op = body.first_operation();
+    while let Some(current) = op {
+        if current.name().as_string_ref().as_str() == Ok("func.func") {
+            functions.push(current);
+        }
+        op = current.next_in_block();
+    }
+    let mut kernels: BTreeMap<String, KernelSpec> = BTreeMap::new();
+    let mut dispatch_text = String::new();
+    let mut buffer_text = String::new();
+    let mut lowered_any = false;
+    for function in functions {
+        let Some(entry) = function.region(0).ok().and_then(|r| r.first_block()) else { continue };
+        if !has_q35_ops(entry) {
+            continue;
+        }
+        lowered_any = true;
+        let (dispatches, plan) = plan_function(entry, rows_per_workgroup, &mut kernels)?;
+        dispatch_text = dispatches;
+        for buffer in &plan.buffers {
+            let _ = write!(
+                buffer_text,
+                "{}{{name = \"{}\", element = \"{}\", width = {} : i64, role = \"{}\"}}",
+                if buffer_text.is_empty() { "" } else { ", " },
+                buffer.name,
+                buffer.element.replace('"', "\\\""),
+                buffer.width,
+                buffer.role
+            );
+        }
+        melior::IrRewriter::new(context).as_rewriter_base().erase_op(function);
+    }
+    if !lowered_any {
+        return Err("no function with q35 compute ops to lower".into());
+    }
+
+    let b = Builder {
+        context,
+        location: Location::unknown(context),
+    };
+    for (name, spec) in &kernels {
+        body.append_operation(build_kernel(&b, name, spec));
+    }
+    let dispatches = Attribute::parse(context, &format!("[{dispatch_text}]")).ok_or("internal: bad dispatch list")?;
+    let buffers = Attribute::parse(context, &format!("[{buffer_text}]")).ok_or("internal: bad buffer list")?;
+    let plan = melior::ir::operation::OperationBuilder::new("q35.plan", b.location)
+        .add_attributes(&[
+            (Identifier::new(context, "buffers"), buffers),
+            (Identifier::new(context, "dispatches"), dispatches),
+        ])
+        .build()
+        .map_err(|e| e.to_string())?;
+    body.insert_operation(0, plan);
+    Ok(())
+}
+
+/// SSA values as map keys: their MLIR handle.
+fn key(value: Value) -> usize {
+    value.to_raw().ptr as usize
+}
+
+fn has_q35_ops(block: melior::ir::BlockRef) -> bool {
+    let mut op = block.first_operation();
+    while let Some(current) = op {
+        let name = current.name();
+        let name = name.as_string_ref().as_str().unwrap_or("");
+        if name.starts_with("q35.") && name != "q35.weight" {
+            return true;
+        }
+        op = current.next_in_block();
+    }
+    false
+}
+
+/// Walks the function in order, assigning buffers and kernels.
+fn plan_function(
+    entry: melior::ir::BlockRef,
+    rows_per_workgroup: usize,
+    kernels: &mut BTreeMap<String, KernelSpec>,
+) -> Result<(String, Plan), String> {
+    let mut plan = Plan::default();
+    let mut names: HashMap<usize, (String, usize)> = HashMap::new();
+    // Last use of every value, to release activation buffers.
+    let mut last_use: HashMap<usize, usize> = HashMap::new();
+    let mut ops = Vec::new();
+    let mut op = entry.first_operation();
+    while let Some(current) = op {
+        for operand in current.operands() {
+            last_use.insert(key(operand), ops.len());
+        }
+        ops.push(current);
+        op = current.next_in_block();
+    }
+
+    // Arguments: token ids / positions (tensor<?xi32>) or activations
+    // (tensor<?xWxf32>), the start position (index), and KV caches (static
+    // tensor<CxWxf32>, in (k, v) pairs per layer).
+    let mut caches = 0;
+    for i in 0..entry.argument_count() {
+        let value: Value = entry.argument(i).map_err(|e| e.to_string())?.into();
+        let Ok(tensor) = RankedTensorType::try_from(value.r#type()) else {
+            continue; // the start position, a scalar
+        };
+        let (width, element) = if tensor.rank() == 1 {
+            (1, tensor.element().to_string())
+        } else {
+            tensor_width(value.r#type())?
+        };
+        let rows = match tensor.dim_size(0) {
+            Ok(melior::ir::r#type::DimSize::Static(n)) if tensor.rank() == 2 => Some(n as usize),
+            _ => None,
+        };
+        let name = match (rows, element.as_str(), i) {
+            (Some(rows), _, _) => {
+                let which = if caches % 2 == 0 { "k" } else { "v" };
+                let name = format!("{which}_cache.{}", caches / 2);
+                caches += 1;
+                plan.add(name, "f32", rows * width, "kv_cache")
+            }
+            (None, "i32", 0) => plan.add("tokens".into(), "i32", 1, "input"),
+            (None, "i32", 1) => plan.add("positions".into(), "i32", 1, "input"),
+            (None, _, _) => plan.add(format!("input{i}"), &element, width, "input"),
+        };
+        names.insert(key(value), (name, 0));
+    }
+
+    let mut dispatches = String::new();
+    let mut emit = |kernel: &str, workgroups: usize, per_token: usize, buffers: &[String]| {
+        let list: Vec<String> = buffers.iter().map(|b| format!("\"{b}\"")).collect();
+        let _ = write!(
+            dispatches,
+            "{}{{kernel = @{kernel}, workgroups = {workgroups} : i64, workgroups_per_token = {per_token} : i64, buffers = [{}]}}",
+            if dispatches.is_empty() { "" } else { ", " },
+            list.join(", ")
+        );
+    };
+
+    for (index, op) in ops.iter().enumerate() {
+        let op_name = op.name();
+        let op_name = op_name.as_string_ref().as_str().unwrap_or("").to_string();
+        let operand = |i: usize| -> Result<Value, String> { op.operand(i).map_err(|e| e.to_string()) };
+        let buffer_of = |names: &HashMap<usize, (String, usize)>, v: Value| -> Result<String, String> {
+            names.get(&key(v)).map(|(n, _)| n.clone()).ok_or_else(|| format!("`{op_name}` uses a value with no buffer"))
+        };
+        let mut results: Vec<(Value, String, usize)> = Vec::new();
+        match op_name.as_str() {
+            "q35.weight" => {
+                let name = op
+                    .attribute("name")
+                    .ok()
+                    .and_then(q35_dialect::verify::string_value)
+                    .ok_or("weight without a name")?;
+                let result: Value = op.result(0).map_err(|e| e.to_string())?.into();
+                let (element, width) = match PackedType::from_type(result.r#type()) {
+                    Some(packed) => {
+                        let packed = packed.map_err(|e| e.to_string())?;
+                        (packed.to_string(), (packed.rows * packed.cols) as usize)
+                    }
+                    None => (tensor_width(result.r#type())?.1, tensor_width(result.r#type())?.0),
+                };
+                plan.add(name.clone(), &element, width, "weight");
+                names.insert(key(result), (name, 0));
+                continue;
+            }
+            "q35.dequant_matmul" | "q35.embedding" => {
+                let (input, weight) = (operand(0)?, operand(1)?);
+                let packed_or_float = PackedType::from_type(weight.r#type());
+                let shape = match packed_or_float {
+                    Some(p) => {
+                        let p = p.map_err(|e| e.to_string())?;
+                        MatmulShape {
+                            n: p.rows as usize,
+                            k: p.cols as usize,
+                            quant: p.quant,
+                            group: group_of(&p),
+                            rows_per_workgroup,
+                        }
+                    }
+                    None => {
+                        let t = RankedTensorType::try_from(weight.r#type()).map_err(|_| "weight must be packed or a tensor")?;
+                        let dim = |i| match t.dim_size(i) {
+                            Ok(melior::ir::r#type::DimSize::Static(n)) => Ok(n as usize),
+                            _ => Err("weight shape must be static".to_string()),
+                        };
+                        MatmulShape {
+                            n: dim(0)?,
+                            k: dim(1)?,
+                            quant: QuantKind::F32,
+                            group: GroupSize::Channel,
+                            rows_per_workgroup,
+                        }
+                    }
+                };
+                let result: Value = op.result(0).map_err(|e| e.to_string())?.into();
+                let (width, _) = tensor_width(result.r#type())?;
+                let out = plan.activation(width);
+                let buffers = vec![buffer_of(&names, input)?, buffer_of(&names, weight)?, out.clone()];
+                if op_name == "q35.embedding" {
+                    let name = format!("embedding_{}_{}x{}_g{}", shape.quant, shape.n, shape.k, shape.group);
+                    emit(&name, 0, 1, &buffers);
+                    kernels.entry(name).or_insert(KernelSpec::Embedding(shape));
+                } else {
+                    let name = shape.kernel_name();
+                    emit(&name, shape.workgroups(), 0, &buffers);
+                    kernels.entry(name).or_insert(KernelSpec::Matmul(shape));
+                }
+                results.push((result, out, width));
+            }
+            "q35.rms_norm" | "q35.add" | "q35.mul" | "q35.silu" | "q35.swiglu" => {
+                let row_op = match op_name.as_str() {
+                    "q35.rms_norm" => RowOp::RmsNorm {
+                        epsilon: float_attr(op, "epsilon")?,
+                    },
+                    "q35.add" => RowOp::Add,
+                    "q35.mul" => RowOp::Mul,
+                    "q35.silu" => RowOp::Silu,
+                    _ => RowOp::SwiGlu,
+                };
+                let result: Value = op.result(0).map_err(|e| e.to_string())?.into();
+                let (width, _) = tensor_width(result.r#type())?;
+                let mut buffers = Vec::new();
+                for i in 0..row_op.inputs() {
+                    buffers.push(buffer_of(&names, operand(i)?)?);
+                }
+                let out = plan.activation(width);
+                buffers.push(out.clone());
+                let name = match row_op {
+                    RowOp::RmsNorm { epsilon } => format!("rms_norm_{width}_eps{epsilon:e}").replace(['.', '-'], "_"),
+                    _ => format!("{}_{width}", row_op.name()),
+                };
+                emit(&name, 0, 1, &buffers);
+                kernels.entry(name).or_insert(KernelSpec::Row { op: row_op, width });
+                results.push((result, out, width));
+            }
+            "q35.rope" => {
+                let head_dim = int_attr(op, "head_dim")? as usize;
+                let theta = float_attr(op, "theta")?;
+                let result: Value = op.result(0).map_err(|e| e.to_string())?.into();
+                let (width, _) = tensor_width(result.r#type())?;
+                let out = plan.activation(width);
+                let buffers = vec![buffer_of(&names, operand(0)?)?, buffer_of(&names, operand(1)?)?, out.clone()];
+                let name = format!("rope_{width}_hd{head_dim}_theta{}", theta as u64);
+                emit(&name, 0, 1, &buffers);
+                kernels.entry(name).or_insert(KernelSpec::Rope { width, head_dim, theta });
+                results.push((result, out, width));
+            }
+            "q35.attention" => {
+                let cache_type = operand(3)?.r#type();
+                let context_rows = RankedTensorType::try_from(cache_type)
+                    .ok()
+                    .and_then(|t| t.dim_size(0).ok())
+                    .and_then(|d| match d {
+                        melior::ir::r#type::DimSize::Static(n) => Some(n as usize),
+                        _ => None,
+                    })
+                    .ok_or("KV cache rows must be static")?;
+                let shape = AttentionShape {
+                    num_heads: int_attr(op, "num_heads")? as usize,
+                    num_kv_heads: int_attr(op, "num_kv_heads")? as usize,
+                    head_dim: int_attr(op, "head_dim")? as usize,
+                    context: context_rows,
+                };
+                let (q, k, v, kc, vc) = (
+                    buffer_of(&names, operand(0)?)?,
+                    buffer_of(&names, operand(1)?)?,
+                    buffer_of(&names, operand(2)?)?,
+                    buffer_of(&names, operand(3)?)?,
+                    buffer_of(&names, operand(4)?)?,
+                );
+                let suffix = format!("h{}_kv{}_hd{}_c{}", shape.num_heads, shape.num_kv_heads, shape.head_dim, shape.context);
+                let update = format!("kv_update_{suffix}");
+                emit(&update, 0, 1, &[k, v, kc.clone(), vc.clone()]);
+                kernels.entry(update).or_insert(KernelSpec::KvUpdate(shape));
+                let result: Value = op.result(0).map_err(|e| e.to_string())?.into();
+                let (width, _) = tensor_width(result.r#type())?;
+                let out = plan.activation(width);
+                let attend = format!("attention_{suffix}");
+                emit(&attend, shape.num_heads, 0, &[q, kc.clone(), vc.clone(), out.clone()]);
+                kernels.entry(attend).or_insert(KernelSpec::Attention(shape));
+                results.push((result, out, width));
+                // The updated caches are the same buffers, updated in place.
+                for (i, cache) in [(1, kc), (2, vc)] {
+                    let value: Value = op.result(i).map_err(|e| e.to_string())?.into();
+                    names.insert(key(value), (cache, 0));
+                }
+            }
+            "func.return" => {
+                let logits = buffer_of(&names, operand(0)?)?;
+                for buffer in &mut plan.buffers {
+                    if buffer.name == logits {
+                        buffer.role = "output";
+                    }
+                }
+                // Outputs are never reused.
+                plan.free.clear();
+                continue;
+            }
+            other => return Err(format!("cannot lower `{other}` to kernels")),
+        }
+        for (value, buffer, width) in results {
+            names.insert(key(value), (buffer, width));
+        }
+        // Release activations whose last use was this op.
+        for operand in op.operands() {
+            if last_use.get(&key(operand)) == Some(&index) {
+                if let Some((name, width)) = names.get(&key(operand)) {
+                    if *width > 0 && plan.buffers.iter().any(|b| &b.name == name && b.role == "activation") {
+                        let (name, width) = (name.clone(), *width);
+                        plan.release(&name, width);
+                    }
+                }
+            }
+        }
+    }
+    Ok((dispatches, plan))
+}
+
+/// Builds the kernel function `name`.
+fn build_kernel<'c>(b: &Builder<'c>, name: &str, spec: &KernelSpec) -> melior::ir::Operation<'c> {
+    let t = |text: &str| b.memref_type(text);
+    let buffers: Vec<Type> = match spec {
+        KernelSpec::Matmul(shape) => shape.buffer_types(b),
+        KernelSpec::Embedding(shape) => {
+            let mut types = shape.buffer_types(b);
+            types[0] = t("memref<?xi32>");
+            types
+        }
+        KernelSpec::Row { op, width } => {
+            let row = t(&format!("memref<?x{width}xf32>"));
+            match op {
+                RowOp::Silu => vec![row, row],
+                RowOp::RmsNorm { .. } => vec![row, t("memref<?xf32>"), row],
+                _ => vec![row, row, row],
+            }
+        }
+        KernelSpec::Rope { width, .. } => {
+            let row = t(&format!("memref<?x{width}xf32>"));
+            vec![row, t("memref<?xi32>"), row]
+        }
+        KernelSpec::KvUpdate(s) | KernelSpec::Attention(s) => {
+            let kv = s.num_kv_heads * s.head_dim;
+            let q = s.num_heads * s.head_dim;
+            let cache = t(&format!("memref<{}x{kv}xf32>", s.context));
+            match spec {
+                KernelSpec::KvUpdate(_) => {
+                    let row = t(&format!("memref<?x{kv}xf32>"));
+                    vec![row, row, cache, cache]
+                }
+                _ => {
+                    let row = t(&format!("memref<?x{q}xf32>"));
+                    vec![row, cache, cache, row]
+                }
+            }
+        }
+    };
+    let mut arg_types = vec![b.index_type(); FIRST_BUFFER];
+    arg_types.extend(buffers);
+    let block = Block::new(&arg_types.iter().map(|&t| (t, b.location)).collect::<Vec<_>>());
+    match spec {
+        KernelSpec::Matmul(shape) => matmul::build(b, shape, &block),
+        KernelSpec::Embedding(shape) => matmul::build_embedding(b, shape, &block),
+        KernelSpec::Row { op, width } => elementwise::build(b, *op, *width, &block),
+        KernelSpec::Rope { width, head_dim, theta } => rope::build(b, *width, *head_dim, *theta, &block),
+        KernelSpec::KvUpdate(shape) => attention::build_kv_update(b, shape, &block),
+        KernelSpec::Attention(shape) => attention::build_attention(b, shape, &block),
+    }
+    block.append_operation(func::r#return(&[], b.location));
+    let region = Region::new();
+    region.append_block(block);
+    func::func(
+        b.context,
+        StringAttribute::new(b.context, name),
+        TypeAttribute::new(FunctionType::new(b.context, &arg_types, &[]).into()),
+        region,
+        &[(
+            Identifier::new(b.context, "llvm.emit_c_interface"),
+            Attribute::unit(b.context),
+        )],
+        b.location,
+    )
+}

@@ -8,9 +8,11 @@
 //! consumer reconstructs a weight as `fl32(min + fl32(q * s))` with
 //! `s = fl32(range / L)` (see [`dequant`]).
 //!
-//! This crate is the reference for that format and nothing else: it
-//! quantizes, packs and unpacks code blocks, dequantizes, reports true bits
-//! per weight, and (de)serializes tensors. Kernels, the compiler and the Coq
+//! This crate is the reference for that format: it quantizes, packs and
+//! unpacks code blocks, dequantizes, reports true bits per weight, and
+//! (de)serializes tensors. It also holds what compiler and runtime share
+//! without MLIR: the model configuration and the `.q35` artifact container
+//! ([`artifact`]). Kernels, the compiler and the Coq
 //! proofs mirror the names and arithmetic here, so the arithmetic must stay
 //! exactly as `docs/format.md` states it. It has no MLIR/LLVM dependency and
 //! no `unsafe`.
@@ -19,6 +21,8 @@
 //! `int4` (every weight 4-bit) and `int3` (every weight 3-bit); `f16` and
 //! `f32` are pass-through.
 
+pub mod artifact;
+mod config;
 mod kind;
 mod layout;
 mod math;
@@ -26,6 +30,7 @@ mod pack;
 mod serial;
 mod tensor;
 
+pub use config::ModelConfig;
 pub use kind::{GroupSize, QuantKind};
 pub use layout::Layout;
 pub use math::{dequant, f16_round_down, quantize_code, GroupParams, INT8_PATH_MAX_K};

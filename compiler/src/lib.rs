@@ -5,5 +5,9 @@
 //! rewritten as text. Weights never enter the IR (see DESIGN.md).
 
 pub mod driver;
+pub mod emit;
+pub mod front;
+pub mod graph;
 pub mod passes;
 pub mod pipeline;
+pub mod quant_report;

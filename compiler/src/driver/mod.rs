@@ -3,6 +3,7 @@
 
 pub mod diagnostics;
 pub mod opt;
+pub mod q35c;
 
 use anyhow::{Context as _, Result};
 use std::{io::Write, path::Path};

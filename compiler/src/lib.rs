@@ -4,6 +4,7 @@
 //! Passes transform IR through melior or upstream MLIR passes; IR is never
 //! rewritten as text. Weights never enter the IR (see DESIGN.md).
 
+pub mod codegen;
 pub mod driver;
 pub mod emit;
 pub mod front;

@@ -7,6 +7,7 @@
 
 use super::{init_logging, write_output};
 use crate::{
+    codegen,
     emit::{emit_module, EmitOptions, Group},
     front::{self, Model},
     graph::ModelGraph,
@@ -25,6 +26,23 @@ pub enum Stage {
     Graph,
     /// The verified q35 dialect module (weights referenced by name).
     Mlir,
+    /// After q35-tile: dequant_matmul split into 320x320 (or --tile) tiles.
+    Tiled,
+    /// After q35-lower-to-kernels: kernels in func/scf/arith/math/memref and the q35.plan.
+    Kernels,
+    /// The kernels in the LLVM dialect.
+    LlvmMlir,
+    /// LLVM IR (before LLVM's optimizations).
+    LlvmIr,
+    /// Host assembly after -O3.
+    Asm,
+}
+
+/// Code generation targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TargetKind {
+    /// The host CPU through LLVM: a shared object the runtime loads.
+    Cpu,
 }
 
 #[derive(Parser, Debug)]
@@ -96,12 +114,99 @@ struct CompileArgs {
     /// (default: the model's context, at most 2048).
     #[arg(long)]
     context: Option<usize>,
-    /// Output file for --emit (default stdout); written atomically.
+    /// Output file: the artifact for --target, or the --emit stage
+    /// (default stdout); written atomically.
     #[arg(short, long, default_value = "-")]
     output: String,
+    /// Compile for this target into an artifact (-o model.q35).
+    #[arg(long, value_enum)]
+    target: Option<TargetKind>,
+    /// Tile sizes NxK for --emit tiled.
+    #[arg(long, default_value = "320x320")]
+    tile: String,
+    /// Most tokens one runtime call takes (prefill chunk).
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Output rows per matmul workgroup on the CPU.
+    #[arg(long, default_value_t = crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP)]
+    rows_per_workgroup: usize,
+    /// Print the IR after every pass to stderr.
+    #[arg(long = "mlir-print-ir-after-all")]
+    print_ir_after_all: bool,
     /// Print the time spent in each step.
     #[arg(long)]
     timing: bool,
+}
+
+/// Runs the pipeline from emission as far as --emit asks, or to the
+/// artifact for --target.
+fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut crate::pipeline::Timings) -> Result<()> {
+    let q35 = Q35Context::new()?;
+    let context_length = args
+        .context
+        .unwrap_or_else(|| model.config.max_position_embeddings.min(2048));
+    let emit_options = EmitOptions {
+        quant: args.quant,
+        group: match args.group.fixed() {
+            Some(g) => Group::Size(g as u64),
+            None => Group::Channel,
+        },
+        context_length,
+    };
+    let run_options = crate::pipeline::RunOptions {
+        verify_each: true,
+        print_ir_after_all: args.print_ir_after_all,
+    };
+    let started = Instant::now();
+    let source = model.source.display().to_string();
+    let mut module = emit_module(&q35, graph, &model.config, &source, &emit_options)?;
+    timings.record("emit q35 MLIR", started.elapsed());
+    let print = |text: String| write_output(&args.output, text.as_bytes());
+    match args.emit {
+        Some(Stage::Mlir) => return print(format!("{}\n", module.as_operation())),
+        Some(Stage::Tiled) => {
+            let steps = crate::pipeline::parse(&format!("q35-tile{{tile={}}}", args.tile))?;
+            crate::pipeline::run(&q35, &mut module, &steps, &run_options, timings)?;
+            return print(format!("{}\n", module.as_operation()));
+        }
+        Some(Stage::Kernels) => {
+            let steps = crate::pipeline::parse(&format!("q35-lower-to-kernels{{rows={}}}", args.rows_per_workgroup))?;
+            crate::pipeline::run(&q35, &mut module, &steps, &run_options, timings)?;
+            return print(format!("{}\n", module.as_operation()));
+        }
+        Some(Stage::LlvmMlir) => {
+            codegen::lower_to_llvm(&q35, &mut module, args.rows_per_workgroup, &run_options, timings)?;
+            return print(format!("{}\n", module.as_operation()));
+        }
+        Some(Stage::LlvmIr) | Some(Stage::Asm) => {
+            codegen::lower_to_llvm(&q35, &mut module, args.rows_per_workgroup, &run_options, timings)?;
+            let llvm = q35_target_llvm::llvm_context();
+            let ir = q35_target_llvm::translate(&module, &llvm)?;
+            if args.emit == Some(Stage::LlvmIr) {
+                return print(ir.print_to_string().to_string());
+            }
+            return print(q35_target_llvm::cpu_assembly(&ir, &q35_target_llvm::Options::default())?);
+        }
+        Some(Stage::Graph) | None => {}
+    }
+    let Some(TargetKind::Cpu) = args.target else {
+        bail!("--target is required to write an artifact");
+    };
+    if args.output == "-" {
+        bail!("--target cpu writes a binary artifact: give a file with -o model.q35");
+    }
+    if args.max_tokens == 0 || args.rows_per_workgroup == 0 {
+        bail!("--max-tokens and --rows-per-workgroup must be positive");
+    }
+    let mut options = codegen::CpuOptions::new(emit_options, args.group);
+    options.max_tokens = args.max_tokens;
+    options.rows_per_workgroup = args.rows_per_workgroup;
+    let bytes = codegen::compile_cpu(&q35, module, model, graph, &options, &run_options, timings)?;
+    let started = Instant::now();
+    write_output(&args.output, &bytes)?;
+    timings.record("write artifact", started.elapsed());
+    eprintln!("wrote {} ({:.1} MiB)", args.output, bytes.len() as f64 / (1024.0 * 1024.0));
+    Ok(())
 }
 
 fn parse_quant(s: &str) -> Result<QuantKind, String> {
@@ -183,31 +288,13 @@ fn run(cli: Cli) -> Result<()> {
         print!("{report}");
     }
 
-    match args.emit {
-        Some(Stage::Graph) => write_output(&args.output, graph.to_dot().as_bytes())?,
-        Some(Stage::Mlir) => {
-            let q35 = Q35Context::new()?;
-            let context_length = args
-                .context
-                .unwrap_or_else(|| model.config.max_position_embeddings.min(2048));
-            let options = EmitOptions {
-                quant: args.quant,
-                group: match args.group.fixed() {
-                    Some(g) => Group::Size(g as u64),
-                    None => Group::Channel,
-                },
-                context_length,
-            };
-            let started = Instant::now();
-            let source = model.source.display().to_string();
-            let module = emit_module(&q35, &graph, &model.config, &source, &options)?;
-            timings.record("emit q35 MLIR", started.elapsed());
-            write_output(&args.output, format!("{}\n", module.as_operation()).as_bytes())?;
-        }
-        None if !args.quant_report => {
-            bail!("nothing to do: pass --emit graph|mlir or --quant-report (code generation comes with --target)")
-        }
-        None => {}
+    let needs_mlir = args.emit.is_some_and(|stage| stage >= Stage::Mlir) || args.target.is_some();
+    if args.emit == Some(Stage::Graph) {
+        write_output(&args.output, graph.to_dot().as_bytes())?;
+    } else if needs_mlir {
+        compile(&args, &model, &graph, &mut timings)?;
+    } else if !args.quant_report {
+        bail!("nothing to do: pass --target cpu -o model.q35, --emit STAGE or --quant-report (see --help)");
     }
     if args.timing {
         eprint!("{}", timings.render());

@@ -143,3 +143,9 @@ pub fn link_shared_object(object: &[u8], output: &Path) -> Result<()> {
 pub fn llvm_context() -> LlvmContext {
     LlvmContext::create()
 }
+
+/// The LLVM version the code generator links, e.g. `22.1.8`.
+pub fn llvm_version() -> String {
+    let (major, minor, patch) = inkwell::support::get_llvm_version();
+    format!("{major}.{minor}.{patch}")
+}

@@ -46,9 +46,11 @@ use melior::{
     Context, ContextRef,
 };
 use q35_dialect::PackedType;
-use q35_format::{GroupSize, QuantKind};
+use q35_format::{
+    artifact::{BufferSpec, DispatchSpec},
+    GroupSize, QuantKind,
+};
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 
 /// Kernels take (workgroup, tokens, start) before their buffers.
 pub const FIRST_BUFFER: usize = 3;
@@ -61,11 +63,27 @@ pub const DEFAULT_ROWS_PER_WORKGROUP: usize = 64;
 struct PassId;
 static PASS_ID: PassId = PassId;
 
+/// The buffer plan and dispatch list of the last run, for the driver
+/// (which turns them into the manifest without reading them back from IR).
+#[derive(Clone, Default)]
+pub struct PlanHandle(std::sync::Arc<std::sync::Mutex<Option<(Vec<BufferSpec>, Vec<DispatchSpec>)>>>);
+
+impl PlanHandle {
+    pub fn take(&self) -> Option<(Vec<BufferSpec>, Vec<DispatchSpec>)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn set(&self, plan: (Vec<BufferSpec>, Vec<DispatchSpec>)) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan);
+    }
+}
+
 #[derive(Clone)]
 pub struct LowerPass<'c> {
     context: &'c Context,
     rows_per_workgroup: usize,
     findings: Findings,
+    plan: PlanHandle,
 }
 
 impl<'c> LowerPass<'c> {
@@ -74,11 +92,16 @@ impl<'c> LowerPass<'c> {
             context,
             rows_per_workgroup,
             findings: Findings::default(),
+            plan: PlanHandle::default(),
         }
     }
 
     pub fn findings(&self) -> Findings {
         self.findings.clone()
+    }
+
+    pub fn plan(&self) -> PlanHandle {
+        self.plan.clone()
     }
 
     pub fn into_pass(self) -> Pass {
@@ -98,9 +121,12 @@ impl<'c> RunExternalPass<'c> for LowerPass<'c> {
     fn initialize(&mut self, _context: ContextRef<'c>) {}
 
     fn run(&mut self, operation: OperationRef<'c, '_>, pass: ExternalPass<'_>) {
-        if let Err(message) = lower_module(self.context, operation, self.rows_per_workgroup) {
-            self.findings.push(message);
-            pass.signal_failure();
+        match lower_module(self.context, operation, self.rows_per_workgroup) {
+            Ok(plan) => self.plan.set(plan),
+            Err(message) => {
+                self.findings.push(message);
+                pass.signal_failure();
+            }
         }
     }
 }
@@ -192,7 +218,11 @@ fn group_of(packed: &PackedType) -> GroupSize {
 }
 
 /// Lowers every function of `module` that holds q35 compute ops.
-fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, rows_per_workgroup: usize) -> Result<(), String> {
+fn lower_module<'c>(
+    context: &'c Context,
+    module: OperationRef<'c, '_>,
+    rows_per_workgroup: usize,
+) -> Result<(Vec<BufferSpec>, Vec<DispatchSpec>), String> {
     let body = module
         .region(0)
         .ok()
@@ -207,28 +237,30 @@ fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, rows_per
         op = current.next_in_block();
     }
     let mut kernels: BTreeMap<String, KernelSpec> = BTreeMap::new();
-    let mut dispatch_text = String::new();
-    let mut buffer_text = String::new();
+    let mut dispatch_list: Vec<DispatchSpec> = Vec::new();
+    let mut buffer_list: Vec<BufferSpec> = Vec::new();
     let mut lowered_any = false;
     for function in functions {
         let Some(entry) = function.region(0).ok().and_then(|r| r.first_block()) else { continue };
         if !has_q35_ops(entry) {
             continue;
         }
+        if lowered_any {
+            return Err("more than one function holds q35 compute ops; lower one model function per module".into());
+        }
         lowered_any = true;
         let (dispatches, plan) = plan_function(entry, rows_per_workgroup, &mut kernels)?;
-        dispatch_text = dispatches;
-        for buffer in &plan.buffers {
-            let _ = write!(
-                buffer_text,
-                "{}{{name = \"{}\", element = \"{}\", width = {} : i64, role = \"{}\"}}",
-                if buffer_text.is_empty() { "" } else { ", " },
-                buffer.name,
-                buffer.element.replace('"', "\\\""),
-                buffer.width,
-                buffer.role
-            );
-        }
+        dispatch_list = dispatches;
+        buffer_list = plan
+            .buffers
+            .into_iter()
+            .map(|b| BufferSpec {
+                name: b.name,
+                element: b.element,
+                width: b.width,
+                role: b.role.to_string(),
+            })
+            .collect();
         melior::IrRewriter::new(context).as_rewriter_base().erase_op(function);
     }
     if !lowered_any {
@@ -242,8 +274,33 @@ fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, rows_per
     for (name, spec) in &kernels {
         body.append_operation(build_kernel(&b, name, spec));
     }
-    let dispatches = Attribute::parse(context, &format!("[{dispatch_text}]")).ok_or("internal: bad dispatch list")?;
-    let buffers = Attribute::parse(context, &format!("[{buffer_text}]")).ok_or("internal: bad buffer list")?;
+    let dispatch_text: Vec<String> = dispatch_list
+        .iter()
+        .map(|d| {
+            let list: Vec<String> = d.buffers.iter().map(|b| format!("\"{b}\"")).collect();
+            format!(
+                "{{kernel = @{}, workgroups = {} : i64, workgroups_per_token = {} : i64, buffers = [{}]}}",
+                d.kernel,
+                d.workgroups,
+                d.workgroups_per_token,
+                list.join(", ")
+            )
+        })
+        .collect();
+    let buffer_text: Vec<String> = buffer_list
+        .iter()
+        .map(|b| {
+            format!(
+                "{{name = \"{}\", element = \"{}\", width = {} : i64, role = \"{}\"}}",
+                b.name,
+                b.element.replace('"', "\\\""),
+                b.width,
+                b.role
+            )
+        })
+        .collect();
+    let dispatches = Attribute::parse(context, &format!("[{}]", dispatch_text.join(", "))).ok_or("internal: bad dispatch list")?;
+    let buffers = Attribute::parse(context, &format!("[{}]", buffer_text.join(", "))).ok_or("internal: bad buffer list")?;
     let plan = melior::ir::operation::OperationBuilder::new("q35.plan", b.location)
         .add_attributes(&[
             (Identifier::new(context, "buffers"), buffers),
@@ -252,7 +309,7 @@ fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, rows_per
         .build()
         .map_err(|e| e.to_string())?;
     body.insert_operation(0, plan);
-    Ok(())
+    Ok((buffer_list, dispatch_list))
 }
 
 /// SSA values as map keys: their MLIR handle.
@@ -278,7 +335,7 @@ fn plan_function(
     entry: melior::ir::BlockRef,
     rows_per_workgroup: usize,
     kernels: &mut BTreeMap<String, KernelSpec>,
-) -> Result<(String, Plan), String> {
+) -> Result<(Vec<DispatchSpec>, Plan), String> {
     let mut plan = Plan::default();
     let mut names: HashMap<usize, (String, usize)> = HashMap::new();
     // Last use of every value, to release activation buffers.
@@ -325,15 +382,14 @@ fn plan_function(
         names.insert(key(value), (name, 0));
     }
 
-    let mut dispatches = String::new();
+    let mut dispatches = Vec::new();
     let mut emit = |kernel: &str, workgroups: usize, per_token: usize, buffers: &[String]| {
-        let list: Vec<String> = buffers.iter().map(|b| format!("\"{b}\"")).collect();
-        let _ = write!(
-            dispatches,
-            "{}{{kernel = @{kernel}, workgroups = {workgroups} : i64, workgroups_per_token = {per_token} : i64, buffers = [{}]}}",
-            if dispatches.is_empty() { "" } else { ", " },
-            list.join(", ")
-        );
+        dispatches.push(DispatchSpec {
+            kernel: kernel.to_string(),
+            workgroups,
+            workgroups_per_token: per_token,
+            buffers: buffers.to_vec(),
+        });
     };
 
     for (index, op) in ops.iter().enumerate() {

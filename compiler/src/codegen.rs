@@ -1,0 +1,245 @@
+//! CPU code generation and the artifact: the q35 module is lowered to
+//! kernels and the LLVM dialect, translated to LLVM IR, optimized for the
+//! host at -O3 and linked into a shared object; the weights are quantized
+//! and stored beside it with the manifest (buffer plan, dispatch list,
+//! config, toolchain, checksums) in one `.q35` file.
+
+use crate::{
+    emit::EmitOptions,
+    front::Model,
+    graph::ModelGraph,
+    passes::lower::{LowerPass, DEFAULT_ROWS_PER_WORKGROUP},
+    pipeline::{self, RunOptions, Timings},
+};
+use anyhow::{anyhow, bail, Context as _, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use melior::{
+    ir::{block::BlockLike, operation::OperationLike, Module},
+    pass::PassManager,
+    IrRewriter,
+};
+use q35_dialect::Q35Context;
+use q35_format::{
+    artifact::{write_artifact, Manifest, TargetSpec, WeightSpec, ARTIFACT_FORMAT, ARTIFACT_VERSION},
+    GroupSize, ModelConfig, QuantKind, QuantizedTensor,
+};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+    time::Instant,
+};
+
+/// The upstream conversions from kernels (func/scf/arith/math/memref) to
+/// the LLVM dialect, in order.
+pub const TO_LLVM: &str = "builtin.module(convert-scf-to-cf,convert-math-to-llvm,expand-strided-metadata,finalize-memref-to-llvm,convert-arith-to-llvm,convert-func-to-llvm,convert-cf-to-llvm,reconcile-unrealized-casts)";
+
+/// CPU compilation options beyond the emitter's.
+#[derive(Clone, Debug)]
+pub struct CpuOptions {
+    pub emit: EmitOptions,
+    pub group: GroupSize,
+    /// Most tokens one runtime call takes (rows of activation buffers).
+    pub max_tokens: usize,
+    pub rows_per_workgroup: usize,
+    pub llvm: q35_target_llvm::Options,
+}
+
+impl CpuOptions {
+    pub fn new(emit: EmitOptions, group: GroupSize) -> Self {
+        Self {
+            emit,
+            group,
+            max_tokens: 64,
+            rows_per_workgroup: DEFAULT_ROWS_PER_WORKGROUP,
+            llvm: q35_target_llvm::Options::default(),
+        }
+    }
+}
+
+/// The runtime's view of the model configuration.
+pub fn runtime_config(config: &crate::front::config::ModelConfig) -> ModelConfig {
+    ModelConfig {
+        architecture: config.architecture.clone(),
+        vocab_size: config.vocab_size,
+        hidden_size: config.hidden_size,
+        intermediate_size: config.intermediate_size,
+        num_hidden_layers: config.num_hidden_layers,
+        num_attention_heads: config.num_attention_heads,
+        num_key_value_heads: config.num_key_value_heads,
+        head_dim: config.head_dim,
+        rms_norm_eps: config.rms_norm_eps,
+        rope_theta: config.rope_theta,
+        max_position_embeddings: config.max_position_embeddings,
+        tie_word_embeddings: config.tie_word_embeddings,
+        bos_token_id: config.bos_token_id,
+        eos_token_id: config.eos_token_id,
+    }
+}
+
+/// Lowers `module` (the emitted q35 module) in place to the LLVM dialect;
+/// returns the plan.
+pub fn lower_to_llvm(
+    q35: &Q35Context,
+    module: &mut Module,
+    rows_per_workgroup: usize,
+    run: &RunOptions,
+    timings: &mut Timings,
+) -> Result<(Vec<q35_format::artifact::BufferSpec>, Vec<q35_format::artifact::DispatchSpec>)> {
+    let started = Instant::now();
+    let lower = LowerPass::new(q35.context(), rows_per_workgroup);
+    let (plan, findings) = (lower.plan(), lower.findings());
+    let manager = PassManager::new(q35.context());
+    manager.add_pass(lower.into_pass());
+    q35.diagnostics().take();
+    if manager.run(module).is_err() {
+        let mut lines = findings.take();
+        lines.extend(q35.diagnostics().take().into_iter().map(|d| d.to_string()));
+        bail!("q35-lower-to-kernels failed:\n{}", lines.join("\n"));
+    }
+    timings.record("q35-lower-to-kernels", started.elapsed());
+    if run.print_ir_after_all {
+        eprintln!("// -----// IR Dump After q35-lower-to-kernels //----- //\n{}", module.as_operation());
+    }
+    let plan = plan.take().ok_or_else(|| anyhow!("q35-lower-to-kernels produced no plan"))?;
+    let steps = pipeline::parse(TO_LLVM)?;
+    pipeline::run(q35, module, &steps, run, timings)?;
+    // The plan op has done its job (the manifest carries it) and is not LLVM.
+    let body = module.body();
+    let mut op = body.first_operation();
+    while let Some(current) = op {
+        op = current.next_in_block();
+        if current.name().as_string_ref().as_str() == Ok("q35.plan") {
+            IrRewriter::new(q35.context()).as_rewriter_base().erase_op(current);
+        }
+    }
+    Ok(plan)
+}
+
+/// Quantizes every weight the plan names (in parallel, with a progress
+/// bar) and returns (spec, payload) pairs. Norm vectors are stored as f32.
+fn quantize_weights(
+    model: &Model,
+    graph: &ModelGraph,
+    kind: QuantKind,
+    group: GroupSize,
+) -> Result<Vec<(WeightSpec, Vec<u8>)>> {
+    let weights = graph.weights();
+    let progress = ProgressBar::new(weights.len() as u64).with_style(
+        ProgressStyle::with_template("quantizing {bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<(WeightSpec, Vec<u8>)>>>> =
+        Mutex::new((0..weights.len()).map(|_| None).collect());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(weight) = weights.get(i) else { break };
+                let result = (|| -> Result<(WeightSpec, Vec<u8>)> {
+                    let data = model.tensor_f32(&weight.name)?;
+                    let (rows, cols, kind, group) = if weight.is_matrix {
+                        (weight.shape[0], weight.shape[1], kind, group)
+                    } else {
+                        (1, weight.shape[0], QuantKind::F32, GroupSize::Channel)
+                    };
+                    let q = QuantizedTensor::quantize(&weight.name, rows, cols, &data, kind, group)?;
+                    let spec = WeightSpec {
+                        name: weight.name.clone(),
+                        tensor: format!("weights/{}", weight.name),
+                        kind: kind.to_string(),
+                        rows,
+                        cols,
+                    };
+                    Ok((spec, q.to_bytes()))
+                })();
+                progress.set_message(weight.name.clone());
+                progress.inc(1);
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
+            });
+        }
+    });
+    progress.finish_and_clear();
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every weight is processed once"))
+        .collect()
+}
+
+/// Compiles the model for the host CPU into artifact bytes.
+pub fn compile_cpu(
+    q35: &Q35Context,
+    mut module: Module,
+    model: &Model,
+    graph: &ModelGraph,
+    options: &CpuOptions,
+    run: &RunOptions,
+    timings: &mut Timings,
+) -> Result<Vec<u8>> {
+    let (buffers, dispatches) = lower_to_llvm(q35, &mut module, options.rows_per_workgroup, run, timings)?;
+
+    let started = Instant::now();
+    let llvm = q35_target_llvm::llvm_context();
+    let ir = q35_target_llvm::translate(&module, &llvm)?;
+    timings.record("translate to LLVM IR", started.elapsed());
+    let started = Instant::now();
+    let object = q35_target_llvm::compile_cpu(&ir, &options.llvm)?;
+    timings.record("LLVM -O3 + object code", started.elapsed());
+    let started = Instant::now();
+    let dir = tempfile::tempdir().context("creating a temporary directory for linking")?;
+    let so_path = dir.path().join("kernels.so");
+    q35_target_llvm::link_shared_object(&object, &so_path)?;
+    let code = std::fs::read(&so_path).with_context(|| format!("reading {}", so_path.display()))?;
+    timings.record("link shared object", started.elapsed());
+
+    let started = Instant::now();
+    let weights = quantize_weights(model, graph, options.emit.quant, options.group)?;
+    timings.record("quantize weights", started.elapsed());
+
+    let (triple, host_cpu, host_features) = q35_target_llvm::host();
+    let mut toolchain = BTreeMap::new();
+    toolchain.insert("q35c".to_string(), env!("CARGO_PKG_VERSION").to_string());
+    toolchain.insert("llvm".to_string(), q35_target_llvm::llvm_version());
+    toolchain.insert("melior".to_string(), "0.27".to_string());
+    let mut payloads: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut specs = Vec::new();
+    for (spec, bytes) in weights {
+        payloads.push((spec.tensor.clone(), bytes));
+        specs.push(spec);
+    }
+    payloads.push(("code/cpu.so".to_string(), code));
+    let tokenizer = model.tokenizer_json.as_ref().map(|json| {
+        payloads.push(("tokenizer.json".to_string(), json.as_bytes().to_vec()));
+        "tokenizer.json".to_string()
+    });
+    let manifest = Manifest {
+        format: ARTIFACT_FORMAT.to_string(),
+        version: ARTIFACT_VERSION,
+        target: TargetSpec {
+            kind: "cpu".to_string(),
+            triple,
+            cpu: options.llvm.cpu.clone().unwrap_or(host_cpu),
+            features: options.llvm.features.clone().unwrap_or(host_features),
+        },
+        model: runtime_config(&model.config),
+        quant: options.emit.quant.to_string(),
+        group: options.group.to_string(),
+        context_length: options.emit.context_length,
+        max_tokens: options.max_tokens,
+        rows_per_workgroup: options.rows_per_workgroup,
+        buffers,
+        dispatches,
+        weights: specs,
+        code: "code/cpu.so".to_string(),
+        tokenizer,
+        toolchain,
+        checksums: BTreeMap::new(),
+    };
+    Ok(write_artifact(&manifest, &payloads))
+}

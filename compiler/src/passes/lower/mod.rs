@@ -578,8 +578,11 @@ fn build_kernel<'c>(b: &Builder<'c>, name: &str, spec: &KernelSpec) -> melior::i
     let buffers: Vec<Type> = match spec {
         KernelSpec::Matmul(shape) => shape.buffer_types(b),
         KernelSpec::Embedding(shape) => {
+            // Token ids in, one hidden-width row (k) per token out; the
+            // table has `n` (vocabulary) rows of width `k`.
             let mut types = shape.buffer_types(b);
             types[0] = t("memref<?xi32>");
+            *types.last_mut().expect("output buffer") = t(&format!("memref<?x{}xf32>", shape.k));
             types
         }
         KernelSpec::Row { op, width } => {

@@ -15,14 +15,34 @@
 //! Each module has its own error type, so a caller can tell a bad
 //! `tokenizer.json` from a bad weight file without string matching.
 //!
+//! - [`artifact`]: loading and validating a cpu artifact: weights, buffers,
+//!   descriptors, the code object;
+//! - [`executor`]: [`Session`], running the dispatch list on a thread pool;
+//! - [`thread_pool`], [`memref`], [`kernel`], [`code`], [`host`]: the pieces
+//!   the executor is made of (workgroup scheduling, memref descriptors, the
+//!   kernel calling convention, dlopen from memory, CPU compatibility);
+//! - [`check`]: compiled code against the reference on the artifact's weights;
+//! - [`bandwidth`]: the machine's memory read bandwidth, for roofline figures;
+//! - [`prompt`]: BOS and chat template for user text;
 //! - [`tokenizer`]: byte-level BPE from a Hugging Face `tokenizer.json`;
 //! - [`sampling`]: greedy and seeded temperature / top-k / top-p sampling;
 //! - [`reference`](mod@reference): the plain f32/f64 Llama forward pass used as the oracle;
 //! - [`perplexity`]: llama.cpp-compatible perplexity over any evaluator.
 
+pub mod artifact;
+pub mod bandwidth;
+pub mod check;
+pub mod code;
+pub mod executor;
+pub mod host;
+pub mod kernel;
+pub mod memref;
 pub mod perplexity;
+pub mod prompt;
 pub mod reference;
 pub mod sampling;
+pub mod thread_pool;
 pub mod tokenizer;
 
+pub use executor::{ForwardError, Session};
 pub use q35_format::ModelConfig;

@@ -1,0 +1,165 @@
+//! `q35-rt bench`: prefill (pp) and decode (tg) speed, and how close decode
+//! comes to the memory-bandwidth roofline of this machine.
+//!
+//! Decode reads every weight once per token, so its ceiling is
+//! `bandwidth / weight bytes per token`. The bandwidth is measured in the
+//! same run, with the same threads, by a streaming read (see
+//! `q35_rt::bandwidth`), so the fraction compares like with like.
+//!
+//! Token ids are pseudo-random (fixed seed) and decode feeds them without
+//! sampling: only forward passes are timed, as llama-bench does.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use q35_rt::bandwidth::{self, median};
+use q35_rt::sampling::Rng;
+use q35_rt::Session;
+
+use super::{mib, ModelArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt tokens for the prefill test
+    #[arg(short = 'p', long = "prompt-tokens", default_value_t = 64)]
+    prompt_tokens: usize,
+    /// Tokens for the decode test
+    #[arg(short = 'n', long = "decode-tokens", default_value_t = 32)]
+    decode_tokens: usize,
+    /// Timed repetitions; figures are medians
+    #[arg(short = 'r', long, default_value_t = 5)]
+    repetitions: usize,
+    /// One JSON object on stdout instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+/// The figures of one bench run.
+#[derive(serde::Serialize, Debug)]
+struct Report {
+    model: String,
+    threads: usize,
+    prompt_tokens: usize,
+    decode_tokens: usize,
+    repetitions: usize,
+    prefill_tok_s: f64,
+    decode_tok_s: f64,
+    prefill_runs_tok_s: Vec<f64>,
+    decode_runs_tok_s: Vec<f64>,
+    weight_bytes_per_token: usize,
+    bandwidth_gb_s: f64,
+    bandwidth_runs_gb_s: Vec<f64>,
+    bandwidth_buffer_bytes: usize,
+    /// decode_tok_s × weight_bytes_per_token / bandwidth, in percent.
+    roofline_percent: f64,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    if args.repetitions == 0 {
+        bail!("--repetitions must be at least 1");
+    }
+    if args.prompt_tokens == 0 {
+        bail!("--prompt-tokens must be at least 1");
+    }
+    let mut session = args.model.load()?;
+    let context = session.context_length();
+    let path = session.artifact().path().to_string();
+    let needed = args.prompt_tokens + args.decode_tokens;
+    if needed > context {
+        bail!(
+            "{path}: {} prompt + {} decode tokens need {needed} positions, but the artifact's context is {context}",
+            args.prompt_tokens,
+            args.decode_tokens
+        );
+    }
+    let vocab = session.vocab_size() as u64;
+    let mut rng = Rng::new(0x5135);
+    let mut ids =
+        |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % vocab) as u32).collect() };
+    let prompt = ids(args.prompt_tokens);
+    let decode = ids(args.decode_tokens);
+    if !args.json {
+        eprintln!(
+            "bench {path}: {} threads, pp{} tg{}, median of {}",
+            session.threads(),
+            args.prompt_tokens,
+            args.decode_tokens,
+            args.repetitions
+        );
+    }
+
+    // Warm-up: page in weights, wake the pool, fill caches.
+    one_repetition(&mut session, &prompt, &decode[..decode.len().min(4)])?;
+    let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    for _ in 0..args.repetitions {
+        let (prefill, decode) = one_repetition(&mut session, &prompt, &decode)?;
+        pp.push(prefill);
+        if let Some(decode) = decode {
+            tg.push(decode);
+        }
+    }
+    let measured = bandwidth::measure(session.thread_pool(), 5);
+    let weight_bytes = session.artifact().weight_bytes_per_token();
+    let decode_tok_s = median(&tg);
+    let roofline = 100.0 * decode_tok_s * weight_bytes as f64 / measured.bytes_per_second;
+    let report = Report {
+        model: path,
+        threads: session.threads(),
+        prompt_tokens: args.prompt_tokens,
+        decode_tokens: args.decode_tokens,
+        repetitions: args.repetitions,
+        prefill_tok_s: median(&pp),
+        decode_tok_s,
+        prefill_runs_tok_s: pp,
+        decode_runs_tok_s: tg,
+        weight_bytes_per_token: weight_bytes,
+        bandwidth_gb_s: measured.gb_per_second(),
+        bandwidth_runs_gb_s: measured.runs.iter().map(|b| b / 1e9).collect(),
+        bandwidth_buffer_bytes: measured.buffer_bytes,
+        roofline_percent: roofline,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("prefill: {:.1} tok/s", report.prefill_tok_s);
+        println!("decode: {:.1} tok/s", report.decode_tok_s);
+        println!(
+            "weights: {:.1} MiB read per token",
+            mib(weight_bytes as f64)
+        );
+        println!("bandwidth: {:.1} GB/s", report.bandwidth_gb_s);
+        println!("roofline: {:.1} %", report.roofline_percent);
+        eprintln!(
+            "(bandwidth: streaming read of {:.0} MiB with {} threads, median of {} runs)",
+            mib(measured.buffer_bytes as f64),
+            measured.threads,
+            measured.runs.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prefill `prompt` from an empty cache, then decode `decode` one token at
+/// a time; returns (prefill tok/s, decode tok/s if any were decoded).
+fn one_repetition(
+    session: &mut Session,
+    prompt: &[u32],
+    decode: &[u32],
+) -> Result<(f64, Option<f64>)> {
+    session.reset();
+    let started = Instant::now();
+    session.forward(prompt, 0)?;
+    let prefill = prompt.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    if decode.is_empty() {
+        return Ok((prefill, None));
+    }
+    let started = Instant::now();
+    for (i, &token) in decode.iter().enumerate() {
+        session.forward(&[token], prompt.len() + i)?;
+    }
+    let decode_rate = decode.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    Ok((prefill, Some(decode_rate)))
+}

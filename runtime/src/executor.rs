@@ -1,0 +1,229 @@
+//! The CPU executor: runs an artifact's dispatch list on a thread pool.
+//!
+//! A [`Session`] is one loaded model with its KV cache. [`Session::forward`]
+//! runs `tokens` new tokens at positions `start..start + tokens.len()`:
+//! it writes token ids and positions into the input buffers, sets the
+//! token dimension of every activation descriptor, and runs the
+//! dispatches in order. Dispatch `d` runs
+//! `d.workgroups + d.workgroups_per_token · tokens` workgroups, each id
+//! exactly once, in parallel; the next dispatch starts when all have
+//! finished. More tokens than the artifact's `max_tokens` are run in
+//! chunks (the KV cache carries the context from one chunk to the next).
+//!
+//! The session holds no model logic: everything it does comes from the
+//! manifest.
+
+use std::path::Path;
+
+use q35_format::artifact::Manifest;
+
+use crate::artifact::{BoundDispatch, LoadError, LoadedArtifact};
+use crate::thread_pool::ThreadPool;
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+/// Why a forward call was refused. Nothing has run when it is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    #[error(
+        "{tokens} tokens from position {start} need {} positions, but the artifact's context is {context} positions \
+         (recompile with a larger --context, or use a shorter prompt)",
+        start + tokens
+    )]
+    ContextOverflow {
+        start: usize,
+        tokens: usize,
+        context: usize,
+    },
+    #[error("cannot start at position {start}: the cache holds only {cached} positions")]
+    StartBeyondCache { start: usize, cached: usize },
+    #[error("token {token} at index {index} is outside the vocabulary of {vocab_size}")]
+    TokenOutOfRange {
+        token: u32,
+        index: usize,
+        vocab_size: usize,
+    },
+}
+
+/// A pointer to a bound dispatch that workers may share. Workgroups of one
+/// dispatch write disjoint parts of their output buffers (the compiler's
+/// contract), and the session outlives every `run`.
+struct SharedDispatch<'a>(&'a BoundDispatch);
+// SAFETY: see above; the raw pointers inside are only passed to kernels.
+unsafe impl Sync for SharedDispatch<'_> {}
+
+/// A loaded model ready to run, with its KV cache and thread pool.
+pub struct Session {
+    pool: ThreadPool,
+    /// Positions held in the KV cache.
+    cached: usize,
+    /// Logits of a call that ran in several chunks.
+    chunked_logits: Vec<f32>,
+    /// Whether the last call's logits are in `chunked_logits` (else in the
+    /// output buffer).
+    last_chunked: bool,
+    last_tokens: usize,
+    artifact: LoadedArtifact,
+}
+
+impl Session {
+    /// Loads `path` (validating it, see [`crate::artifact`]) and starts a
+    /// pool of `threads` threads (0: one per core).
+    pub fn load(path: impl AsRef<Path>, threads: usize) -> Result<Self, LoadError> {
+        let artifact = LoadedArtifact::load(path)?;
+        Ok(Self::new(artifact, threads))
+    }
+
+    /// A session over an already loaded artifact.
+    pub fn new(artifact: LoadedArtifact, threads: usize) -> Self {
+        Self {
+            pool: ThreadPool::new(threads),
+            cached: 0,
+            chunked_logits: Vec::new(),
+            last_chunked: false,
+            last_tokens: 0,
+            artifact,
+        }
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        self.artifact.manifest()
+    }
+
+    pub fn artifact(&self) -> &LoadedArtifact {
+        &self.artifact
+    }
+
+    /// Threads running each dispatch.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// The pool, for measurements that should use the same threads.
+    pub fn thread_pool(&mut self) -> &mut ThreadPool {
+        &mut self.pool
+    }
+
+    /// The longest sequence the artifact can run (its KV cache rows).
+    pub fn context_length(&self) -> usize {
+        self.manifest().context_length
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.manifest().model.vocab_size
+    }
+
+    /// Positions in the KV cache.
+    pub fn cached(&self) -> usize {
+        self.cached
+    }
+
+    /// Empties the KV cache (the next call must start at 0). The cache rows
+    /// are not cleared: attention only reads rows written since.
+    pub fn reset(&mut self) {
+        self.cached = 0;
+    }
+
+    /// The artifact's tokenizer, parsed (`None` if it has none).
+    pub fn tokenizer(&self) -> Result<Option<Tokenizer>, TokenizerError> {
+        self.artifact
+            .tokenizer_json()
+            .map(|json| {
+                Tokenizer::from_json_str(json, &format!("{}: tokenizer.json", self.artifact.path()))
+            })
+            .transpose()
+    }
+
+    /// Runs `tokens` at positions `start..start + tokens.len()` and returns
+    /// their logits, `[tokens.len() × vocab_size]` row-major, valid until
+    /// the next call.
+    ///
+    /// The cache must hold at least `start` positions; positions from
+    /// `start` on are overwritten (so `start < cached()` rewinds).
+    pub fn forward(&mut self, tokens: &[u32], start: usize) -> Result<&[f32], ForwardError> {
+        let manifest = self.artifact.manifest();
+        let (context, vocab, max_tokens) = (
+            manifest.context_length,
+            manifest.model.vocab_size,
+            manifest.max_tokens,
+        );
+        if start > self.cached {
+            return Err(ForwardError::StartBeyondCache {
+                start,
+                cached: self.cached,
+            });
+        }
+        if start.saturating_add(tokens.len()) > context {
+            return Err(ForwardError::ContextOverflow {
+                start,
+                tokens: tokens.len(),
+                context,
+            });
+        }
+        if let Some((index, &token)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t as usize >= vocab)
+        {
+            return Err(ForwardError::TokenOutOfRange {
+                token,
+                index,
+                vocab_size: vocab,
+            });
+        }
+        let _span = tracing::debug_span!("forward", tokens = tokens.len(), start).entered();
+        self.cached = start;
+        self.last_tokens = tokens.len();
+        self.last_chunked = tokens.len() > max_tokens;
+        self.chunked_logits.clear();
+        for (i, chunk) in tokens.chunks(max_tokens).enumerate() {
+            let at = start + i * max_tokens;
+            self.run_chunk(chunk, at);
+            self.cached = at + chunk.len();
+            if self.last_chunked {
+                self.chunked_logits
+                    .extend_from_slice(self.artifact.output(chunk.len()));
+            }
+        }
+        Ok(self.logits())
+    }
+
+    /// The logits of the last [`Session::forward`] call.
+    pub fn logits(&self) -> &[f32] {
+        if self.last_chunked {
+            &self.chunked_logits
+        } else {
+            self.artifact.output(self.last_tokens)
+        }
+    }
+
+    /// One call of the dispatch list for at most `max_tokens` tokens.
+    fn run_chunk(&mut self, ids: &[u32], start: usize) {
+        let n = ids.len();
+        self.artifact.bind_tokens(ids, start);
+        let (tokens, start_arg) = (n as i64, start as i64);
+        for (index, dispatch) in self.artifact.dispatches.iter().enumerate() {
+            let count = dispatch.workgroups + dispatch.workgroups_per_token * n;
+            let _span = tracing::trace_span!("dispatch", index, kernel = %dispatch.kernel, workgroups = count).entered();
+            let shared = SharedDispatch(dispatch);
+            let call = |wg: usize| {
+                let d = &shared;
+                // SAFETY: the entry was found in the loaded code under the
+                // kernel's name and its trampoline matches the argument
+                // count; the descriptors and buffers they point to are
+                // owned by the artifact and sized from the manifest.
+                unsafe { (d.0.trampoline)(d.0.entry, wg as i64, tokens, start_arg, &d.0.args) }
+            };
+            self.pool.run(count, &call);
+        }
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("artifact", &self.artifact)
+            .field("threads", &self.pool.threads())
+            .field("cached", &self.cached)
+            .finish()
+    }
+}

@@ -132,6 +132,27 @@ irdl.dialect @q35 {
     irdl.results(out: %out)
   }
 
+  // dequant_matmul with the residual add fused into its epilogue (made by
+  // q35-fuse): out[m, n] = residual[m, n] + sum_k x[m, k] * dequant(w)[n, k].
+  irdl.operation @dequant_matmul_add {
+    %x = irdl.base "!builtin.tensor"
+    %w = irdl.base @q35::@packed
+    %out = irdl.base "!builtin.tensor"
+    irdl.operands(x: %x, w: %w, residual: %out)
+    irdl.results(out: %out)
+  }
+
+  // The gate and up projections of a SwiGLU MLP in one op (made by
+  // q35-fuse): out = silu(x * dequant(gate)^T) * (x * dequant(up)^T). Both
+  // weights have the same packed type.
+  irdl.operation @dequant_matmul_swiglu {
+    %x = irdl.base "!builtin.tensor"
+    %w = irdl.base @q35::@packed
+    %out = irdl.base "!builtin.tensor"
+    irdl.operands(x: %x, gate: %w, up: %w)
+    irdl.results(out: %out)
+  }
+
   // Integer path for int8-activation hardware: x is int8 with one f32 scale
   // per row (x_scale), codes minus integer zero points are accumulated in
   // int32 over runs of `acc_len` terms, then scaled to f32.

@@ -184,6 +184,29 @@ pub fn dequant_matmul<'c>(
     build(context, "dequant_matmul", location, &[x, w], &[result], &[])
 }
 
+/// `q35.dequant_matmul_add`: `residual + x · dequant(w)ᵀ` (q35-fuse).
+pub fn dequant_matmul_add<'c>(
+    context: &'c Context,
+    x: Value<'c, '_>,
+    w: Value<'c, '_>,
+    residual: Value<'c, '_>,
+    location: Location<'c>,
+) -> Result<Operation<'c>> {
+    build(context, "dequant_matmul_add", location, &[x, w, residual], &[residual.r#type()], &[])
+}
+
+/// `q35.dequant_matmul_swiglu`: `silu(x · dequant(gate)ᵀ) · (x · dequant(up)ᵀ)` (q35-fuse).
+pub fn dequant_matmul_swiglu<'c>(
+    context: &'c Context,
+    x: Value<'c, '_>,
+    gate: Value<'c, '_>,
+    up: Value<'c, '_>,
+    result: Type<'c>,
+    location: Location<'c>,
+) -> Result<Operation<'c>> {
+    build(context, "dequant_matmul_swiglu", location, &[x, gate, up], &[result], &[])
+}
+
 pub fn dequant_matmul_i8<'c>(
     context: &'c Context,
     x: Value<'c, '_>,

@@ -251,7 +251,8 @@ fn check_op(mnemonic: &str, op: &OperationRef) -> Check {
             // IRDL already made operands and result one type.
             Tensor::of(result_type(op, 0)?, "result")?.expect_element("f32", "result")
         }
-        "dequant_matmul" => check_dequant_matmul(op),
+        "dequant_matmul" | "dequant_matmul_add" => check_dequant_matmul(op),
+        "dequant_matmul_swiglu" => check_dequant_matmul_swiglu(op),
         "dequant_matmul_i8" => check_dequant_matmul_i8(op),
         "dequant_matmul_tile" => check_dequant_matmul_tile(op),
         // IRDL rejects names it does not define before we get here.
@@ -377,6 +378,11 @@ fn check_dequant_matmul(op: &OperationRef) -> Check {
     let out = Tensor::of(result_type(op, 0)?, "result")?;
     out.expect_element("f32", "result")?;
     check_matmul_shapes(&x, &w, &out)
+}
+
+/// IRDL made gate and up one packed type, so checking gate checks both.
+fn check_dequant_matmul_swiglu(op: &OperationRef) -> Check {
+    check_dequant_matmul(op)
 }
 
 fn check_matmul_shapes(x: &Tensor, w: &PackedType, out: &Tensor) -> Check {

@@ -144,3 +144,12 @@ func.func @tile_zero(%x: tensor<4x576xf32>, %acc: tensor<4x320xf32>, %n0: index,
   %t = "q35.dequant_matmul_tile"(%x, %w, %acc, %n0, %k0) {tile_n = 320 : i64, tile_k = 0 : i64} : (tensor<4x576xf32>, !q35.packed<1536 : i64, 576 : i64, 128 : i64, "q35", "planar">, tensor<4x320xf32>, index, index) -> tensor<4x320xf32>
   return
 }
+
+// -----
+
+func.func @fused_add_k(%x: tensor<2x32xf32>) {
+  %w = "q35.weight"() {name = "w"} : () -> !q35.packed<32 : i64, 64 : i64, 32 : i64, "q35", "planar">
+  // expected-error@+1 {{'q35.dequant_matmul_add' op x's last dimension (K) is 32, expected 64}}
+  %y = "q35.dequant_matmul_add"(%x, %w, %x) : (tensor<2x32xf32>, !q35.packed<32 : i64, 64 : i64, 32 : i64, "q35", "planar">, tensor<2x32xf32>) -> tensor<2x32xf32>
+  return
+}

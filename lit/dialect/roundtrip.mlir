@@ -51,3 +51,15 @@ func.func @integer_and_tiles(%x: tensor<4x576xi8>, %s: tensor<4xf32>, %xf: tenso
   %t = "q35.dequant_matmul_tile"(%xf, %w, %acc, %n0, %k0) {tile_n = 320 : i64, tile_k = 320 : i64} : (tensor<4x576xf32>, !q35.packed<1536 : i64, 576 : i64, 128 : i64, "q35", "planar">, tensor<4x320xf32>, index, index) -> tensor<4x320xf32>
   return %y, %t : tensor<4x1536xf32>, tensor<4x320xf32>
 }
+
+// CHECK-LABEL: func.func @fused
+func.func @fused(%x: tensor<?x576xf32>) -> (tensor<?x576xf32>, tensor<?x1536xf32>) {
+  %wo = "q35.weight"() {name = "o"} : () -> !q35.packed<576 : i64, 576 : i64, 128 : i64, "q35", "planar">
+  %wg = "q35.weight"() {name = "gate"} : () -> !q35.packed<1536 : i64, 576 : i64, 128 : i64, "q35", "planar">
+  %wu = "q35.weight"() {name = "up"} : () -> !q35.packed<1536 : i64, 576 : i64, 128 : i64, "q35", "planar">
+  // CHECK: "q35.dequant_matmul_add"(%arg0, %{{.*}}, %arg0) : (tensor<?x576xf32>, !q35.packed<576 : i64, 576 : i64, 128 : i64, "q35", "planar">, tensor<?x576xf32>) -> tensor<?x576xf32>
+  %h = "q35.dequant_matmul_add"(%x, %wo, %x) : (tensor<?x576xf32>, !q35.packed<576 : i64, 576 : i64, 128 : i64, "q35", "planar">, tensor<?x576xf32>) -> tensor<?x576xf32>
+  // CHECK: "q35.dequant_matmul_swiglu"(%{{.*}}, %{{.*}}, %{{.*}}) : (tensor<?x576xf32>, !q35.packed<1536 : i64, 576 : i64, 128 : i64, "q35", "planar">, !q35.packed<1536 : i64, 576 : i64, 128 : i64, "q35", "planar">) -> tensor<?x1536xf32>
+  %s = "q35.dequant_matmul_swiglu"(%h, %wg, %wu) : (tensor<?x576xf32>, !q35.packed<1536 : i64, 576 : i64, 128 : i64, "q35", "planar">, !q35.packed<1536 : i64, 576 : i64, 128 : i64, "q35", "planar">) -> tensor<?x1536xf32>
+  return %h, %s : tensor<?x576xf32>, tensor<?x1536xf32>
+}

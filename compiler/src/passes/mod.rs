@@ -3,11 +3,13 @@
 //! Every pass is named `q35-<verb>`, has a one-line summary, a lit test in
 //! `lit/passes/`, and a timing entry (each pipeline step is timed).
 
+mod fuse;
 mod ir;
 pub mod lower;
 mod tile;
 mod verify;
 
+pub use fuse::FusePass;
 pub use tile::{parse_tile, TilePass, DEFAULT_TILE};
 pub use verify::VerifyPass;
 
@@ -26,6 +28,11 @@ pub const PASSES: &[PassInfo] = &[
     PassInfo {
         name: "q35-verify",
         summary: "check q35 ops for what IRDL cannot express (shapes, element types, attribute ranges)",
+        flag_option: None,
+    },
+    PassInfo {
+        name: "q35-fuse",
+        summary: "fuse residual adds and SwiGLU (gate and up projections) into the dequant_matmul that feeds them",
         flag_option: None,
     },
     PassInfo {
@@ -83,6 +90,14 @@ pub fn create(context: &Context, name: &str, options: &[(String, String)]) -> Re
                 }
             }
             let pass = TilePass::new(context, tile);
+            let findings = pass.findings();
+            Ok((pass.into_pass(), findings))
+        }
+        "q35-fuse" => {
+            if let Some((key, _)) = options.first() {
+                return Err(unknown_option(key));
+            }
+            let pass = FusePass::new(context);
             let findings = pass.findings();
             Ok((pass.into_pass(), findings))
         }

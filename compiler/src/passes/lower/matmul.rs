@@ -35,6 +35,19 @@ pub struct MatmulShape {
     pub group: GroupSize,
     /// Output rows per workgroup.
     pub rows_per_workgroup: usize,
+    /// What the kernel does with each dot product before storing it.
+    pub epilogue: Epilogue,
+}
+
+/// An elementwise step fused into the matmul kernel (q35-fuse).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    /// out = x · wᵀ
+    None,
+    /// out = residual + x · wᵀ; buffers `[x, w.., residual, out]`.
+    AddResidual,
+    /// out = silu(x · gateᵀ) · (x · upᵀ); buffers `[x, gate.., up.., out]`.
+    SwiGlu,
 }
 
 impl MatmulShape {
@@ -44,8 +57,13 @@ impl MatmulShape {
 
     /// Kernel name, unique per shape.
     pub fn kernel_name(&self) -> String {
+        let suffix = match self.epilogue {
+            Epilogue::None => "",
+            Epilogue::AddResidual => "_add",
+            Epilogue::SwiGlu => "_swiglu",
+        };
         format!(
-            "dequant_matmul_{}_{}x{}_g{}_r{}",
+            "dequant_matmul_{}_{}x{}_g{}_r{}{suffix}",
             self.quant, self.n, self.k, self.group, self.rows_per_workgroup
         )
     }
@@ -54,12 +72,19 @@ impl MatmulShape {
     pub fn buffer_types<'c>(&self, b: &Builder<'c>) -> Vec<Type<'c>> {
         let parse = |t: &str| Type::parse(b.context, t).expect("valid memref type");
         let mut types = vec![parse(&format!("memref<?x{}xf32>", self.k))];
-        match self.quant {
-            QuantKind::F16 => types.push(parse("memref<?xf16>")),
-            QuantKind::F32 => types.push(parse("memref<?xf32>")),
-            _ => types.extend(["memref<?xi8>", "memref<?xf16>", "memref<?xi8>", "memref<?xf16>"].map(parse)),
+        let weights = if self.epilogue == Epilogue::SwiGlu { 2 } else { 1 };
+        for _ in 0..weights {
+            match self.quant {
+                QuantKind::F16 => types.push(parse("memref<?xf16>")),
+                QuantKind::F32 => types.push(parse("memref<?xf32>")),
+                _ => types.extend(["memref<?xi8>", "memref<?xf16>", "memref<?xi8>", "memref<?xf16>"].map(parse)),
+            }
         }
-        types.push(parse(&format!("memref<?x{}xf32>", self.n)));
+        let row = parse(&format!("memref<?x{}xf32>", self.n));
+        if self.epilogue == Epilogue::AddResidual {
+            types.push(row);
+        }
+        types.push(row);
         types
     }
 }

@@ -28,7 +28,7 @@ mod rope;
 
 pub use attention::AttentionShape;
 pub use elementwise::RowOp;
-pub use matmul::MatmulShape;
+pub use matmul::{Epilogue, MatmulShape};
 
 use super::Findings;
 use builder::Builder;
@@ -419,8 +419,13 @@ fn plan_function(
                 names.insert(key(result), (name, 0));
                 continue;
             }
-            "q35.dequant_matmul" | "q35.embedding" => {
+            "q35.dequant_matmul" | "q35.dequant_matmul_add" | "q35.dequant_matmul_swiglu" | "q35.embedding" => {
                 let (input, weight) = (operand(0)?, operand(1)?);
+                let epilogue = match op_name.as_str() {
+                    "q35.dequant_matmul_add" => Epilogue::AddResidual,
+                    "q35.dequant_matmul_swiglu" => Epilogue::SwiGlu,
+                    _ => Epilogue::None,
+                };
                 let packed_or_float = PackedType::from_type(weight.r#type());
                 let shape = match packed_or_float {
                     Some(p) => {
@@ -431,6 +436,7 @@ fn plan_function(
                             quant: p.quant,
                             group: group_of(&p),
                             rows_per_workgroup,
+                            epilogue,
                         }
                     }
                     None => {
@@ -445,13 +451,20 @@ fn plan_function(
                             quant: QuantKind::F32,
                             group: GroupSize::Channel,
                             rows_per_workgroup,
+                            epilogue,
                         }
                     }
                 };
                 let result: Value = op.result(0).map_err(|e| e.to_string())?.into();
                 let (width, _) = tensor_width(result.r#type())?;
                 let out = plan.activation(width);
-                let buffers = vec![buffer_of(&names, input)?, buffer_of(&names, weight)?, out.clone()];
+                // The third operand is the residual (add) or the up weight
+                // (SwiGLU); either way it is bound after the first weight.
+                let mut buffers = vec![buffer_of(&names, input)?, buffer_of(&names, weight)?];
+                if epilogue != Epilogue::None {
+                    buffers.push(buffer_of(&names, operand(2)?)?);
+                }
+                buffers.push(out.clone());
                 if op_name == "q35.embedding" {
                     let name = format!("embedding_{}_{}x{}_g{}", shape.quant, shape.n, shape.k, shape.group);
                     emit(&name, 0, 1, &buffers);

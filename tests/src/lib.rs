@@ -1,0 +1,68 @@
+//! Helpers for whole-path tests: write a tiny model, compile it with the
+//! q35c library exactly as `q35c MODEL --target cpu -o FILE` does, and load
+//! it in q35-rt.
+
+use anyhow::{Context, Result};
+use q35_dialect::Q35Context;
+use q35_format::{GroupSize, QuantKind};
+use q35c::{
+    codegen::{compile_cpu, CpuOptions},
+    emit::{emit_module, EmitOptions, Group},
+    front::{self, testmodel::TinySpec},
+    graph::ModelGraph,
+    pipeline::{RunOptions, Timings},
+};
+use std::path::{Path, PathBuf};
+
+/// A tiny model and its artifacts, in a temporary directory removed on drop.
+pub struct TinyModel {
+    pub dir: tempfile::TempDir,
+    pub model: PathBuf,
+}
+
+impl TinyModel {
+    /// The default tiny model (2 layers, hidden 64, GQA 4:2 heads, FFN 128,
+    /// 264-token vocabulary with a tokenizer, context 128).
+    pub fn new() -> Result<Self> {
+        Self::with(TinySpec::default())
+    }
+
+    pub fn with(spec: TinySpec) -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let model_dir = dir.path().join("model");
+        std::fs::create_dir_all(&model_dir)?;
+        let model = front::testmodel::write_tiny_model(&model_dir, spec)?;
+        Ok(Self { dir, model })
+    }
+
+    /// Compiles the model for the host CPU and writes `NAME.q35`.
+    pub fn compile(&self, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<PathBuf> {
+        let bytes = compile_bytes(&self.model, quant, group, max_tokens)?;
+        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}.q35"));
+        std::fs::write(&path, bytes)?;
+        Ok(path)
+    }
+}
+
+/// Artifact bytes for `model`, compiled as the q35c driver does.
+pub fn compile_bytes(model: &Path, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<Vec<u8>> {
+    let q35 = Q35Context::new()?;
+    let model = front::load(model)?;
+    let graph = ModelGraph::llama(&model.config)?;
+    let emit = EmitOptions {
+        quant,
+        group: match group.fixed() {
+            Some(g) => Group::Size(g as u64),
+            None => Group::Channel,
+        },
+        context_length: model.config.max_position_embeddings,
+    };
+    let module = emit_module(&q35, &graph, &model.config, &model.source.display().to_string(), &emit)?;
+    let mut options = CpuOptions::new(emit, group);
+    options.max_tokens = max_tokens;
+    let run = RunOptions {
+        verify_each: true,
+        print_ir_after_all: false,
+    };
+    compile_cpu(&q35, module, &model, &graph, &options, &run, &mut Timings::default())
+}

@@ -1,0 +1,101 @@
+//! The CPU path end to end on the tiny model: q35c compiles it, q35-rt runs
+//! it, and the reference forward pass on the artifact's own dequantized
+//! weights is the oracle.
+//!
+//! Tolerance: the compiled code and the reference use the same weights, so
+//! they differ only in f32 rounding. The reference accumulates in f64; the
+//! kernels sum in f32 in a reassociated (vectorized) order and use their own
+//! exp/rsqrt. A dot product of length K in f32 is off by at most about
+//! K·2⁻²⁴·Σ|xᵢwᵢ| (K ≤ 128 here: ~1e-5 relative), and two layers of
+//! norms and softmax keep that order of magnitude. The bound,
+//! 1e-3 × max |logit|, leaves two orders of magnitude of margin over what
+//! this argument allows, and would still catch any wrong index, stride or
+//! dropped term (those give errors of the order of the logits).
+
+use q35_format::{GroupSize, QuantKind};
+use q35_rt::{
+    check::{compare, reference_for},
+    executor::Session,
+};
+use q35_tests::TinyModel;
+
+const BOUND: f64 = 1e-3;
+const PROMPT: [u32; 7] = [1, 17, 42, 99, 3, 250, 8];
+
+fn check(quant: QuantKind, group: GroupSize, threads: usize, decode_steps: usize) {
+    let tiny = TinyModel::new().unwrap();
+    let artifact = tiny.compile(quant, group, 16).unwrap();
+    let mut session = Session::load(&artifact, threads).unwrap();
+    let mut reference = reference_for(&artifact).unwrap();
+    let report = compare(&mut session, &mut reference, &PROMPT, decode_steps).unwrap();
+    assert_eq!(report.rows, PROMPT.len() + decode_steps, "{quant} g{group}: rows compared");
+    assert!(!report.non_finite, "{quant} g{group}: non-finite logits");
+    assert!(
+        report.relative_error() <= BOUND,
+        "{quant} g{group}: max |error| {} is {:.3e} of max |logit| {} (bound {BOUND})",
+        report.max_abs_error,
+        report.relative_error(),
+        report.max_abs_logit
+    );
+    assert_eq!(report.top1_agreement, report.rows, "{quant} g{group}: greedy tokens differ");
+}
+
+#[test]
+fn f32_prefill_and_decode_match_the_reference() {
+    check(QuantKind::F32, GroupSize::Channel, 2, 8);
+}
+
+#[test]
+fn q35_prefill_and_decode_match_the_reference() {
+    // 32 decode steps: greedy tokens must be identical over 32 tokens.
+    check(QuantKind::Q35, GroupSize::G32, 2, 32);
+}
+
+#[test]
+fn q35_per_channel_one_thread_matches_the_reference() {
+    check(QuantKind::Q35, GroupSize::Channel, 1, 8);
+}
+
+#[test]
+fn int4_int3_and_f16_match_the_reference() {
+    check(QuantKind::Int4, GroupSize::G64, 2, 4);
+    check(QuantKind::Int3, GroupSize::G32, 2, 4);
+    check(QuantKind::F16, GroupSize::Channel, 2, 4);
+}
+
+/// Prefill in chunks (as a long prompt is run, max_tokens at a time) gives
+/// the same last logits as one call, and the cache carries over.
+#[test]
+fn chunked_prefill_equals_one_call() {
+    let tiny = TinyModel::new().unwrap();
+    let artifact = tiny.compile(QuantKind::Q35, GroupSize::G64, 16).unwrap();
+    let mut session = Session::load(&artifact, 2).unwrap();
+    let whole = session.forward(&PROMPT, 0).unwrap().to_vec();
+    let vocab = session.vocab_size();
+    session.reset();
+    session.forward(&PROMPT[..3], 0).unwrap();
+    let chunked = session.forward(&PROMPT[3..], 3).unwrap().to_vec();
+    let last = |v: &[f32]| v[v.len() - vocab..].to_vec();
+    let (a, b) = (last(&whole), last(&chunked));
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let worst = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    // Same kernels, same sums: only attention's softmax sees rows in a
+    // different grouping, so the results agree to f32 rounding.
+    assert!(worst <= 1e-5 * scale, "chunked prefill differs by {worst} (max |logit| {scale})");
+}
+
+#[test]
+fn more_tokens_than_the_context_are_refused() {
+    let tiny = TinyModel::new().unwrap();
+    let artifact = tiny.compile(QuantKind::Q35, GroupSize::G64, 16).unwrap();
+    let mut session = Session::load(&artifact, 1).unwrap();
+    let context = session.context_length();
+    // Fill the cache 16 tokens at a time, then ask for one more position.
+    for start in (0..context).step_by(16) {
+        session.forward(&[5; 16], start).unwrap();
+    }
+    let error = session.forward(&[1], context).unwrap_err().to_string();
+    assert!(error.contains("context is 128 positions"), "{error}");
+    let error = session.forward(&[9999], 0).unwrap_err().to_string();
+    assert!(error.contains("outside the vocabulary"), "{error}");
+}

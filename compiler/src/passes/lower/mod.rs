@@ -495,7 +495,9 @@ fn plan_function(
                 let out = plan.activation(width);
                 buffers.push(out.clone());
                 let name = match row_op {
-                    RowOp::RmsNorm { epsilon } => format!("rms_norm_{width}_eps{epsilon:e}").replace(['.', '-'], "_"),
+                    // Printed as f32: the attribute is f32, and its f64 widening
+                    // (9.999999747378752e-6) makes an unreadable symbol.
+                    RowOp::RmsNorm { epsilon } => format!("rms_norm_{width}_eps{:e}", epsilon as f32).replace(['.', '-'], "_"),
                     _ => format!("{}_{width}", row_op.name()),
                 };
                 emit(&name, 0, 1, &buffers);

@@ -144,6 +144,10 @@ impl<'c> Builder<'c> {
         push(block, arith::ori(a, b, self.location))
     }
 
+    pub fn xori<'b>(&self, block: &'b Block<'c>, a: Value<'c, '_>, b: Value<'c, '_>) -> Value<'c, 'b> {
+        push(block, arith::xori(a, b, self.location))
+    }
+
     pub fn shrui<'b>(&self, block: &'b Block<'c>, a: Value<'c, '_>, b: Value<'c, '_>) -> Value<'c, 'b> {
         push(block, arith::shrui(a, b, self.location))
     }
@@ -287,6 +291,263 @@ impl<'c> Builder<'c> {
                     melior::ir::Identifier::new(self.context, "operandSegmentSizes"),
                     melior::ir::attribute::DenseI32ArrayAttribute::new(self.context, &[0, 0]).into(),
                 )])
+                .build()
+                .expect("valid memref.alloca"),
+        )
+    }
+}
+
+/// Vector and pointer helpers for hand-vectorized kernels. Vectors are
+/// builtin `vector<N x T>` values, so `arith` and `math` ops apply to them
+/// directly (the arith/math-to-LLVM conversions handle 1-D vectors); the
+/// few things those dialects lack (loads through a byte address, shuffles,
+/// splats, reductions, target intrinsics) are LLVM dialect ops, which the
+/// CPU pipeline passes through unchanged.
+impl<'c> Builder<'c> {
+    /// `vector<lanes x elem>`, `elem` as MLIR spells it (`f32`, `i8`, ...).
+    pub fn vector_type(&self, lanes: usize, elem: &str) -> Type<'c> {
+        Type::parse(self.context, &format!("vector<{lanes}x{elem}>")).expect("valid vector type")
+    }
+
+    pub fn ptr_type(&self) -> Type<'c> {
+        Type::parse(self.context, "!llvm.ptr").expect("valid pointer type")
+    }
+
+    /// `arith.constant dense<[values]> : vector<N x elem>`.
+    pub fn dense<'b, T: std::fmt::Display>(&self, block: &'b Block<'c>, elem: &str, values: &[T]) -> Value<'c, 'b> {
+        let list: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        let text = format!("dense<[{}]> : vector<{}x{elem}>", list.join(", "), values.len());
+        let attr = melior::ir::Attribute::parse(self.context, &text).expect("valid dense constant");
+        push(block, arith::constant(self.context, attr, self.location))
+    }
+
+    /// The address of a memref's first element as an i64 (the memref must
+    /// have offset 0, as every kernel buffer does).
+    pub fn address<'b>(&self, block: &'b Block<'c>, memref: Value<'c, '_>) -> Value<'c, 'b> {
+        let index = push(
+            block,
+            OperationBuilder::new("memref.extract_aligned_pointer_as_index", self.location)
+                .add_operands(&[memref])
+                .add_results(&[self.index_type()])
+                .build()
+                .expect("valid memref.extract_aligned_pointer_as_index"),
+        );
+        self.index_cast(block, index, self.int_type(64))
+    }
+
+    fn pointer<'b>(&self, block: &'b Block<'c>, address: Value<'c, '_>) -> Value<'c, 'b> {
+        push(
+            block,
+            OperationBuilder::new("llvm.inttoptr", self.location)
+                .add_operands(&[address])
+                .add_results(&[self.ptr_type()])
+                .build()
+                .expect("valid llvm.inttoptr"),
+        )
+    }
+
+    fn memory_attributes(&self, align: usize) -> [(melior::ir::Identifier<'c>, melior::ir::Attribute<'c>); 2] {
+        let i64_type = self.int_type(64);
+        [
+            (
+                melior::ir::Identifier::new(self.context, "alignment"),
+                IntegerAttribute::new(i64_type, align as i64).into(),
+            ),
+            (
+                melior::ir::Identifier::new(self.context, "ordering"),
+                IntegerAttribute::new(i64_type, 0).into(),
+            ),
+        ]
+    }
+
+    /// Loads a value of type `ty` from the byte address `address` (i64),
+    /// assuming `align`-byte alignment.
+    pub fn load_at<'b>(&self, block: &'b Block<'c>, address: Value<'c, '_>, ty: Type<'c>, align: usize) -> Value<'c, 'b> {
+        let ptr = self.pointer(block, address);
+        push(
+            block,
+            OperationBuilder::new("llvm.load", self.location)
+                .add_operands(&[ptr])
+                .add_results(&[ty])
+                .add_attributes(&self.memory_attributes(align))
+                .build()
+                .expect("valid llvm.load"),
+        )
+    }
+
+    /// Stores `value` at the byte address `address` (i64).
+    pub fn store_at(&self, block: &Block<'c>, value: Value<'c, '_>, address: Value<'c, '_>, align: usize) {
+        let ptr = self.pointer(block, address);
+        block.append_operation(
+            OperationBuilder::new("llvm.store", self.location)
+                .add_operands(&[value, ptr])
+                .add_attributes(&self.memory_attributes(align))
+                .build()
+                .expect("valid llvm.store"),
+        );
+    }
+
+    /// `llvm.shufflevector a, b [mask]`: lane i of the result is lane
+    /// mask[i] of the concatenation a ++ b; `result` is its vector type.
+    pub fn shuffle<'b>(&self, block: &'b Block<'c>, a: Value<'c, '_>, b: Value<'c, '_>, mask: &[i32], result: Type<'c>) -> Value<'c, 'b> {
+        push(
+            block,
+            OperationBuilder::new("llvm.shufflevector", self.location)
+                .add_operands(&[a, b])
+                .add_results(&[result])
+                .add_attributes(&[(
+                    melior::ir::Identifier::new(self.context, "mask"),
+                    melior::ir::attribute::DenseI32ArrayAttribute::new(self.context, mask).into(),
+                )])
+                .build()
+                .expect("valid llvm.shufflevector"),
+        )
+    }
+
+    /// `llvm.intr.prefetch` of the byte address `address` (i64) for reading.
+    pub fn prefetch(&self, block: &Block<'c>, address: Value<'c, '_>) {
+        let ptr = self.pointer(block, address);
+        let i32_attr = |v: i64| -> melior::ir::Attribute<'c> { IntegerAttribute::new(self.int_type(32), v).into() };
+        block.append_operation(
+            OperationBuilder::new("llvm.intr.prefetch", self.location)
+                .add_operands(&[ptr])
+                .add_attributes(&[
+                    (melior::ir::Identifier::new(self.context, "rw"), i32_attr(0)),
+                    (melior::ir::Identifier::new(self.context, "hint"), i32_attr(3)),
+                    (melior::ir::Identifier::new(self.context, "cache"), i32_attr(1)),
+                ])
+                .build()
+                .expect("valid llvm.intr.prefetch"),
+        );
+    }
+
+    /// `llvm.bitcast`: the same bits as another type (vector shapes may differ).
+    pub fn bitcast<'b>(&self, block: &'b Block<'c>, value: Value<'c, '_>, to: Type<'c>) -> Value<'c, 'b> {
+        push(
+            block,
+            OperationBuilder::new("llvm.bitcast", self.location)
+                .add_operands(&[value])
+                .add_results(&[to])
+                .build()
+                .expect("valid llvm.bitcast"),
+        )
+    }
+
+    /// A `vector<lanes x f32>` with every lane `scalar`.
+    pub fn splat<'b>(&self, block: &'b Block<'c>, scalar: Value<'c, '_>, lanes: usize) -> Value<'c, 'b> {
+        self.splat_of(block, scalar, lanes, "f32")
+    }
+
+    /// `llvm.intr.masked.load`: the lanes of `mask` from `address` (i64),
+    /// zero elsewhere; masked-off lanes are never read.
+    pub fn masked_load<'b>(&self, block: &'b Block<'c>, address: Value<'c, '_>, mask: Value<'c, '_>, ty: Type<'c>, align: usize) -> Value<'c, 'b> {
+        let ptr = self.pointer(block, address);
+        let zero = push(
+            block,
+            OperationBuilder::new("llvm.mlir.zero", self.location)
+                .add_results(&[ty])
+                .build()
+                .expect("valid llvm.mlir.zero"),
+        );
+        push(
+            block,
+            OperationBuilder::new("llvm.intr.masked.load", self.location)
+                .add_operands(&[ptr, mask, zero])
+                .add_results(&[ty])
+                .add_attributes(&[(
+                    melior::ir::Identifier::new(self.context, "alignment"),
+                    IntegerAttribute::new(self.int_type(32), align as i64).into(),
+                )])
+                .build()
+                .expect("valid llvm.intr.masked.load"),
+        )
+    }
+
+    /// A `vector<lanes x elem>` with every lane `scalar` (of type `elem`).
+    pub fn splat_of<'b>(&self, block: &'b Block<'c>, scalar: Value<'c, '_>, lanes: usize, elem: &str) -> Value<'c, 'b> {
+        let ty = self.vector_type(lanes, elem);
+        let poison = push(
+            block,
+            OperationBuilder::new("llvm.mlir.poison", self.location)
+                .add_results(&[ty])
+                .build()
+                .expect("valid llvm.mlir.poison"),
+        );
+        let zero = self.int(block, 32, 0);
+        let first = push(
+            block,
+            OperationBuilder::new("llvm.insertelement", self.location)
+                .add_operands(&[poison, scalar, zero])
+                .add_results(&[ty])
+                .build()
+                .expect("valid llvm.insertelement"),
+        );
+        self.shuffle(block, first, poison, &vec![0; lanes], ty)
+    }
+
+    /// A call of the LLVM intrinsic `name` (for example a target's permute).
+    pub fn intrinsic<'b>(&self, block: &'b Block<'c>, name: &str, args: &[Value<'c, '_>], result: Type<'c>) -> Value<'c, 'b> {
+        push(
+            block,
+            OperationBuilder::new("llvm.call_intrinsic", self.location)
+                .add_operands(args)
+                .add_results(&[result])
+                .add_attributes(&[
+                    (
+                        melior::ir::Identifier::new(self.context, "intrin"),
+                        melior::ir::attribute::StringAttribute::new(self.context, name).into(),
+                    ),
+                    (
+                        melior::ir::Identifier::new(self.context, "fastmathFlags"),
+                        melior::ir::Attribute::parse(self.context, "#llvm.fastmath<none>").expect("valid fastmath"),
+                    ),
+                    (
+                        melior::ir::Identifier::new(self.context, "op_bundle_sizes"),
+                        melior::ir::attribute::DenseI32ArrayAttribute::new(self.context, &[]).into(),
+                    ),
+                    (
+                        melior::ir::Identifier::new(self.context, "operandSegmentSizes"),
+                        melior::ir::attribute::DenseI32ArrayAttribute::new(self.context, &[args.len() as i32, 0]).into(),
+                    ),
+                ])
+                .build()
+                .expect("valid llvm.call_intrinsic"),
+        )
+    }
+
+    /// The sum of a vector's f32 lanes in any order (`reassoc`).
+    pub fn reduce_add<'b>(&self, block: &'b Block<'c>, vector: Value<'c, '_>) -> Value<'c, 'b> {
+        let zero = self.f32(block, 0.0);
+        push(
+            block,
+            OperationBuilder::new("llvm.intr.vector.reduce.fadd", self.location)
+                .add_operands(&[zero, vector])
+                .add_results(&[self.f32_type()])
+                .add_attributes(&[(
+                    melior::ir::Identifier::new(self.context, "fastmathFlags"),
+                    melior::ir::Attribute::parse(self.context, "#llvm.fastmath<reassoc>").expect("valid fastmath"),
+                )])
+                .build()
+                .expect("valid llvm.intr.vector.reduce.fadd"),
+        )
+    }
+
+    /// `memref.alloca() {alignment}` : memref<len x f32>, stack scratch.
+    pub fn alloca_f32_aligned<'b>(&self, block: &'b Block<'c>, len: usize, align: usize) -> Value<'c, 'b> {
+        push(
+            block,
+            OperationBuilder::new("memref.alloca", self.location)
+                .add_results(&[self.memref_type(&format!("memref<{len}xf32>"))])
+                .add_attributes(&[
+                    (
+                        melior::ir::Identifier::new(self.context, "operandSegmentSizes"),
+                        melior::ir::attribute::DenseI32ArrayAttribute::new(self.context, &[0, 0]).into(),
+                    ),
+                    (
+                        melior::ir::Identifier::new(self.context, "alignment"),
+                        IntegerAttribute::new(self.int_type(64), align as i64).into(),
+                    ),
+                ])
                 .build()
                 .expect("valid memref.alloca"),
         )

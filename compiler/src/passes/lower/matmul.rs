@@ -1,30 +1,103 @@
 //! `q35.dequant_matmul` as a kernel: each workgroup computes a block of
-//! output rows (channels); for each row, every group of the packed weight
-//! is decoded into a small stack buffer with exactly the reference
-//! arithmetic, `w = fl(min + fl(q·s))`, then dotted with every token's
-//! activations. The dequantized matrix is never materialized: only one
-//! group of one row exists at a time, in registers or L1.
+//! output rows (channels) for every token, optionally followed by an
+//! epilogue (a residual add, or SwiGLU of two matmuls). The dequantized
+//! matrix is never materialized.
 //!
 //! Kernel signature (buffers as memrefs, C interface):
 //!
 //! ```text
 //! (wg: index, tokens: index, start: index, x: memref<?xKxf32>,
 //!  codes: memref<?xi8>, mins: memref<?xf16>, range_codes: memref<?xi8>, range_scale: memref<?xf16>,
+//!  [up weight: the same four buffers, SwiGlu only],
+//!  [residual: memref<?xNxf32>, AddResidual only],
 //!  out: memref<?xNxf32>)
 //! ```
 //!
 //! for q35/int4/int3 weights, or `w: memref<?xf16>` / `memref<?xf32>` (row
-//! major, N·K elements) in place of the four weight buffers for f16/f32.
+//! major, N·K elements) in place of each set of four weight buffers for
+//! f16/f32. Epilogues: `None` writes `out[m, n] = dot`; `AddResidual`
+//! writes `out[m, n] = residual[m, n] + dot` (out may be the residual
+//! buffer: each element is read once, then written once); `SwiGlu` writes
+//! `out[m, n] = silu(g)·u` with `g`, `u` the gate and up dots and
+//! `silu(g) = g / (1 + exp(-g))` in f32, like the `swiglu` row kernel.
+//!
+//! **Coded weights on x86-64 with AVX-512 (the fast path).** Decode is
+//! memory-bound, so the kernel must turn 3.5 bits into a multiply-add in a
+//! handful of vector instructions. Per (row, group) it builds two 16-lane
+//! tables with exactly the reference arithmetic, `T4[q] = fl(min + fl(q·s4))`
+//! (q < 16) and `T3[q] = fl(min + fl((q mod 8)·s3))`, so a table entry *is*
+//! the reference weight `w'` bit for bit. Codes are loaded 16 plane bytes at
+//! a time (fewer for short planes) into 16 i32 lanes so that one shift puts
+//! a code in each lane's low 4 bits (3-bit codes: one shift for the `lo2`
+//! field, one for the `hi1` bit and one `vpternlogd` bit select); one
+//! `vpermps` per 16 lanes turns codes into weights, and one FMA adds them
+//! times the activations into one of several accumulators. The lane order
+//! is the plane order, not the column order, so each token's activations
+//! are first permuted once per workgroup into a stack scratch laid out slot
+//! by slot (16 floats per permute, zeros in unused lanes). Each row's `s4`,
+//! `s3` and `min` are decoded for all its groups at once in a short vector
+//! prologue (`s = fl32(range·fl64(1/L))` in f64, which equals the
+//! reference's `fl32(range/L)` for every range scale and code: a unit test
+//! checks all of them), and the code and parameter streams are prefetched
+//! a few KiB ahead. Decode computes four rows at a time (independent
+//! dependency chains, shared activation loads); prefill computes one row
+//! for four tokens at a time, sharing each decoded weight vector.
+//!
+//! *Numerics.* The weights are exactly the reference's `w'`; only the order
+//! of the f32 sum `Σ_k w'_k·x_k` differs from the reference's, and products
+//! are fused (`fma`): the same latitude the dot products have always had
+//! (`reassoc,contract` below), so the error argument of the numerical tests
+//! is unchanged: a reordered, fused f32 dot of length K is within
+//! `γ_K·Σ|w'_k·x_k|` (γ_K = K·u/(1 − K·u), u = 2^-24) of the exact one. The
+//! per-group identity `Σ(min + q·s)·x = min·Σx + s·Σq·x` is deliberately not
+//! used: it would change the weights' rounding, not just the sum's order.
+//!
+//! **Elsewhere (the portable path)**, and for the embedding, each group of
+//! each row is decoded into a small stack buffer with the same reference
+//! arithmetic and dotted with the token's activations; LLVM vectorizes the
+//! dot. f16/f32 weights are dotted directly.
 
 use super::builder::{arg, push, Builder};
 use super::FIRST_BUFFER;
+use melior::dialect::arith;
 use melior::ir::{
     attribute::Attribute,
     block::BlockLike,
     operation::OperationBuilder,
     Block, Type, Value,
 };
-use q35_format::{GroupSize, Layout, QuantKind};
+use q35_format::{block_bytes, GroupSize, Layout, QuantKind};
+
+/// What a matmul kernel does with its dot products before storing them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    /// `out = x·Wᵀ`.
+    None,
+    /// `out = residual + x·Wᵀ`.
+    AddResidual,
+    /// `out = silu(x·Wgateᵀ) · (x·Wupᵀ)`.
+    SwiGlu,
+}
+
+impl Epilogue {
+    /// Suffix of the kernel name.
+    pub fn suffix(&self) -> &'static str {
+        match self {
+            Epilogue::None => "",
+            Epilogue::AddResidual => "_add",
+            Epilogue::SwiGlu => "_swiglu",
+        }
+    }
+
+    /// Weight matrices the kernel reads.
+    pub fn weights(&self) -> usize {
+        if *self == Epilogue::SwiGlu {
+            2
+        } else {
+            1
+        }
+    }
+}
 
 /// The static shape of one matmul kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,57 +108,119 @@ pub struct MatmulShape {
     pub group: GroupSize,
     /// Output rows per workgroup.
     pub rows_per_workgroup: usize,
-    /// What the kernel does with each dot product before storing it.
     pub epilogue: Epilogue,
 }
 
-/// An elementwise step fused into the matmul kernel (q35-fuse).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Epilogue {
-    /// out = x · wᵀ
-    None,
-    /// out = residual + x · wᵀ; buffers `[x, w.., residual, out]`.
-    AddResidual,
-    /// out = silu(x · gateᵀ) · (x · upᵀ); buffers `[x, gate.., up.., out]`.
-    SwiGlu,
-}
-
 impl MatmulShape {
+    /// A plain matmul (no epilogue).
+    pub fn new(n: usize, k: usize, quant: QuantKind, group: GroupSize, rows_per_workgroup: usize) -> Self {
+        Self {
+            n,
+            k,
+            quant,
+            group,
+            rows_per_workgroup,
+            epilogue: Epilogue::None,
+        }
+    }
+
     pub fn workgroups(&self) -> usize {
         self.n.div_ceil(self.rows_per_workgroup)
     }
 
     /// Kernel name, unique per shape.
     pub fn kernel_name(&self) -> String {
-        let suffix = match self.epilogue {
-            Epilogue::None => "",
-            Epilogue::AddResidual => "_add",
-            Epilogue::SwiGlu => "_swiglu",
-        };
         format!(
-            "dequant_matmul_{}_{}x{}_g{}_r{}{suffix}",
-            self.quant, self.n, self.k, self.group, self.rows_per_workgroup
+            "dequant_matmul_{}_{}x{}_g{}_r{}{}",
+            self.quant,
+            self.n,
+            self.k,
+            self.group,
+            self.rows_per_workgroup,
+            self.epilogue.suffix()
         )
+    }
+
+    /// Memref arguments per weight matrix.
+    pub fn weight_buffers(&self) -> usize {
+        match self.quant {
+            QuantKind::F16 | QuantKind::F32 => 1,
+            _ => 4,
+        }
     }
 
     /// Buffer argument types (after the scalars).
     pub fn buffer_types<'c>(&self, b: &Builder<'c>) -> Vec<Type<'c>> {
         let parse = |t: &str| Type::parse(b.context, t).expect("valid memref type");
         let mut types = vec![parse(&format!("memref<?x{}xf32>", self.k))];
-        let weights = if self.epilogue == Epilogue::SwiGlu { 2 } else { 1 };
-        for _ in 0..weights {
+        for _ in 0..self.epilogue.weights() {
             match self.quant {
                 QuantKind::F16 => types.push(parse("memref<?xf16>")),
                 QuantKind::F32 => types.push(parse("memref<?xf32>")),
                 _ => types.extend(["memref<?xi8>", "memref<?xf16>", "memref<?xi8>", "memref<?xf16>"].map(parse)),
             }
         }
-        let row = parse(&format!("memref<?x{}xf32>", self.n));
         if self.epilogue == Epilogue::AddResidual {
-            types.push(row);
+            types.push(parse(&format!("memref<?x{}xf32>", self.n)));
         }
-        types.push(row);
+        types.push(parse(&format!("memref<?x{}xf32>", self.n)));
         types
+    }
+
+    /// The kernel's function argument types, scalars included.
+    pub fn argument_types<'c>(&self, b: &Builder<'c>) -> Vec<Type<'c>> {
+        let mut types = vec![b.index_type(); FIRST_BUFFER];
+        types.extend(self.buffer_types(b));
+        types
+    }
+
+    /// A module holding only this kernel, named [`Self::kernel_name`], for
+    /// benchmarks and tests that call one kernel through the C interface.
+    pub fn standalone_module<'c>(&self, context: &'c melior::Context) -> melior::ir::Module<'c> {
+        self.standalone_module_with(context, fast_path_available())
+    }
+
+    fn standalone_module_with<'c>(&self, context: &'c melior::Context, fast: bool) -> melior::ir::Module<'c> {
+        use melior::ir::{
+            attribute::{StringAttribute, TypeAttribute},
+            r#type::FunctionType,
+            Identifier, Location, Region, RegionLike,
+        };
+        let location = Location::unknown(context);
+        let b = Builder { context, location };
+        let module = melior::ir::Module::new(location);
+        let types = self.argument_types(&b);
+        let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
+        build_with(&b, self, &block, fast);
+        block.append_operation(melior::dialect::func::r#return(&[], location));
+        let region = Region::new();
+        region.append_block(block);
+        module.body().append_operation(melior::dialect::func::func(
+            context,
+            StringAttribute::new(context, &self.kernel_name()),
+            TypeAttribute::new(FunctionType::new(context, &types, &[]).into()),
+            region,
+            &[(Identifier::new(context, "llvm.emit_c_interface"), Attribute::unit(context))],
+            location,
+        ));
+        module
+    }
+
+    /// [`Self::standalone_module`] compiled like a model's kernels (the CPU
+    /// pipeline to the LLVM dialect, LLVM -O3 for the host, linked): the
+    /// bytes of a shared object exporting `_mlir_ciface_<kernel_name>`.
+    pub fn standalone_shared_object(&self, fast: bool) -> anyhow::Result<Vec<u8>> {
+        let q35 = q35_dialect::Q35Context::new()?;
+        let mut module = self.standalone_module_with(q35.context(), fast && fast_path_available());
+        let steps = crate::pipeline::parse(crate::codegen::TO_LLVM)?;
+        crate::pipeline::run(&q35, &mut module, &steps, &Default::default(), &mut Default::default())?;
+        let llvm = q35_target_llvm::llvm_context();
+        let ir = q35_target_llvm::translate(&module, &llvm)?;
+        let object = q35_target_llvm::compile_cpu(&ir, &q35_target_llvm::Options::default())?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("kernel.so");
+        q35_target_llvm::link_shared_object(&object, &path)?;
+        Ok(std::fs::read(&path)?)
     }
 }
 
@@ -98,111 +233,178 @@ fn dot_flags<'c>(b: &Builder<'c>) -> Attribute<'c> {
 }
 
 fn with_flags<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, name: &str, x: Value<'c, '_>, y: Value<'c, '_>) -> Value<'c, 'b> {
+    let ty = melior::ir::ValueLike::r#type(&x);
     push(
         block,
         OperationBuilder::new(name, b.location)
             .add_operands(&[x, y])
-            .add_results(&[b.f32_type()])
+            .add_results(&[ty])
             .add_attributes(&[(melior::ir::Identifier::new(b.context, "fastmath"), dot_flags(b))])
             .build()
             .expect("valid arith op"),
     )
 }
 
-/// Fills the kernel body `body` (arguments: wg, tokens, buffers...).
+/// Whether the host has AVX-512 (the fast path's `vpermps` on 16 lanes).
+/// Kernels are compiled for the host CPU.
+pub fn fast_path_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The kernel's arguments, by role.
+struct Args<'c, 'a> {
+    tokens: Value<'c, 'a>,
+    x: Value<'c, 'a>,
+    /// First buffer of each weight matrix (1, or 2 for SwiGlu).
+    weights: Vec<usize>,
+    residual: Option<Value<'c, 'a>>,
+    out: Value<'c, 'a>,
+    n_lo: Value<'c, 'a>,
+    n_hi: Value<'c, 'a>,
+}
+
+/// Fills the kernel body `body` (arguments: wg, tokens, start, buffers...).
 pub fn build(b: &Builder<'_>, shape: &MatmulShape, body: &Block<'_>) {
+    build_with(b, shape, body, fast_path_available())
+}
+
+/// [`build`], choosing the fast path (`fast`, AVX-512 only) or the portable one.
+pub fn build_with(b: &Builder<'_>, shape: &MatmulShape, body: &Block<'_>, fast: bool) {
     let b = *b;
-    let wg = arg(body, 0);
-    let tokens = arg(body, 1);
-    let x = arg(body, FIRST_BUFFER);
-    let out = arg(body, body.argument_count() - 1);
+    let per = shape.weight_buffers();
+    let weights: Vec<usize> = (0..shape.epilogue.weights()).map(|i| FIRST_BUFFER + 1 + i * per).collect();
+    let after = FIRST_BUFFER + 1 + weights.len() * per;
     let rows = b.index(body, shape.rows_per_workgroup as i64);
-    let n_lo = b.muli(body, wg, rows);
+    let n_lo = b.muli(body, arg(body, 0), rows);
     let n_end = b.addi(body, n_lo, rows);
     let n_total = b.index(body, shape.n as i64);
     let n_hi = b.minui(body, n_end, n_total);
+    let args = Args {
+        tokens: arg(body, 1),
+        x: arg(body, FIRST_BUFFER),
+        weights,
+        residual: (shape.epilogue == Epilogue::AddResidual).then(|| arg(body, after)),
+        out: arg(body, body.argument_count() - 1),
+        n_lo,
+        n_hi,
+    };
+    match shape.quant {
+        QuantKind::F16 | QuantKind::F32 => portable(&b, shape, body, &args),
+        _ if fast => fast::build(&b, shape, body, &args),
+        _ => portable(&b, shape, body, &args),
+    }
+}
+
+/// Applies the epilogue to the dots of (m, n) and stores the result.
+fn finish<'c>(b: &Builder<'c>, block: &Block<'c>, shape: &MatmulShape, args: &Args<'c, '_>, dots: &[Value<'c, '_>], m: Value<'c, '_>, n: Value<'c, '_>) {
+    let value = match shape.epilogue {
+        Epilogue::None => dots[0],
+        Epilogue::AddResidual => {
+            let residual = b.load(block, args.residual.expect("residual buffer"), &[m, n]);
+            b.addf(block, residual, dots[0])
+        }
+        Epilogue::SwiGlu => {
+            let g = dots[0];
+            let one = b.f32(block, 1.0);
+            let neg = b.negf(block, g);
+            let e = b.math1(block, "exp", neg);
+            let den = b.addf(block, one, e);
+            let silu = b.divf(block, g, den);
+            b.mulf(block, silu, dots[1])
+        }
+    };
+    b.store(block, value, args.out, &[m, n]);
+}
+
+/// The portable kernel: for each row and token, one dot per weight matrix
+/// (coded groups decoded into a stack buffer first), then the epilogue.
+fn portable<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>, args: &Args<'c, '_>) {
     let one = b.index(body, 1);
     let zero = b.index(body, 0);
     let layout = Layout::new(shape.quant, shape.group, shape.k);
-    let width = layout.group_width().max(1);
-    let wbuf = b.alloca_f32(body, width);
-
-    // for n in [n_lo, n_hi)
+    let wbuf = match shape.quant {
+        QuantKind::F16 | QuantKind::F32 => None,
+        _ => Some(b.alloca_f32(body, layout.group_width().max(1))),
+    };
     let row_loop = b.loop_body(&[]);
     {
         let n = arg(&row_loop, 0);
-        let fzero = b.f32(&row_loop, 0.0);
-        // out[m, n] = 0 for every token.
-        let init = b.loop_body(&[]);
-        let m = arg(&init, 0);
-        b.store(&init, fzero, out, &[m, n]);
-        b.yield_(&init, &[]);
-        b.for_op(&row_loop, zero, tokens, one, &[], init);
-
-        match shape.quant {
-            QuantKind::F16 | QuantKind::F32 => float_row(&b, shape, &row_loop, n, tokens, x, arg(body, FIRST_BUFFER + 1), out),
-            _ => coded_row(&b, shape, &layout, &row_loop, n, RowUse::Dot { tokens, x }, body, wbuf, out),
+        let tok = b.loop_body(&[]);
+        {
+            let m = arg(&tok, 0);
+            let dots: Vec<Value> = args
+                .weights
+                .iter()
+                .map(|&w| match wbuf {
+                    None => float_dot(b, shape, &tok, n, m, args.x, arg(body, w)),
+                    Some(wbuf) => coded_row(b, shape, &layout, &tok, n, RowUse::Dot { m, x: args.x }, body, w, wbuf, args.out)
+                        .expect("a dot returns its value"),
+                })
+                .collect();
+            finish(b, &tok, shape, args, &dots, m, n);
+            b.yield_(&tok, &[]);
         }
+        b.for_op(&row_loop, zero, args.tokens, one, &[], tok);
         b.yield_(&row_loop, &[]);
     }
-    b.for_op(body, n_lo, n_hi, one, &[], row_loop);
+    b.for_op(body, args.n_lo, args.n_hi, one, &[], row_loop);
 }
 
-/// out[m, n] = Σ_k x[m, k] · w[n·K + k] for pass-through weights.
-#[allow(clippy::too_many_arguments)]
-fn float_row<'c>(
+/// Σ_k x[m, k] · w[n·K + k] for pass-through weights.
+fn float_dot<'c, 'b>(
     b: &Builder<'c>,
     shape: &MatmulShape,
-    block: &Block<'c>,
+    block: &'b Block<'c>,
     n: Value<'c, '_>,
-    tokens: Value<'c, '_>,
+    m: Value<'c, '_>,
     x: Value<'c, '_>,
     w: Value<'c, '_>,
-    out: Value<'c, '_>,
-) {
+) -> Value<'c, 'b> {
     let zero = b.index(block, 0);
     let one = b.index(block, 1);
     let k_total = b.index(block, shape.k as i64);
     let base = b.muli(block, n, k_total);
-    let tok = b.loop_body(&[]);
+    let fzero = b.f32(block, 0.0);
+    let dot = b.loop_body(&[b.f32_type()]);
     {
-        let m = arg(&tok, 0);
-        let fzero = b.f32(&tok, 0.0);
-        let dot = b.loop_body(&[b.f32_type()]);
-        {
-            let k = arg(&dot, 0);
-            let acc = arg(&dot, 1);
-            let xi = b.load(&dot, x, &[m, k]);
-            let idx = b.addi(&dot, base, k);
-            let raw = b.load(&dot, w, &[idx]);
-            let wi = if shape.quant == QuantKind::F16 { b.extf(&dot, raw) } else { raw };
-            let prod = with_flags(b, &dot, "arith.mulf", xi, wi);
-            let sum = with_flags(b, &dot, "arith.addf", acc, prod);
-            b.yield_(&dot, &[sum]);
-        }
-        let looped = b.for_op(&tok, zero, k_total, one, &[fzero], dot);
-        let total: Value = looped.result(0).expect("one result").into();
-        b.store(&tok, total, out, &[m, n]);
-        b.yield_(&tok, &[]);
+        let k = arg(&dot, 0);
+        let acc = arg(&dot, 1);
+        let xi = b.load(&dot, x, &[m, k]);
+        let idx = b.addi(&dot, base, k);
+        let raw = b.load(&dot, w, &[idx]);
+        let wi = if shape.quant == QuantKind::F16 { b.extf(&dot, raw) } else { raw };
+        let prod = with_flags(b, &dot, "arith.mulf", xi, wi);
+        let sum = with_flags(b, &dot, "arith.addf", acc, prod);
+        b.yield_(&dot, &[sum]);
     }
-    b.for_op(block, zero, tokens, one, &[], tok);
+    let looped = b.for_op(block, zero, k_total, one, &[fzero], dot);
+    looped.result(0).expect("one result").into()
 }
 
-/// One row of a coded weight: decode each group into `wbuf`, then add its
-/// dot product with every token into out[m, n].
+/// One row of a coded weight (buffers from `first`): for a dot, decode each
+/// group into `wbuf` and return Σ over groups of its dot with token m's
+/// activations; for a copy, write the decoded row to out[m, :].
 #[allow(clippy::too_many_arguments)]
-fn coded_row<'c>(
+fn coded_row<'c, 'b>(
     b: &Builder<'c>,
     shape: &MatmulShape,
     layout: &Layout,
-    block: &Block<'c>,
+    block: &'b Block<'c>,
     n: Value<'c, '_>,
     use_: RowUse<'c, '_>,
     kernel: &Block<'c>,
+    first: usize,
     wbuf: Value<'c, '_>,
     out: Value<'c, '_>,
-) {
-    let w = FIRST_BUFFER + 1;
+) -> Option<Value<'c, 'b>> {
+    let w = first;
     let (codes, mins, range_codes, range_scale) = (arg(kernel, w), arg(kernel, w + 1), arg(kernel, w + 2), arg(kernel, w + 3));
     let groups = layout.groups();
     let row_bytes = b.index(block, layout.row_bytes() as i64);
@@ -222,40 +424,53 @@ fn coded_row<'c>(
         use_,
         wbuf,
         out,
-        n,
     };
+    let dot = matches!(use_, RowUse::Dot { .. });
+    let carried: Vec<Type> = if dot { vec![b.f32_type()] } else { vec![] };
+    let mut total: Option<Value<'c, 'b>> = if dot { Some(b.f32(block, 0.0)) } else { None };
     let width = layout.group_width();
     let full_groups = if layout.cols() % width == 0 { groups } else { groups - 1 };
     if full_groups > 0 {
         let zero = b.index(block, 0);
         let one = b.index(block, 1);
         let upper = b.index(block, full_groups as i64);
-        let body = b.loop_body(&[]);
+        let body = b.loop_body(&carried);
         {
             let g = arg(&body, 0);
             let block_bytes = b.index(&body, layout.block_len(0) as i64);
             let offset = b.muli(&body, g, block_bytes);
             let w = b.index(&body, width as i64);
             let k0 = b.muli(&body, g, w);
-            ctx.group(b, &body, g, offset, k0, width);
-            b.yield_(&body, &[]);
+            let partial = ctx.group(b, &body, g, offset, k0, width);
+            match partial {
+                Some(p) => {
+                    let sum = with_flags(b, &body, "arith.addf", arg(&body, 1), p);
+                    b.yield_(&body, &[sum]);
+                }
+                None => b.yield_(&body, &[]),
+            }
         }
-        b.for_op(block, zero, upper, one, &[], body);
+        let init: Vec<Value> = total.into_iter().collect();
+        let looped = b.for_op(block, zero, upper, one, &init, body);
+        total = if dot { Some(looped.result(0).expect("one result").into()) } else { None };
     }
     if full_groups < groups {
         let g = groups - 1;
         let gv = b.index(block, g as i64);
         let offset = b.index(block, layout.block_offset(g) as i64);
         let k0 = b.index(block, (g * width) as i64);
-        ctx.group(b, block, gv, offset, k0, layout.cols() - g * width);
+        if let Some(p) = ctx.group(b, block, gv, offset, k0, layout.cols() - g * width) {
+            total = Some(with_flags(b, block, "arith.addf", total.expect("dot total"), p));
+        }
     }
+    total
 }
 
 /// What a decoded row is for.
 #[derive(Clone, Copy)]
 enum RowUse<'c, 'a> {
-    /// out[m, n] += x[m, :] · row, for every token m (a matmul).
-    Dot { tokens: Value<'c, 'a>, x: Value<'c, 'a> },
+    /// x[m, :] · row for token m (a matmul).
+    Dot { m: Value<'c, 'a>, x: Value<'c, 'a> },
     /// out[m, :] = row (an embedding lookup for token m).
     Copy { m: Value<'c, 'a> },
 }
@@ -272,13 +487,13 @@ struct GroupCtx<'c, 'a> {
     use_: RowUse<'c, 'a>,
     wbuf: Value<'c, 'a>,
     out: Value<'c, 'a>,
-    n: Value<'c, 'a>,
 }
 
 impl<'c> GroupCtx<'c, '_> {
     /// Decodes the group of `width` weights whose block starts `offset`
-    /// bytes into the row, then accumulates its dot products from column k0.
-    fn group(&self, b: &Builder<'c>, block: &Block<'c>, g: Value<'c, '_>, offset: Value<'c, '_>, k0: Value<'c, '_>, width: usize) {
+    /// bytes into the row, then returns its dot product from column k0 (a
+    /// dot) or copies it (an embedding).
+    fn group<'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, g: Value<'c, '_>, offset: Value<'c, '_>, k0: Value<'c, '_>, width: usize) -> Option<Value<'c, 'b>> {
         let p = b.addi(block, self.param_base, g);
         let min_raw = b.load(block, self.mins, &[p]);
         let min = b.extf(block, min_raw);
@@ -309,8 +524,11 @@ impl<'c> GroupCtx<'c, '_> {
             self.decode_3bit(b, block, lo, hi, n3, stride3, first3, min, s3);
         }
         match self.use_ {
-            RowUse::Dot { tokens, x } => self.accumulate(b, block, k0, width, tokens, x),
-            RowUse::Copy { m } => self.copy(b, block, k0, width, m),
+            RowUse::Dot { m, x } => Some(self.dot(b, block, k0, width, m, x)),
+            RowUse::Copy { m } => {
+                self.copy(b, block, k0, width, m);
+                None
+            }
         }
     }
 
@@ -409,34 +627,25 @@ impl<'c> GroupCtx<'c, '_> {
         b.store(block, w, self.wbuf, &[at]);
     }
 
-    /// out[m, n] += Σ_i x[m, k0 + i] · wbuf[i] for every token m.
-    fn accumulate(&self, b: &Builder<'c>, block: &Block<'c>, k0: Value<'c, '_>, width: usize, tokens: Value<'c, '_>, x: Value<'c, '_>) {
+    /// Σ_i x[m, k0 + i] · wbuf[i].
+    fn dot<'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, k0: Value<'c, '_>, width: usize, m: Value<'c, '_>, x: Value<'c, '_>) -> Value<'c, 'b> {
         let zero = b.index(block, 0);
         let one = b.index(block, 1);
         let upper = b.index(block, width as i64);
-        let tok = b.loop_body(&[]);
+        let fzero = b.f32(block, 0.0);
+        let dot = b.loop_body(&[b.f32_type()]);
         {
-            let m = arg(&tok, 0);
-            let fzero = b.f32(&tok, 0.0);
-            let dot = b.loop_body(&[b.f32_type()]);
-            {
-                let i = arg(&dot, 0);
-                let acc = arg(&dot, 1);
-                let k = b.addi(&dot, k0, i);
-                let xi = b.load(&dot, x, &[m, k]);
-                let wi = b.load(&dot, self.wbuf, &[i]);
-                let prod = with_flags(b, &dot, "arith.mulf", xi, wi);
-                let sum = with_flags(b, &dot, "arith.addf", acc, prod);
-                b.yield_(&dot, &[sum]);
-            }
-            let looped = b.for_op(&tok, zero, upper, one, &[fzero], dot);
-            let partial: Value = looped.result(0).expect("one result").into();
-            let old = b.load(&tok, self.out, &[m, self.n]);
-            let new = b.addf(&tok, old, partial);
-            b.store(&tok, new, self.out, &[m, self.n]);
-            b.yield_(&tok, &[]);
+            let i = arg(&dot, 0);
+            let acc = arg(&dot, 1);
+            let k = b.addi(&dot, k0, i);
+            let xi = b.load(&dot, x, &[m, k]);
+            let wi = b.load(&dot, self.wbuf, &[i]);
+            let prod = with_flags(b, &dot, "arith.mulf", xi, wi);
+            let sum = with_flags(b, &dot, "arith.addf", acc, prod);
+            b.yield_(&dot, &[sum]);
         }
-        b.for_op(block, zero, tokens, one, &[], tok);
+        let looped = b.for_op(block, zero, upper, one, &[fzero], dot);
+        looped.result(0).expect("one result").into()
     }
 }
 
@@ -473,7 +682,853 @@ pub fn build_embedding(b: &Builder<'_>, shape: &MatmulShape, body: &Block<'_>) {
         }
         _ => {
             let wbuf = b.alloca_f32(body, layout.group_width().max(1));
-            coded_row(&b, shape, &layout, body, n, RowUse::Copy { m }, body, wbuf, out);
+            coded_row(&b, shape, &layout, body, n, RowUse::Copy { m }, body, FIRST_BUFFER + 1, wbuf, out);
+        }
+    }
+}
+/// The AVX-512 kernel for coded weights (see the module doc).
+mod fast {
+    use super::*;
+
+    /// Lanes of every decode vector (one `vpermps` on a zmm register).
+    const LANES: usize = 16;
+    /// How far ahead of the group being decoded its row's code stream is
+    /// prefetched (rows of a workgroup are back to back): ~70 groups of
+    /// g128, enough to cover memory latency at the decode rate (measured on
+    /// the GEMV benchmark: 2–8 KiB all help, 4 KiB is in the flat part).
+    const PREFETCH_BYTES: usize = 4096;
+
+    /// f32s per parameter array in the parameter scratch: the groups,
+    /// rounded up to whole vectors.
+    fn param_stride(groups: usize) -> usize {
+        groups.div_ceil(LANES) * LANES
+    }
+
+    /// Rows computed together in decode.
+    const ROW_BLOCK: usize = 4;
+
+    /// Tokens that share each decoded vector in prefill.
+    const TOKEN_BLOCK: usize = 4;
+    /// `vpermps zmm`: lane i of the result is table[index[i] mod 16].
+    const PERMUTE: &str = "llvm.x86.avx512.permvar.sf.512";
+    /// `vpternlogd zmm`: any bitwise function of three vectors.
+    const TERNARY_LOGIC: &str = "llvm.x86.avx512.pternlog.d.512";
+    /// The `vpternlogd` truth table of `c ? a : b` (bit a·4 + b·2 + c).
+    const SELECT_LOW_BITS: i64 = 0xE4;
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Plane {
+        /// 4-bit codes, two per byte.
+        Nib,
+        /// 3-bit codes: four `lo2` fields per byte plus one `hi1` bit each.
+        Three,
+    }
+
+    /// One permute: which code each lane decodes and which column it
+    /// multiplies.
+    #[derive(Debug)]
+    struct Slot {
+        /// Right shift of the lane's code byte that brings its field to bit 0.
+        shift: [i32; LANES],
+        /// 3-bit codes: right shift of (hi byte << 2) that brings the hi bit to bit 2.
+        hi_shift: [i32; LANES],
+        /// Column within the group, or `None` for a lane with no code.
+        cols: [Option<usize>; LANES],
+    }
+
+    /// One load of plane bytes, widened to 16 lanes.
+    #[derive(Debug)]
+    struct Chunk {
+        plane: Plane,
+        /// Offset in the group's block of the first byte loaded, and the count.
+        at: usize,
+        len: usize,
+        /// Widening shuffle: lane -> loaded byte.
+        lanes: [i32; LANES],
+        /// 3-bit codes: the `hi1` bytes loaded and their widening shuffle.
+        hi_at: usize,
+        hi_len: usize,
+        hi_lanes: [i32; LANES],
+        slots: Vec<Slot>,
+    }
+
+    /// `len` bytes as loads of 16, then 8, 4, 2, 1 bytes: (offset, length).
+    /// Each offset is a multiple of its length.
+    fn pieces(len: usize) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for size in [16, 8, 4, 2, 1] {
+            while len - at >= size && (size == 16 || len - at < 2 * size) {
+                out.push((at, size));
+                at += size;
+            }
+        }
+        debug_assert_eq!(at, len);
+        out
+    }
+
+    /// The decode plan of a group of `n` columns.
+    fn plan(quant: QuantKind, n: usize) -> Vec<Chunk> {
+        let (n4, n3) = quant.code_counts(n).expect("coded kind");
+        type Column = fn(usize) -> usize;
+        let (elem4, elem3): (Column, Column) = match quant {
+            QuantKind::Q35 => (|j| 2 * j, |j| 2 * j + 1),
+            _ => (|j| j, |j| j),
+        };
+        let nib_len = n4.div_ceil(2);
+        let lo_len = n3.div_ceil(4);
+        let hi_plane = nib_len + lo_len;
+        debug_assert!(quant != QuantKind::Q35 || nib_len + lo_len + n3.div_ceil(8) == block_bytes(n));
+        let mut chunks = Vec::new();
+        for (b0, v) in pieces(nib_len) {
+            let replicas = LANES / v;
+            let mut slots = Vec::new();
+            for s in 0..2usize.div_ceil(replicas) {
+                let mut slot = Slot { shift: [0; LANES], hi_shift: [0; LANES], cols: [None; LANES] };
+                for l in 0..LANES {
+                    let f = s * replicas + l / v;
+                    let j = 2 * (b0 + l % v) + f;
+                    if f < 2 && j < n4 {
+                        slot.shift[l] = 4 * f as i32;
+                        slot.cols[l] = Some(elem4(j));
+                    }
+                }
+                slots.push(slot);
+            }
+            chunks.push(Chunk {
+                plane: Plane::Nib,
+                at: b0,
+                len: v,
+                lanes: std::array::from_fn(|l| (l % v) as i32),
+                hi_at: 0,
+                hi_len: 0,
+                hi_lanes: [0; LANES],
+                slots,
+            });
+        }
+        for (b0, v) in pieces(lo_len) {
+            let replicas = LANES / v;
+            let hb0 = b0 / 2;
+            let hi_len = (b0 + v - 1) / 2 - hb0 + 1;
+            let mut slots = Vec::new();
+            for s in 0..4usize.div_ceil(replicas) {
+                let mut slot = Slot { shift: [0; LANES], hi_shift: [0; LANES], cols: [None; LANES] };
+                for l in 0..LANES {
+                    let t = s * replicas + l / v;
+                    let byte = b0 + l % v;
+                    let j = 4 * byte + t;
+                    if t < 4 && j < n3 {
+                        slot.shift[l] = 2 * t as i32;
+                        slot.hi_shift[l] = (4 * (byte % 2) + t) as i32;
+                        slot.cols[l] = Some(elem3(j));
+                    }
+                }
+                slots.push(slot);
+            }
+            chunks.push(Chunk {
+                plane: Plane::Three,
+                at: nib_len + b0,
+                len: v,
+                lanes: std::array::from_fn(|l| (l % v) as i32),
+                hi_at: hi_plane + hb0,
+                hi_len,
+                hi_lanes: std::array::from_fn(|l| ((b0 + l % v) / 2 - hb0) as i32),
+                slots,
+            });
+        }
+        chunks
+    }
+
+    fn slot_count(plan: &[Chunk]) -> usize {
+        plan.iter().map(|c| c.slots.len()).sum()
+    }
+
+    /// One weight matrix's per-row values.
+    struct Row<'c, 'a> {
+        /// Byte address of the row's codes (i64).
+        row_addr: Value<'c, 'a>,
+        /// Byte address (i64) of the row's decoded group parameters in
+        /// the parameter scratch: s4, then s3, then min, `groups` f32 each.
+        params: Value<'c, 'a>,
+    }
+
+    fn i64c<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, v: usize) -> Value<'c, 'b> {
+        b.int(block, 64, v as i64)
+    }
+
+    fn to_i64<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, v: Value<'c, '_>) -> Value<'c, 'b> {
+        b.index_cast(block, v, b.int_type(64))
+    }
+
+    fn zeros<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, lanes: usize, elem: &str) -> Value<'c, 'b> {
+        let zero = if elem.starts_with('f') { "0.0" } else { "0" };
+        let attr = Attribute::parse(b.context, &format!("dense<{zero}> : vector<{lanes}x{elem}>")).expect("valid splat");
+        push(block, arith::constant(b.context, attr, b.location))
+    }
+
+    pub(super) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>, args: &Args<'c, '_>) {
+        let layout = Layout::new(shape.quant, shape.group, shape.k);
+        let width = layout.group_width();
+        let groups = layout.groups();
+        let full_groups = if layout.cols() % width == 0 { groups } else { groups - 1 };
+        let full_plan = plan(shape.quant, width);
+        let tail_plan = (full_groups < groups).then(|| plan(shape.quant, layout.cols() - full_groups * width));
+        let per_group = slot_count(&full_plan);
+        let slots = full_groups * per_group + tail_plan.as_deref().map_or(0, slot_count);
+        let scratch = b.alloca_f32_aligned(body, TOKEN_BLOCK * slots * LANES, 64);
+        let params = b.alloca_f32_aligned(body, 3 * param_stride(groups) * shape.epilogue.weights() * ROW_BLOCK, 64);
+        let geo = Geometry {
+            shape,
+            layout,
+            full_groups,
+            full_plan,
+            tail_plan,
+            per_group,
+            token_bytes: slots * LANES * 4,
+            scratch: b.address(body, scratch),
+            params: b.address(body, params),
+            x: b.address(body, args.x),
+        };
+        let zero = b.index(body, 0);
+        let one = b.index(body, 1);
+        let block_len = b.index(body, TOKEN_BLOCK as i64);
+        let blocks = b.divui(body, args.tokens, block_len);
+        let prefill = b.loop_body(&[]);
+        {
+            let m0 = b.muli(&prefill, arg(&prefill, 0), block_len);
+            geo.pass(b, &prefill, body, args, TOKEN_BLOCK, m0);
+            b.yield_(&prefill, &[]);
+        }
+        b.for_op(body, zero, blocks, one, &[], prefill);
+        let rest = b.muli(body, blocks, block_len);
+        let single = b.loop_body(&[]);
+        {
+            let m = arg(&single, 0);
+            geo.pass(b, &single, body, args, 1, m);
+            b.yield_(&single, &[]);
+        }
+        b.for_op(body, rest, args.tokens, one, &[], single);
+    }
+
+    struct Geometry<'s, 'c, 'a> {
+        shape: &'s MatmulShape,
+        layout: Layout,
+        full_groups: usize,
+        full_plan: Vec<Chunk>,
+        tail_plan: Option<Vec<Chunk>>,
+        per_group: usize,
+        token_bytes: usize,
+        /// Byte addresses (i64) of the scratch and of x.
+        scratch: Value<'c, 'a>,
+        params: Value<'c, 'a>,
+        x: Value<'c, 'a>,
+    }
+
+    impl<'c> Geometry<'_, 'c, '_> {
+        /// Tokens m0 .. m0 + count: permute their activations into the
+        /// scratch, then compute every row of the workgroup.
+        fn pass(&self, b: &Builder<'c>, block: &Block<'c>, kernel: &Block<'c>, args: &Args<'c, '_>, count: usize, m0: Value<'c, '_>) {
+            for t in 0..count {
+                let tv = b.index(block, t as i64);
+                let m = b.addi(block, m0, tv);
+                self.prepare(b, block, m, t);
+            }
+            // Decode: two rows at a time (independent dependency chains for
+            // the out-of-order core, shared activation loads), then the odd
+            // row; prefill: one row at a time for four tokens.
+            let pair = if count == 1 { ROW_BLOCK } else { 1 };
+            let one = b.index(block, 1);
+            let step = b.index(block, pair as i64);
+            let rows = b.subi(block, args.n_hi, args.n_lo);
+            let blocks = b.divui(block, rows, step);
+            let span = b.muli(block, blocks, step);
+            let split = b.addi(block, args.n_lo, span);
+            let paired = b.loop_body(&[]);
+            {
+                let n0 = arg(&paired, 0);
+                let ns: Vec<Value> = (0..pair)
+                    .map(|r| {
+                        let rv = b.index(&paired, r as i64);
+                        b.addi(&paired, n0, rv)
+                    })
+                    .collect();
+                self.row(b, &paired, kernel, args, count, m0, &ns);
+                b.yield_(&paired, &[]);
+            }
+            b.for_op(block, args.n_lo, split, step, &[], paired);
+            if pair > 1 {
+                let single = b.loop_body(&[]);
+                {
+                    let n = arg(&single, 0);
+                    self.row(b, &single, kernel, args, count, m0, &[n]);
+                    b.yield_(&single, &[]);
+                }
+                b.for_op(block, split, args.n_hi, one, &[], single);
+            }
+        }
+
+        /// Scratch slot s of token t: x[m, k0 + cols[l]] in lane l (0 where none).
+        fn prepare(&self, b: &Builder<'c>, block: &Block<'c>, m: Value<'c, '_>, t: usize) {
+            let k = self.layout.cols();
+            let width = self.layout.group_width();
+            let row = b.index(block, k as i64);
+            let mk = b.muli(block, m, row);
+            let mk = to_i64(b, block, mk);
+            let four = i64c(b, block, 4);
+            let x_row = b.muli(block, mk, four);
+            let x_row = b.addi(block, self.x, x_row);
+            let token_base = i64c(b, block, t * self.token_bytes);
+            let scratch = b.addi(block, self.scratch, token_base);
+            if self.full_groups > 0 {
+                let zero = b.index(block, 0);
+                let one = b.index(block, 1);
+                let upper = b.index(block, self.full_groups as i64);
+                let body = b.loop_body(&[]);
+                {
+                    let g = to_i64(b, &body, arg(&body, 0));
+                    let gx = i64c(b, &body, width * 4);
+                    let x_off = b.muli(&body, g, gx);
+                    let x_group = b.addi(&body, x_row, x_off);
+                    let gs = i64c(b, &body, self.per_group * LANES * 4);
+                    let s_off = b.muli(&body, g, gs);
+                    let s_group = b.addi(&body, scratch, s_off);
+                    prepare_group(b, &body, &self.full_plan, x_group, s_group);
+                    b.yield_(&body, &[]);
+                }
+                b.for_op(block, zero, upper, one, &[], body);
+            }
+            if let Some(tail) = &self.tail_plan {
+                let x_off = i64c(b, block, self.full_groups * width * 4);
+                let x_group = b.addi(block, x_row, x_off);
+                let s_off = i64c(b, block, self.full_groups * self.per_group * LANES * 4);
+                let s_group = b.addi(block, scratch, s_off);
+                prepare_group(b, block, tail, x_group, s_group);
+            }
+        }
+
+        /// Decodes row n's group parameters of weight `set` into the
+        /// parameter scratch, vectorized over groups: s4 = fl(range/15),
+        /// s3 = fl(range/7), min, with range = range_scale·code (exact).
+        /// Returns the row's address there.
+        #[allow(clippy::too_many_arguments)]
+        fn row_params<'b>(
+            &self,
+            b: &Builder<'c>,
+            block: &'b Block<'c>,
+            set: usize,
+            n: Value<'c, '_>,
+            rs: Value<'c, '_>,
+            mins: Value<'c, '_>,
+            range_codes: Value<'c, '_>,
+        ) -> Value<'c, 'b> {
+            let groups = self.layout.groups();
+            let stride = param_stride(groups);
+            let base = i64c(b, block, set * 3 * stride * 4);
+            let out = b.addi(block, self.params, base);
+            let n64 = to_i64(b, block, n);
+            let ng = i64c(b, block, groups);
+            let first = b.muli(block, n64, ng);
+            let mins_at = b.address(block, mins);
+            let two = i64c(b, block, 2);
+            let off = b.muli(block, first, two);
+            let mins_at = b.addi(block, mins_at, off);
+            let codes_at = b.address(block, range_codes);
+            let codes_at = b.addi(block, codes_at, first);
+            // The parameter streams are prefetched as far ahead (in rows) as
+            // the codes.
+            let rows_ahead = (PREFETCH_BYTES / self.layout.row_bytes()).max(1);
+            for (at, bytes) in [(mins_at, 2), (codes_at, 1)] {
+                let ahead = i64c(b, block, rows_ahead * groups * bytes);
+                let ahead = b.addi(block, at, ahead);
+                b.prefetch(block, ahead);
+            }
+            let mut g0 = 0;
+            while g0 < groups {
+                // 16 groups at a time; the last vector's extra lanes are
+                // masked off the loads (never read past the row's
+                // parameters) and land in the scratch's padding.
+                let count = (groups - g0).min(LANES);
+                let v = count.next_power_of_two();
+                let lanes: Vec<&str> = (0..v).map(|i| if i < count { "true" } else { "false" }).collect();
+                let mask = b.dense(block, "i1", &lanes);
+                let code_at = i64c(b, block, g0);
+                let code_at = b.addi(block, codes_at, code_at);
+                let codes = b.masked_load(block, code_at, mask, b.vector_type(v, "i8"), 1);
+                let min_at = i64c(b, block, 2 * g0);
+                let min_at = b.addi(block, mins_at, min_at);
+                let min = b.masked_load(block, min_at, mask, b.vector_type(v, "f16"), 2);
+                let min = push(block, arith::extf(min, b.vector_type(v, "f32"), b.location));
+                // range = range_scale · code is exact (11 × 8 bits), and
+                // so is its f64 product with fl64(1/L) up to 2^-52
+                // relative, far inside the distance (> 2^-30 relative) from
+                // range/L, which has at most 19 significant bits over a
+                // divisor of 15 or 7, to any f32 rounding boundary: so
+                // fl32(range · fl64(1/L)) = fl32(range / L), the
+                // reference's s4 and s3, without a division.
+                let f64v = b.vector_type(v, "f64");
+                let codes = push(block, arith::uitofp(codes, f64v, b.location));
+                let rs = push(block, arith::extf(rs, b.f64_type(), b.location));
+                let rs_v = b.splat_of(block, rs, v, "f64");
+                let range = b.mulf(block, rs_v, codes);
+                let step = |levels: f64| {
+                    let inverse = b.dense(block, "f64", &vec![format!("{:e}", 1.0 / levels); v]);
+                    let s = b.mulf(block, range, inverse);
+                    push(block, arith::truncf(s, b.vector_type(v, "f32"), b.location))
+                };
+                let (s4, s3) = (step(15.0), step(7.0));
+                for (which, value) in [s4, s3, min].into_iter().enumerate() {
+                    let at = i64c(b, block, (which * stride + g0) * 4);
+                    let at = b.addi(block, out, at);
+                    b.store_at(block, value, at, 4);
+                }
+                g0 += count;
+            }
+            out
+        }
+
+        /// Row n for tokens m0 .. m0 + count.
+        #[allow(clippy::too_many_arguments)]
+        fn row(&self, b: &Builder<'c>, block: &Block<'c>, kernel: &Block<'c>, args: &Args<'c, '_>, count: usize, m0: Value<'c, '_>, ns: &[Value<'c, '_>]) {
+            let layout = &self.layout;
+            let weights = args.weights.len();
+            let sets: Vec<Row> = ns
+                .iter()
+                .flat_map(|&n| args.weights.iter().map(move |&w| (n, w)))
+                .enumerate()
+                .map(|(set, (n, w))| {
+                    let (codes, mins, range_codes, range_scale) = (arg(kernel, w), arg(kernel, w + 1), arg(kernel, w + 2), arg(kernel, w + 3));
+                    let rs_raw = b.load(block, range_scale, &[n]);
+                    let rs = b.extf(block, rs_raw);
+                    let base = b.address(block, codes);
+                    let n64 = to_i64(b, block, n);
+                    let row_bytes = i64c(b, block, layout.row_bytes());
+                    let off = b.muli(block, n64, row_bytes);
+                    let row_addr = b.addi(block, base, off);
+                    let params = self.row_params(b, block, set, n, rs, mins, range_codes);
+                    Row { row_addr, params }
+                })
+                .collect();
+            let per_token = if count == 1 { 2 } else { 1 };
+            let acc_count = sets.len() * count * per_token;
+            let vec_f32 = b.vector_type(LANES, "f32");
+            let zero_acc = zeros(b, block, LANES, "f32");
+            let mut accs: Vec<Value> = vec![zero_acc; acc_count];
+            if self.full_groups > 0 {
+                let zero = b.index(block, 0);
+                let one = b.index(block, 1);
+                let upper = b.index(block, self.full_groups as i64);
+                let body = b.loop_body(&vec![vec_f32; acc_count]);
+                {
+                    let g = arg(&body, 0);
+                    let carried: Vec<Value> = (0..acc_count).map(|i| arg(&body, i + 1)).collect();
+                    let g64 = to_i64(b, &body, g);
+                    let bb = i64c(b, &body, block_bytes_of(layout, 0));
+                    let block_off = b.muli(&body, g64, bb);
+                    let gs = i64c(b, &body, self.per_group * LANES * 4);
+                    let s_off = b.muli(&body, g64, gs);
+                    let s_group = b.addi(&body, self.scratch, s_off);
+                    let next = self.group(b, &body, &self.full_plan, &sets, g, block_off, s_group, count, per_token, carried);
+                    b.yield_(&body, &next);
+                }
+                let looped = b.for_op(block, zero, upper, one, &accs, body);
+                accs = (0..acc_count).map(|i| looped.result(i).expect("carried").into()).collect();
+            }
+            if let Some(tail) = &self.tail_plan {
+                let g = b.index(block, self.full_groups as i64);
+                let block_off = i64c(b, block, layout.block_offset(self.full_groups));
+                let s_off = i64c(b, block, self.full_groups * self.per_group * LANES * 4);
+                let s_group = b.addi(block, self.scratch, s_off);
+                accs = self.group(b, block, tail, &sets, g, block_off, s_group, count, per_token, accs);
+            }
+            for (r, &n) in ns.iter().enumerate() {
+                for t in 0..count {
+                    let tv = b.index(block, t as i64);
+                    let m = b.addi(block, m0, tv);
+                    let dots: Vec<Value> = (r * weights..(r + 1) * weights)
+                        .map(|set| {
+                            let first = (set * count + t) * per_token;
+                            let mut sum = accs[first];
+                            for &a in &accs[first + 1..first + per_token] {
+                                sum = with_flags(b, block, "arith.addf", sum, a);
+                            }
+                            b.reduce_add(block, sum)
+                        })
+                        .collect();
+                    finish(b, block, self.shape, args, &dots, m, n);
+                }
+            }
+        }
+
+        /// Adds group g (block `block_off` bytes into each row, scratch at
+        /// `s_group`) to the accumulators, ordered (set, token, chain).
+        #[allow(clippy::too_many_arguments)]
+        fn group<'b>(
+            &self,
+            b: &Builder<'c>,
+            block: &'b Block<'c>,
+            plan: &[Chunk],
+            sets: &[Row<'c, '_>],
+            g: Value<'c, '_>,
+            block_off: Value<'c, '_>,
+            s_group: Value<'c, '_>,
+            count: usize,
+            per_token: usize,
+            mut accs: Vec<Value<'c, 'b>>,
+        ) -> Vec<Value<'c, 'b>>
+        where
+            'c: 'b,
+        {
+            let vec_f32 = b.vector_type(LANES, "f32");
+            let vec_i8 = b.vector_type(LANES, "i8");
+            let vec_i32 = b.vector_type(LANES, "i32");
+            let has_nib = plan.iter().any(|c| c.plane == Plane::Nib);
+            let has_three = plan.iter().any(|c| c.plane == Plane::Three);
+            // x·w for every slot: the scratch vectors, loaded once per slot
+            // and token (LLVM folds them into the FMAs).
+            for (set, row) in sets.iter().enumerate() {
+                // s4, s3 and min of group g, from the row's prologue.
+                let g64 = to_i64(b, block, g);
+                let four = i64c(b, block, 4);
+                let g_off = b.muli(block, g64, four);
+                let at = b.addi(block, row.params, g_off);
+                let param = |which: usize| {
+                    let off = i64c(b, block, which * param_stride(self.layout.groups()) * 4);
+                    let at = b.addi(block, at, off);
+                    let scalar = b.load_at(block, at, b.f32_type(), 4);
+                    b.splat(block, scalar, LANES)
+                };
+                let min_v = param(2);
+                let table = |which: usize, iota: Vec<f32>| {
+                    let s_v = param(which);
+                    let q = b.dense(block, "f32", &iota.iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>());
+                    // fl(min + fl(q·s)): two roundings, as the reference.
+                    let scaled = b.mulf(block, q, s_v);
+                    b.addf(block, min_v, scaled)
+                };
+                let t4 = has_nib.then(|| table(0, (0..16).map(|q| q as f32).collect()));
+                let t3 = has_three.then(|| table(1, (0..16).map(|q| (q % 8) as f32).collect()));
+                let base = b.addi(block, row.row_addr, block_off);
+                // One cache line ahead per group (56 bytes of codes at g128).
+                let ahead = i64c(b, block, PREFETCH_BYTES);
+                let ahead = b.addi(block, base, ahead);
+                b.prefetch(block, ahead);
+                let mut slot_index = 0;
+                let mut chain = 0;
+                for chunk in plan {
+                    let at = i64c(b, block, chunk.at);
+                    let addr = b.addi(block, base, at);
+                    // Nib: lane l holds its code byte (zero-extended).
+                    // Three: lane l holds its lo2 byte in bits 0..8 and its
+                    // hi1 byte in bits 8..16 (bits above: don't care).
+                    let lanes = match chunk.plane {
+                        Plane::Nib => {
+                            let bytes = load_bytes(b, block, addr, chunk.len, &chunk.lanes, vec_i8);
+                            push(block, arith::extui(bytes, vec_i32, b.location))
+                        }
+                        Plane::Three => {
+                            let lo = b.load_at(block, addr, b.vector_type(chunk.len, "i8"), 1);
+                            let at = i64c(b, block, chunk.hi_at);
+                            let addr = b.addi(block, base, at);
+                            let hi = b.load_at(block, addr, b.vector_type(chunk.hi_len, "i8"), 1);
+                            let hi = if chunk.hi_len < chunk.len {
+                                let widen: Vec<i32> = (0..chunk.len as i32).map(|i| if i < chunk.hi_len as i32 { i } else { -1 }).collect();
+                                b.shuffle(block, hi, hi, &widen, b.vector_type(chunk.len, "i8"))
+                            } else {
+                                hi
+                            };
+                            let mask: Vec<i32> = (0..4 * LANES)
+                                .map(|i| match i % 4 {
+                                    0 => chunk.lanes[i / 4],
+                                    1 => chunk.len as i32 + chunk.hi_lanes[i / 4],
+                                    _ => -1,
+                                })
+                                .collect();
+                            let bytes = b.shuffle(block, lo, hi, &mask, b.vector_type(4 * LANES, "i8"));
+                            b.bitcast(block, bytes, vec_i32)
+                        }
+                    };
+                    for slot in &chunk.slots {
+                        let shifted = if slot.shift.iter().all(|&s| s == 0) {
+                            lanes
+                        } else {
+                            let sh = b.dense(block, "i32", &slot.shift);
+                            b.shrui(block, lanes, sh)
+                        };
+                        let (table, index) = match chunk.plane {
+                            Plane::Nib => (t4.expect("4-bit table"), shifted),
+                            Plane::Three => {
+                                // index = (lo & 3) | (hi & ~3), one bit
+                                // select: hi's bit 2 is the code's top bit,
+                                // its bit 3 is ignored by the duplicated
+                                // 3-bit table, higher bits by vpermps.
+                                let sh: Vec<i32> = slot.hi_shift.iter().map(|s| s + 6).collect();
+                                let sh = b.dense(block, "i32", &sh);
+                                let hi = b.shrui(block, lanes, sh);
+                                let three = b.dense(block, "i32", &[3; LANES]);
+                                let select = b.int(block, 32, SELECT_LOW_BITS);
+                                (t3.expect("3-bit table"), b.intrinsic(block, TERNARY_LOGIC, &[shifted, hi, three, select], vec_i32))
+                            }
+                        };
+                        let w = b.intrinsic(block, PERMUTE, &[table, index], vec_f32);
+                        for t in 0..count {
+                            let off = i64c(b, block, t * self.token_bytes + slot_index * LANES * 4);
+                            let at = b.addi(block, s_group, off);
+                            let xs = b.load_at(block, at, vec_f32, 64);
+                            let i = (set * count + t) * per_token + chain % per_token;
+                            accs[i] = b.fma(block, w, xs, accs[i]);
+                        }
+                        chain += 1;
+                        slot_index += 1;
+                    }
+                }
+            }
+            accs
+        }
+    }
+
+    fn block_bytes_of(layout: &Layout, g: usize) -> usize {
+        layout.block_len(g)
+    }
+
+    /// Loads `len` bytes at `addr` as 16 lanes (lane l = byte lanes[l]).
+    fn load_bytes<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, addr: Value<'c, '_>, len: usize, lanes: &[i32; LANES], vec_i8: Type<'c>) -> Value<'c, 'b> {
+        let loaded = b.load_at(block, addr, b.vector_type(len, "i8"), 1);
+        if len == LANES && lanes.iter().enumerate().all(|(i, &l)| l == i as i32) {
+            loaded
+        } else {
+            b.shuffle(block, loaded, loaded, lanes, vec_i8)
+        }
+    }
+
+    /// Writes one group's scratch slots from its activations at `x_group`.
+    fn prepare_group<'c>(b: &Builder<'c>, block: &Block<'c>, plan: &[Chunk], x_group: Value<'c, '_>, s_group: Value<'c, '_>) {
+        let vec_f32 = b.vector_type(LANES, "f32");
+        let mut slot_index = 0;
+        for chunk in plan {
+            let cols: Vec<usize> = chunk.slots.iter().flat_map(|s| s.cols.iter().flatten().copied()).collect();
+            let (lo, hi) = match (cols.iter().min(), cols.iter().max()) {
+                (Some(&lo), Some(&hi)) => (lo, hi),
+                _ => {
+                    for _ in &chunk.slots {
+                        let off = i64c(b, block, slot_index * LANES * 4);
+                        let at = b.addi(block, s_group, off);
+                        let z = zeros(b, block, LANES, "f32");
+                        b.store_at(block, z, at, 64);
+                        slot_index += 1;
+                    }
+                    continue;
+                }
+            };
+            let w = hi - lo + 1;
+            let off = i64c(b, block, lo * 4);
+            let at = b.addi(block, x_group, off);
+            let window = b.load_at(block, at, b.vector_type(w, "f32"), 4);
+            let zero = zeros(b, block, w, "f32");
+            for slot in &chunk.slots {
+                let mask: Vec<i32> = slot.cols.iter().map(|c| c.map_or(w as i32, |c| (c - lo) as i32)).collect();
+                let v = b.shuffle(block, window, zero, &mask, vec_f32);
+                let off = i64c(b, block, slot_index * LANES * 4);
+                let at = b.addi(block, s_group, off);
+                b.store_at(block, v, at, 64);
+                slot_index += 1;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// s4 and s3 through f64 multiplication equal the reference's f32
+        /// division for every range scale (every finite f16 ≥ 0) and code.
+        #[test]
+        fn steps_without_division_are_the_reference_steps() {
+            for bits in 0u16..0x7c00 {
+                let rs = half::f16::from_bits(bits).to_f32();
+                for code in 0..=255u8 {
+                    let range = rs * f32::from(code);
+                    let wide = f64::from(rs) * f64::from(code);
+                    for levels in [15.0f32, 7.0] {
+                        let fast = (wide * (1.0 / f64::from(levels))) as f32;
+                        assert_eq!(fast.to_bits(), (range / levels).to_bits(), "rs {rs} code {code} L {levels}");
+                    }
+                }
+            }
+        }
+
+        /// Every code of every group shape is decoded by exactly one lane,
+        /// and every load stays inside the group's block.
+        #[test]
+        fn plans_cover_every_column_once() {
+            for quant in [QuantKind::Q35, QuantKind::Int4, QuantKind::Int3] {
+                for n in [1, 2, 3, 7, 8, 31, 32, 64, 100, 128, 256, 576, 1536] {
+                    let plan = plan(quant, n);
+                    let mut seen = vec![0; n];
+                    let block_len = Layout::new(quant, GroupSize::Channel, n).block_len(0);
+                    for chunk in &plan {
+                        assert!(chunk.at + chunk.len <= block_len, "{quant} {n}: {chunk:?}");
+                        assert!(chunk.hi_len == 0 || chunk.hi_at + chunk.hi_len <= block_len, "{quant} {n}: {chunk:?}");
+                        for slot in &chunk.slots {
+                            for col in slot.cols.iter().flatten() {
+                                seen[*col] += 1;
+                            }
+                        }
+                    }
+                    assert!(seen.iter().all(|&s| s == 1), "{quant} {n}: {seen:?}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    //! Compiled kernels against plain Rust on random weights: every
+    //! epilogue, both paths, prefill and decode token counts, tails.
+    use super::*;
+    use q35_format::{Payload, QuantizedTensor};
+    use q35_rt::code::CodeObject;
+    use q35_rt::memref::{MemRef1, MemRef2};
+    use std::ffi::c_void;
+
+    /// xorshift: reproducible values in [-1, 1).
+    fn random(seed: &mut u64, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The memrefs of one weight matrix, in kernel argument order.
+    fn weight_memrefs(q: &QuantizedTensor) -> Vec<MemRef1> {
+        let ptr = |p: *const c_void| p as *mut c_void;
+        match q.payload() {
+            Payload::Coded { codes, range_scale, mins, range_codes } => vec![
+                MemRef1::vector(ptr(codes.as_ptr().cast()), codes.len()),
+                MemRef1::vector(ptr(mins.as_ptr().cast()), mins.len()),
+                MemRef1::vector(ptr(range_codes.as_ptr().cast()), range_codes.len()),
+                MemRef1::vector(ptr(range_scale.as_ptr().cast()), range_scale.len()),
+            ],
+            Payload::F16(v) => vec![MemRef1::vector(ptr(v.as_ptr().cast()), v.len())],
+            Payload::F32(v) => vec![MemRef1::vector(ptr(v.as_ptr().cast()), v.len())],
+        }
+    }
+
+    /// Runs `shape`'s kernel on `tokens` random tokens and checks every
+    /// output against f64 arithmetic on the dequantized weights. The
+    /// bound is that of a reordered, fused f32 dot: γ_K·Σ|w'·x| with
+    /// γ_K = K·u/(1 − K·u), u = 2^-24, plus rounding of the epilogue.
+    fn check(shape: MatmulShape, tokens: usize, fast: bool, alias: bool) {
+        let (n, k) = (shape.n, shape.k);
+        let mut seed = 0x9e3779b97f4a7c15 ^ (n * 31 + k) as u64;
+        let weights: Vec<QuantizedTensor> = (0..shape.epilogue.weights())
+            .map(|i| {
+                let w = random(&mut seed, n * k);
+                QuantizedTensor::quantize(format!("w{i}"), n, k, &w, shape.quant, shape.group).unwrap()
+            })
+            .collect();
+        let dense: Vec<Vec<f32>> = weights.iter().map(|q| q.dequantize()).collect();
+        let x = random(&mut seed, tokens * k);
+        let residual = random(&mut seed, tokens * n);
+        let mut out = if alias { residual.clone() } else { vec![f32::NAN; tokens * n] };
+
+        let so = shape.standalone_shared_object(fast).unwrap();
+        let code = CodeObject::load(&so).unwrap();
+        let entry = code.symbol(&format!("_mlir_ciface_{}", shape.kernel_name())).expect("kernel symbol");
+        let mut x_desc = MemRef2::matrix(x.as_ptr() as *mut c_void, tokens, k);
+        let mut descs: Vec<MemRef1> = weights.iter().flat_map(weight_memrefs).collect();
+        let mut residual_desc = MemRef2::matrix(residual.as_ptr() as *mut c_void, tokens, n);
+        let mut out_desc = MemRef2::matrix(out.as_mut_ptr().cast(), tokens, n);
+        if alias {
+            residual_desc = out_desc;
+        }
+        let mut args: Vec<*mut c_void> = vec![(&mut x_desc as *mut MemRef2).cast()];
+        args.extend(descs.iter_mut().map(|d| (d as *mut MemRef1).cast::<c_void>()));
+        if shape.epilogue == Epilogue::AddResidual {
+            args.push((&mut residual_desc as *mut MemRef2).cast());
+        }
+        args.push((&mut out_desc as *mut MemRef2).cast());
+        let call = q35_rt::kernel::trampoline(args.len()).unwrap();
+        for wg in 0..shape.workgroups() {
+            // SAFETY: the kernel's arity and buffer shapes are the ones built above.
+            unsafe { call(entry, wg as i64, tokens as i64, 0, &args) };
+        }
+
+        let u = 2f64.powi(-24);
+        let gamma = k as f64 * u / (1.0 - k as f64 * u);
+        for m in 0..tokens {
+            for r in 0..n {
+                let dot = |w: &[f32]| {
+                    let terms = (0..k).map(|i| f64::from(w[r * k + i]) * f64::from(x[m * k + i]));
+                    let (sum, abs) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                    (sum, gamma * abs + 1e-30)
+                };
+                let (d0, e0) = dot(&dense[0]);
+                let (expected, bound) = match shape.epilogue {
+                    Epilogue::None => (d0, e0),
+                    Epilogue::AddResidual => {
+                        let v = f64::from(residual[m * n + r]) + d0;
+                        (v, e0 + 2.0 * u * v.abs())
+                    }
+                    Epilogue::SwiGlu => {
+                        let (d1, e1) = dot(&dense[1]);
+                        let silu = |g: f64| g / (1.0 + (-g).exp());
+                        let v = silu(d0) * d1;
+                        // |silu'| < 1.1; exp, +, /, × in f32: a few ulps of each.
+                        (v, 1.1 * e0 * d1.abs() + silu(d0).abs() * e1 + 16.0 * u * (v.abs() + silu(d0).abs() * d1.abs()))
+                    }
+                };
+                let got = f64::from(out[m * n + r]);
+                assert!(
+                    (got - expected).abs() <= bound,
+                    "{} fast={fast} tokens={tokens} m={m} n={r}: got {got}, expected {expected} ± {bound}",
+                    shape.kernel_name()
+                );
+            }
+        }
+    }
+
+    fn shape(n: usize, k: usize, quant: QuantKind, group: GroupSize, epilogue: Epilogue) -> MatmulShape {
+        MatmulShape { epilogue, ..MatmulShape::new(n, k, quant, group, 8) }
+    }
+
+    #[test]
+    fn plain_matmul_matches_f64_for_every_kind_and_tail() {
+        for fast in [true, false] {
+            for (quant, group, k) in [
+                (QuantKind::Q35, GroupSize::G128, 576),
+                (QuantKind::Q35, GroupSize::G32, 70),
+                (QuantKind::Q35, GroupSize::Channel, 99),
+                (QuantKind::Int4, GroupSize::G64, 200),
+                (QuantKind::Int3, GroupSize::G256, 300),
+                (QuantKind::F16, GroupSize::Channel, 40),
+            ] {
+                check(shape(21, k, quant, group, Epilogue::None), 6, fast, false);
+            }
+        }
+    }
+
+    #[test]
+    fn add_residual_epilogue_matches_f64_in_place_too() {
+        for fast in [true, false] {
+            for (quant, group, k) in [(QuantKind::Q35, GroupSize::G128, 192), (QuantKind::F32, GroupSize::Channel, 33)] {
+                check(shape(20, k, quant, group, Epilogue::AddResidual), 5, fast, false);
+                check(shape(19, k, quant, group, Epilogue::AddResidual), 1, fast, true);
+            }
+        }
+    }
+
+    #[test]
+    fn swiglu_epilogue_matches_f64() {
+        for fast in [true, false] {
+            for (quant, group, k) in [(QuantKind::Q35, GroupSize::G64, 160), (QuantKind::F16, GroupSize::Channel, 48)] {
+                check(shape(11, k, quant, group, Epilogue::SwiGlu), 5, fast, false);
+                check(shape(11, k, quant, group, Epilogue::SwiGlu), 1, fast, false);
+            }
         }
     }
 }

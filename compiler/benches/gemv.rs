@@ -1,0 +1,203 @@
+//! The fused 3.5-bit GEMV against the machine's read bandwidth.
+//!
+//! Builds one `dequant_matmul` kernel for a 4096×4096 q35 g128 weight (random
+//! values), compiles it exactly like a model's kernels (CPU pipeline, LLVM
+//! -O3 for the host), and times one token (a GEMV) on 1 and 2 threads,
+//! workgroups spread over the runtime's thread pool as in a model. The
+//! effective bandwidth counts every weight byte read (packed codes and
+//! group parameters), the figure a memory-bound decode is limited by; it
+//! is printed beside a streaming read bandwidth measured in the same run
+//! with the same threads (`q35_rt::bandwidth`).
+//!
+//! `cargo bench -p q35c --bench gemv` (options after `--`: `--n N --k K
+//! --quant q35|int4|int3|f16|f32 --group 32|64|128|256|channel --rows R
+//! --runs RUNS --copies C --so kernel.so --portable`).
+
+use q35_format::{GroupSize, Payload, QuantKind, QuantizedTensor};
+use q35_rt::{
+    bandwidth,
+    code::CodeObject,
+    memref::{MemRef1, MemRef2},
+    thread_pool::ThreadPool,
+};
+use q35c::passes::lower::MatmulShape;
+use std::{ffi::c_void, time::Instant};
+
+struct Options {
+    n: usize,
+    k: usize,
+    quant: QuantKind,
+    group: GroupSize,
+    rows: usize,
+    runs: usize,
+    /// Where to write the kernel's shared object (for objdump).
+    so: Option<String>,
+    /// Weight copies in rotation (default: enough to cover twice the last-level cache).
+    copies: Option<usize>,
+    /// The portable kernel instead of the AVX-512 one.
+    portable: bool,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        n: 4096,
+        k: 4096,
+        quant: QuantKind::Q35,
+        group: GroupSize::G128,
+        rows: 64,
+        runs: 200,
+        so: None,
+        copies: None,
+        portable: false,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--n" => o.n = value.parse().expect("--n N"),
+            "--k" => o.k = value.parse().expect("--k K"),
+            "--quant" => o.quant = value.parse().expect("--quant KIND"),
+            "--group" => o.group = value.parse().expect("--group G"),
+            "--rows" => o.rows = value.parse().expect("--rows R"),
+            "--runs" => o.runs = value.parse().expect("--runs RUNS"),
+            "--so" => o.so = Some(value),
+            "--portable" => {
+                o.portable = true;
+                i += 1;
+                continue;
+            }
+            "--copies" => o.copies = Some(value.parse().expect("--copies C")),
+            _ => {
+                i += 1; // cargo's own flags (--bench)
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+fn random(len: usize) -> Vec<f32> {
+    let mut seed = 0x2545f4914f6cdd1du64;
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = options();
+    let shape = MatmulShape::new(o.n, o.k, o.quant, o.group, o.rows);
+    let started = Instant::now();
+    let so = shape.standalone_shared_object(!o.portable)?;
+    let compile = started.elapsed();
+    if let Some(path) = &o.so {
+        std::fs::write(path, &so)?;
+    }
+    let code = CodeObject::load(&so).map_err(anyhow::Error::msg)?;
+    let entry = code
+        .symbol(&format!("_mlir_ciface_{}", shape.kernel_name()))
+        .ok_or_else(|| anyhow::anyhow!("kernel symbol missing"))?;
+
+    let weights = QuantizedTensor::quantize("w", o.n, o.k, &random(o.n * o.k), o.quant, o.group)?;
+    let bytes = weights.byte_len();
+    let x = random(o.k);
+    let mut out = vec![0f32; o.n];
+    // Weights must come from memory, not the last-level cache: rotate over
+    // enough copies to cover twice its size.
+    let llc = bandwidth::last_level_cache_bytes().unwrap_or(32 << 20);
+    let copies: Vec<Payload> = (0..o.copies.unwrap_or((2 * llc).div_ceil(bytes)).max(1))
+        .map(|_| weights.payload().clone())
+        .collect();
+    let ptr = |p: *const c_void| p as *mut c_void;
+    let mut descs: Vec<Vec<MemRef1>> = copies
+        .iter()
+        .map(|payload| match payload {
+            Payload::Coded {
+                codes,
+                range_scale,
+                mins,
+                range_codes,
+            } => vec![
+                MemRef1::vector(ptr(codes.as_ptr().cast()), codes.len()),
+                MemRef1::vector(ptr(mins.as_ptr().cast()), mins.len()),
+                MemRef1::vector(ptr(range_codes.as_ptr().cast()), range_codes.len()),
+                MemRef1::vector(ptr(range_scale.as_ptr().cast()), range_scale.len()),
+            ],
+            Payload::F16(v) => vec![MemRef1::vector(ptr(v.as_ptr().cast()), v.len())],
+            Payload::F32(v) => vec![MemRef1::vector(ptr(v.as_ptr().cast()), v.len())],
+        })
+        .collect();
+    let mut x_desc = MemRef2::matrix(ptr(x.as_ptr().cast()), 1, o.k);
+    let mut out_desc = MemRef2::matrix(out.as_mut_ptr().cast(), 1, o.n);
+    let x_arg = &mut x_desc as *mut MemRef2 as usize;
+    let out_arg = &mut out_desc as *mut MemRef2 as usize;
+    let args: Vec<Vec<usize>> = descs
+        .iter_mut()
+        .map(|set| {
+            let mut args = vec![x_arg];
+            args.extend(set.iter_mut().map(|d| d as *mut MemRef1 as usize));
+            args.push(out_arg);
+            args
+        })
+        .collect();
+    let call = q35_rt::kernel::trampoline(args[0].len()).expect("arity");
+    let entry = entry as usize;
+
+    println!(
+        "gemv {}x{} {} g{}: {:.2} MiB of weights ({:.3} bits/weight, {} copies in rotation), kernel compiled in {:.1} s, {} rows/workgroup",
+        o.n,
+        o.k,
+        o.quant,
+        o.group,
+        bytes as f64 / (1 << 20) as f64,
+        weights.bits_per_weight(),
+        copies.len(),
+        compile.as_secs_f64(),
+        o.rows
+    );
+    for threads in [1, 2] {
+        let mut pool = ThreadPool::new(threads);
+        let mut turn = 0;
+        let mut gemv = |pool: &mut ThreadPool| {
+            let args = &args[turn % args.len()];
+            turn += 1;
+            let run = |wg: usize| {
+                let args: Vec<*mut c_void> = args.iter().map(|&a| a as *mut c_void).collect();
+                // SAFETY: the kernel takes exactly these descriptors, which
+                // live until the end of main; workgroups write disjoint rows.
+                unsafe { call(entry as *const c_void, wg as i64, 1, 0, &args) };
+            };
+            let t = Instant::now();
+            pool.run(shape.workgroups(), &run);
+            t.elapsed().as_secs_f64()
+        };
+        for _ in 0..copies.len() {
+            gemv(&mut pool);
+        }
+        let times: Vec<f64> = (0..o.runs).map(|_| gemv(&mut pool)).collect();
+        let time = bandwidth::median(&times);
+        let gbps = bytes as f64 / time / 1e9;
+        let read = bandwidth::measure(&mut pool, 5).gb_per_second();
+        println!(
+            "gemv {}x{} {} g{}, {} thread{}: {:.1} µs, {:.1} GB/s ({:.2} of read bandwidth {:.1} GB/s)",
+            o.n,
+            o.k,
+            o.quant,
+            o.group,
+            threads,
+            if threads == 1 { "" } else { "s" },
+            time * 1e6,
+            gbps,
+            gbps / read,
+            read
+        );
+    }
+    std::hint::black_box(&out);
+    Ok(())
+}

@@ -21,7 +21,7 @@ use melior::{
 use q35_dialect::Q35Context;
 use q35_format::{
     artifact::{write_artifact, Manifest, TargetSpec, WeightSpec, ARTIFACT_FORMAT, ARTIFACT_VERSION},
-    GroupSize, ModelConfig, QuantKind, QuantizedTensor,
+    GroupSize, ModelConfig, QuantKind, QuantSearch,
 };
 use std::{
     collections::BTreeMap,
@@ -41,6 +41,11 @@ pub const TO_LLVM: &str = "builtin.module(convert-scf-to-cf,convert-math-to-llvm
 pub struct CpuOptions {
     pub emit: EmitOptions,
     pub group: GroupSize,
+    /// How group parameters are chosen (the decode is the same).
+    pub search: QuantSearch,
+    /// Per-column importances (`--quant-importance`); the matrices it names
+    /// are quantized importance-weighted instead of with `search`.
+    pub importance: Option<crate::importance::Importance>,
     /// Most tokens one runtime call takes (rows of activation buffers).
     pub max_tokens: usize,
     pub rows_per_workgroup: usize,
@@ -52,6 +57,8 @@ impl CpuOptions {
         Self {
             emit,
             group,
+            search: QuantSearch::default(),
+            importance: None,
             max_tokens: 64,
             rows_per_workgroup: DEFAULT_ROWS_PER_WORKGROUP,
             llvm: q35_target_llvm::Options::default(),
@@ -125,6 +132,8 @@ fn quantize_weights(
     graph: &ModelGraph,
     kind: QuantKind,
     group: GroupSize,
+    search: QuantSearch,
+    importance: Option<&crate::importance::Importance>,
 ) -> Result<Vec<(WeightSpec, Vec<u8>)>> {
     let weights = graph.weights();
     let progress = ProgressBar::new(weights.len() as u64).with_style(
@@ -147,7 +156,7 @@ fn quantize_weights(
                     } else {
                         (1, weight.shape[0], QuantKind::F32, GroupSize::Channel)
                     };
-                    let q = QuantizedTensor::quantize(&weight.name, rows, cols, &data, kind, group)?;
+                    let q = crate::importance::quantize(&weight.name, rows, cols, &data, kind, group, search, importance)?;
                     let spec = WeightSpec {
                         name: weight.name.clone(),
                         tensor: format!("weights/{}", weight.name),
@@ -182,6 +191,9 @@ pub fn compile_cpu(
     run: &RunOptions,
     timings: &mut Timings,
 ) -> Result<Vec<u8>> {
+    // An integer-path matmul beyond the proven int32 bound is refused before
+    // anything is lowered.
+    crate::obligations::check_integer_ops(&module).map_err(|e| anyhow!("refusing to compile:\n{e}"))?;
     let (buffers, dispatches) = lower_to_llvm(q35, &mut module, options.rows_per_workgroup, run, timings)?;
 
     let started = Instant::now();
@@ -199,7 +211,7 @@ pub fn compile_cpu(
     timings.record("link shared object", started.elapsed());
 
     let started = Instant::now();
-    let weights = quantize_weights(model, graph, options.emit.quant, options.group)?;
+    let weights = quantize_weights(model, graph, options.emit.quant, options.group, options.search, options.importance.as_ref())?;
     timings.record("quantize weights", started.elapsed());
 
     let (triple, host_cpu, host_features) = q35_target_llvm::host();
@@ -241,5 +253,11 @@ pub fn compile_cpu(
         toolchain,
         checksums: BTreeMap::new(),
     };
+    // Per-artifact proof obligations: derived from what is about to be
+    // written, proved with z3, stored beside it (docs/proofs.md).
+    let started = Instant::now();
+    let obligations = crate::obligations::for_new_artifact(&manifest, &payloads).map_err(|e| anyhow!(e))?;
+    payloads.push((crate::obligations::OBLIGATIONS_PAYLOAD.to_string(), obligations));
+    timings.record("prove obligations (z3)", started.elapsed());
     Ok(write_artifact(&manifest, &payloads))
 }

@@ -9,6 +9,8 @@ pub mod driver;
 pub mod emit;
 pub mod front;
 pub mod graph;
+pub mod importance;
+pub mod obligations;
 pub mod passes;
 pub mod pipeline;
 pub mod quant_report;

@@ -6,7 +6,8 @@
 use crate::{front::Model, graph::ModelGraph};
 use anyhow::{Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use q35_format::{GroupSize, QuantKind, QuantizedTensor};
+use crate::importance::Importance;
+use q35_format::{GroupSize, QuantKind, QuantSearch, QuantizedTensor};
 use std::{
     fmt::Write as _,
     sync::{
@@ -31,15 +32,16 @@ struct Row {
     compare: Option<(f64, f64)>,
 }
 
-fn quantize_one(name: &str, data: &[f32], rows: usize, cols: usize, kind: QuantKind, group: GroupSize) -> Result<(QuantizedTensor, q35_format::QuantStats)> {
-    let q = QuantizedTensor::quantize(name, rows, cols, data, kind, group)?;
+#[allow(clippy::too_many_arguments)]
+fn quantize_one(name: &str, data: &[f32], rows: usize, cols: usize, kind: QuantKind, group: GroupSize, search: QuantSearch, importance: Option<&Importance>) -> Result<(QuantizedTensor, q35_format::QuantStats)> {
+    let q = crate::importance::quantize(name, rows, cols, data, kind, group, search, importance)?;
     let stats = q.stats(data)?;
     Ok((q, stats))
 }
 
 /// Quantizes every matrix of the graph (in parallel over tensors) and
 /// renders the report.
-pub fn run(model: &Model, graph: &ModelGraph, kind: QuantKind, group: GroupSize) -> Result<String> {
+pub fn run(model: &Model, graph: &ModelGraph, kind: QuantKind, group: GroupSize, search: QuantSearch, importance: Option<&Importance>) -> Result<String> {
     let matrices: Vec<_> = graph.weights().into_iter().filter(|w| w.is_matrix).collect();
     let vectors: Vec<_> = graph.weights().into_iter().filter(|w| !w.is_matrix).collect();
     let progress = ProgressBar::new(matrices.len() as u64).with_style(
@@ -59,10 +61,10 @@ pub fn run(model: &Model, graph: &ModelGraph, kind: QuantKind, group: GroupSize)
                     let data = model
                         .tensor_f32(&weight.name)
                         .with_context(|| format!("reading `{}`", weight.name))?;
-                    let (q, stats) = quantize_one(&weight.name, &data, rows, cols, kind, group)?;
+                    let (q, stats) = quantize_one(&weight.name, &data, rows, cols, kind, group, search, importance)?;
                     let compare = if kind == QuantKind::Q35 {
-                        let (_, int4) = quantize_one(&weight.name, &data, rows, cols, QuantKind::Int4, group)?;
-                        let (_, int3) = quantize_one(&weight.name, &data, rows, cols, QuantKind::Int3, group)?;
+                        let (_, int4) = quantize_one(&weight.name, &data, rows, cols, QuantKind::Int4, group, search, importance)?;
+                        let (_, int3) = quantize_one(&weight.name, &data, rows, cols, QuantKind::Int3, group, search, importance)?;
                         Some((int4.rmse, int3.rmse))
                     } else {
                         None
@@ -93,12 +95,12 @@ pub fn run(model: &Model, graph: &ModelGraph, kind: QuantKind, group: GroupSize)
         .map(|r| r.expect("every index is processed once"))
         .collect::<Result<_>>()?;
     let vector_bytes: usize = vectors.iter().map(|v| v.shape.iter().product::<usize>() * 4).sum();
-    Ok(render(&rows, vector_bytes, kind, group, &model.source.display().to_string()))
+    Ok(render(&rows, vector_bytes, kind, group, search, &model.source.display().to_string()))
 }
 
-fn render(rows: &[Row], vector_bytes: usize, kind: QuantKind, group: GroupSize, source: &str) -> String {
+fn render(rows: &[Row], vector_bytes: usize, kind: QuantKind, group: GroupSize, search: QuantSearch, source: &str) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "quantization report: {source}, --quant {kind} --group {group}");
+    let _ = writeln!(out, "quantization report: {source}, --quant {kind} --group {group} --quant-search {search}");
     let compare = rows.iter().any(|r| r.compare.is_some());
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
     let _ = write!(out, "{:<width$}  {:>11}  {:>6}  {:>10}  {:>10}", "tensor", "shape", "bpw", "rmse", "max err");

@@ -16,7 +16,7 @@ use crate::{
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use q35_dialect::Q35Context;
-use q35_format::{GroupSize, QuantKind};
+use q35_format::{GroupSize, QuantKind, QuantSearch};
 use std::{path::PathBuf, time::Instant};
 
 /// Pipeline stages, in order; the driver stops at the one asked for.
@@ -69,6 +69,13 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Re-check a compiled artifact's proof obligations: re-derive them from
+    /// its manifest and weights, compare with the stored ones, prove each
+    /// with z3 (docs/proofs.md); exit 0 only if all hold.
+    Verify {
+        /// The .q35 artifact.
+        artifact: PathBuf,
+    },
     /// Write a tiny deterministic random Llama model (model.safetensors,
     /// config.json, tokenizer.json) to DIR, for tests and quick trials.
     TinyModel {
@@ -106,6 +113,16 @@ struct CompileArgs {
     /// Group size along K: 32, 64, 128, 256 or channel.
     #[arg(long, default_value = "128", value_parser = parse_group)]
     group: GroupSize,
+    /// How group parameters are chosen: `none` is plain min/max, `mse`
+    /// searches clipped ranges for the smallest weight error (same decode;
+    /// lower RMSE but higher perplexity on SmolLM2, docs/quality.md).
+    #[arg(long, default_value = "none", value_parser = parse_search)]
+    quant_search: QuantSearch,
+    /// Per-input-column importances, a JSON object of weight name to
+    /// `cols` numbers (e.g. mean x² on calibration text): the matrices it
+    /// names are quantized minimizing the importance-weighted error.
+    #[arg(long)]
+    quant_importance: Option<PathBuf>,
     /// Quantize every matrix and report bits per weight and error against
     /// the source weights (with int4/int3 beside q35).
     #[arg(long)]
@@ -199,6 +216,8 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
         bail!("--max-tokens and --rows-per-workgroup must be positive");
     }
     let mut options = codegen::CpuOptions::new(emit_options, args.group);
+    options.search = args.quant_search;
+    options.importance = args.quant_importance.as_deref().map(crate::importance::load).transpose()?;
     options.max_tokens = args.max_tokens;
     options.rows_per_workgroup = args.rows_per_workgroup;
     let bytes = codegen::compile_cpu(&q35, module, model, graph, &options, &run_options, timings)?;
@@ -210,6 +229,10 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
 }
 
 fn parse_quant(s: &str) -> Result<QuantKind, String> {
+    s.parse().map_err(|e: q35_format::Error| e.to_string())
+}
+
+fn parse_search(s: &str) -> Result<QuantSearch, String> {
     s.parse().map_err(|e: q35_format::Error| e.to_string())
 }
 
@@ -257,6 +280,13 @@ fn run(cli: Cli) -> Result<()> {
         println!("{}", path.display());
         return Ok(());
     }
+    if let Some(Command::Verify { artifact }) = &cli.command {
+        let path = artifact.display().to_string();
+        let bytes = std::fs::read(artifact).with_context(|| format!("{path}: cannot read"))?;
+        let summary = crate::obligations::verify_artifact(&path, &bytes).map_err(anyhow::Error::msg)?;
+        println!("{path}: {summary}");
+        return Ok(());
+    }
     if let Some(Command::Convert { model, output }) = cli.command {
         let started = Instant::now();
         front::convert::convert_gguf(&model, &output)?;
@@ -283,7 +313,8 @@ fn run(cli: Cli) -> Result<()> {
 
     if args.quant_report {
         let started = Instant::now();
-        let report = quant_report::run(&model, &graph, args.quant, args.group)?;
+        let importance = args.quant_importance.as_deref().map(crate::importance::load).transpose()?;
+        let report = quant_report::run(&model, &graph, args.quant, args.group, args.quant_search, importance.as_ref())?;
         timings.record("quantize", started.elapsed());
         print!("{report}");
     }

@@ -17,6 +17,11 @@ pub const ARTIFACT_FORMAT: &str = "q35-artifact";
 /// Bumped on any incompatible change of the manifest or payloads.
 pub const ARTIFACT_VERSION: u32 = 1;
 const MANIFEST_KEY: &str = "q35.manifest";
+/// Payload holding the artifact's proof obligations (JSON written by
+/// `q35c`, checked by `q35c verify`; docs/proofs.md). Optional: artifacts
+/// without it still load. Like every payload it is checksummed by
+/// [`Artifact::parse`].
+pub const OBLIGATIONS_PAYLOAD: &str = "proofs/obligations.json";
 
 /// What the code was compiled for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

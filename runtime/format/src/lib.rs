@@ -27,6 +27,7 @@ mod kind;
 mod layout;
 mod math;
 mod pack;
+mod search;
 mod serial;
 mod tensor;
 
@@ -37,6 +38,7 @@ pub use math::{dequant, f16_round_down, quantize_code, GroupParams, INT8_PATH_MA
 pub use pack::{
     block_bytes, pack_group, pack_planes, planes_bytes, unpack_group, unpack_planes, L3, L4,
 };
+pub use search::QuantSearch;
 pub use serial::{HEADER_BYTES, LAYOUT_VERSION, MAGIC};
 pub use tensor::{Payload, QuantStats, QuantizedTensor};
 
@@ -139,6 +141,8 @@ pub enum Error {
     ParseGroupSize(String),
     #[error("unknown quantization kind `{0}` (expected q35, int4, int3, f16 or f32)")]
     ParseQuantKind(String),
+    #[error("unknown quantization search `{0}` (expected none or mse)")]
+    ParseQuantSearch(String),
 }
 
 /// Result with this crate's [`Error`].

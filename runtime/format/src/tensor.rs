@@ -6,9 +6,10 @@ use std::fmt;
 use half::f16;
 
 use crate::math::{range_code_for, range_scale_for};
+use crate::search::search_group;
 use crate::{
     dequant, f16_round_down, pack::padding_is_zero, pack_planes, quantize_code, unpack_planes,
-    Error, GroupParams, GroupSize, Layout, QuantKind, Result, L3, L4,
+    Error, GroupParams, GroupSize, Layout, QuantKind, QuantSearch, Result, L3, L4,
 };
 
 /// The stored data of a tensor.
@@ -89,6 +90,10 @@ impl QuantizedTensor {
     /// Errors on an empty shape, a length that does not match, a non-finite
     /// weight, or parameters that do not fit f16 (a group min below -65504,
     /// or a group span above 65504 * 255; for `f16`, a weight beyond ±65504).
+    ///
+    /// This is the plain reference scheme ([`QuantSearch::None`]) that
+    /// `docs/format.md` specifies; [`QuantizedTensor::quantize_with`] can
+    /// search for parameters with a smaller error instead.
     pub fn quantize(
         name: impl Into<String>,
         rows: usize,
@@ -97,7 +102,71 @@ impl QuantizedTensor {
         kind: QuantKind,
         group: GroupSize,
     ) -> Result<Self> {
-        let name = name.into();
+        Self::quantize_with(name, rows, cols, data, kind, group, QuantSearch::None)
+    }
+
+    /// Like [`QuantizedTensor::quantize`], choosing group parameters with
+    /// `search`. The stored fields and their decode are the same for every
+    /// search; with [`QuantSearch::Mse`] a group may clip weights (so the
+    /// `s/2` bound of the plain scheme does not hold for them), but its
+    /// squared error is never larger than the plain scheme's.
+    pub fn quantize_with(
+        name: impl Into<String>,
+        rows: usize,
+        cols: usize,
+        data: &[f32],
+        kind: QuantKind,
+        group: GroupSize,
+        search: QuantSearch,
+    ) -> Result<Self> {
+        Self::quantize_inner(name.into(), rows, cols, data, kind, group, search, None)
+    }
+
+    /// Like [`QuantizedTensor::quantize_with`] with [`QuantSearch::Mse`],
+    /// minimizing the squared error weighted per input column by
+    /// `importance` (`cols` non-negative finite values, for example the mean
+    /// square of each input feature on calibration text). Each group's
+    /// weighted error is never larger than the plain scheme's.
+    ///
+    /// # Panics
+    /// If `importance.len() != cols` or a value is negative or not finite.
+    pub fn quantize_with_importance(
+        name: impl Into<String>,
+        rows: usize,
+        cols: usize,
+        data: &[f32],
+        kind: QuantKind,
+        group: GroupSize,
+        importance: &[f32],
+    ) -> Result<Self> {
+        assert_eq!(importance.len(), cols, "one importance per column");
+        assert!(
+            importance.iter().all(|c| c.is_finite() && *c >= 0.0),
+            "importances must be finite and non-negative"
+        );
+        Self::quantize_inner(
+            name.into(),
+            rows,
+            cols,
+            data,
+            kind,
+            group,
+            QuantSearch::Mse,
+            Some(importance),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn quantize_inner(
+        name: String,
+        rows: usize,
+        cols: usize,
+        data: &[f32],
+        kind: QuantKind,
+        group: GroupSize,
+        search: QuantSearch,
+        importance: Option<&[f32]>,
+    ) -> Result<Self> {
         check_shape(&name, rows, cols, data.len())?;
         let layout = Layout::new(kind, group, cols);
         let non_finite = |i: usize, value: f32| Error::NonFinite {
@@ -147,7 +216,15 @@ impl QuantizedTensor {
                         mins: &mut mins[r * ng..(r + 1) * ng],
                         range_codes: &mut range_codes[r * ng..(r + 1) * ng],
                     };
-                    quantize_row(&name, r, &layout, &data[r * cols..(r + 1) * cols], out)?;
+                    quantize_row(
+                        &name,
+                        r,
+                        &layout,
+                        &data[r * cols..(r + 1) * cols],
+                        search,
+                        importance,
+                        out,
+                    )?;
                 }
                 Payload::Coded {
                     codes,
@@ -497,7 +574,15 @@ fn f16_finite(bits: u16) -> bool {
 
 /// Quantizes one row: per-group f16 min (rounded down), one f16 range scale
 /// for the row (rounded up), per-group range codes (rounded up), then codes.
-fn quantize_row(name: &str, r: usize, layout: &Layout, row: &[f32], out: RowMut<'_>) -> Result<()> {
+fn quantize_row(
+    name: &str,
+    r: usize,
+    layout: &Layout,
+    row: &[f32],
+    search: QuantSearch,
+    importance: Option<&[f32]>,
+    out: RowMut<'_>,
+) -> Result<()> {
     let mut extremes = Vec::with_capacity(layout.groups());
     for g in 0..layout.groups() {
         let cols = layout.group_cols(g);
@@ -539,6 +624,19 @@ fn quantize_row(name: &str, r: usize, layout: &Layout, row: &[f32], out: RowMut<
     let (mut q4, mut q3) = (Vec::new(), Vec::new());
     for (g, &(min, max)) in extremes.iter().enumerate() {
         let c = range_code_for(min, max, rs);
+        let (min, c) = match search {
+            QuantSearch::None => (min, c),
+            QuantSearch::Mse => {
+                let cols = layout.group_cols(g);
+                search_group(
+                    &row[cols.clone()],
+                    importance.map(|v| &v[cols]),
+                    kind,
+                    rs,
+                    (min, c),
+                )
+            }
+        };
         out.mins[g] = min.to_bits();
         out.range_codes[g] = c;
         // Codes are chosen against the parameters exactly as stored.

@@ -49,6 +49,8 @@ pub struct CpuOptions {
     /// Most tokens one runtime call takes (rows of activation buffers).
     pub max_tokens: usize,
     pub rows_per_workgroup: usize,
+    /// Run q35-fuse (epilogues into matmuls) before lowering.
+    pub fuse: bool,
     pub llvm: q35_target_llvm::Options,
 }
 
@@ -61,6 +63,7 @@ impl CpuOptions {
             importance: None,
             max_tokens: 64,
             rows_per_workgroup: DEFAULT_ROWS_PER_WORKGROUP,
+            fuse: true,
             llvm: q35_target_llvm::Options::default(),
         }
     }
@@ -86,15 +89,19 @@ pub fn runtime_config(config: &crate::front::config::ModelConfig) -> ModelConfig
     }
 }
 
-/// Lowers `module` (the emitted q35 module) in place to the LLVM dialect;
-/// returns the plan.
+/// Lowers `module` (the emitted q35 module) in place to the LLVM dialect,
+/// after `q35-fuse` when `fuse` is set; returns the plan.
 pub fn lower_to_llvm(
     q35: &Q35Context,
     module: &mut Module,
     rows_per_workgroup: usize,
+    fuse: bool,
     run: &RunOptions,
     timings: &mut Timings,
 ) -> Result<(Vec<q35_format::artifact::BufferSpec>, Vec<q35_format::artifact::DispatchSpec>)> {
+    if fuse {
+        pipeline::run(q35, module, &pipeline::parse("q35-fuse")?, run, timings)?;
+    }
     let started = Instant::now();
     let lower = LowerPass::new(q35.context(), rows_per_workgroup);
     let (plan, findings) = (lower.plan(), lower.findings());
@@ -194,7 +201,7 @@ pub fn compile_cpu(
     // An integer-path matmul beyond the proven int32 bound is refused before
     // anything is lowered.
     crate::obligations::check_integer_ops(&module).map_err(|e| anyhow!("refusing to compile:\n{e}"))?;
-    let (buffers, dispatches) = lower_to_llvm(q35, &mut module, options.rows_per_workgroup, run, timings)?;
+    let (buffers, dispatches) = lower_to_llvm(q35, &mut module, options.rows_per_workgroup, options.fuse, run, timings)?;
 
     let started = Instant::now();
     let llvm = q35_target_llvm::llvm_context();

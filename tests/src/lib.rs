@@ -37,15 +37,20 @@ impl TinyModel {
 
     /// Compiles the model for the host CPU and writes `NAME.q35`.
     pub fn compile(&self, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<PathBuf> {
-        let bytes = compile_bytes(&self.model, quant, group, max_tokens)?;
-        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}.q35"));
+        self.compile_with(quant, group, max_tokens, true)
+    }
+
+    /// As [`TinyModel::compile`], with or without q35-fuse.
+    pub fn compile_with(&self, quant: QuantKind, group: GroupSize, max_tokens: usize, fuse: bool) -> Result<PathBuf> {
+        let bytes = compile_bytes(&self.model, quant, group, max_tokens, fuse)?;
+        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}-fuse{fuse}.q35"));
         std::fs::write(&path, bytes)?;
         Ok(path)
     }
 }
 
 /// Artifact bytes for `model`, compiled as the q35c driver does.
-pub fn compile_bytes(model: &Path, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<Vec<u8>> {
+pub fn compile_bytes(model: &Path, quant: QuantKind, group: GroupSize, max_tokens: usize, fuse: bool) -> Result<Vec<u8>> {
     let q35 = Q35Context::new()?;
     let model = front::load(model)?;
     let graph = ModelGraph::llama(&model.config)?;
@@ -60,6 +65,7 @@ pub fn compile_bytes(model: &Path, quant: QuantKind, group: GroupSize, max_token
     let module = emit_module(&q35, &graph, &model.config, &model.source.display().to_string(), &emit)?;
     let mut options = CpuOptions::new(emit, group);
     options.max_tokens = max_tokens;
+    options.fuse = fuse;
     let run = RunOptions {
         verify_each: true,
         print_ir_after_all: false,

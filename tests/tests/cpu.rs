@@ -99,3 +99,29 @@ fn more_tokens_than_the_context_are_refused() {
     let error = session.forward(&[9999], 0).unwrap_err().to_string();
     assert!(error.contains("outside the vocabulary"), "{error}");
 }
+
+/// q35-fuse changes the kernels, not the function: the fused artifact has
+/// no separate add or SwiGLU dispatch, and its logits equal the unfused
+/// artifact's bit for bit (the same dots, then the same f32 add / SwiGLU).
+#[test]
+fn fused_and_unfused_artifacts_agree_exactly() {
+    let tiny = TinyModel::new().unwrap();
+    let fused = tiny.compile_with(QuantKind::Q35, GroupSize::G64, 16, true).unwrap();
+    let unfused = tiny.compile_with(QuantKind::Q35, GroupSize::G64, 16, false).unwrap();
+    let mut a = Session::load(&fused, 2).unwrap();
+    let mut b = Session::load(&unfused, 2).unwrap();
+    let kernels = |s: &Session| s.manifest().dispatches.iter().map(|d| d.kernel.clone()).collect::<Vec<_>>();
+    let (ka, kb) = (kernels(&a), kernels(&b));
+    assert!(ka.iter().any(|k| k.ends_with("_swiglu")) && ka.iter().any(|k| k.ends_with("_add")), "{ka:?}");
+    assert!(!ka.iter().any(|k| k.starts_with("add_") || k.starts_with("swiglu_")), "{ka:?}");
+    // Per layer: two adds and one SwiGLU fold away, and the up projection
+    // joins the gate's dispatch.
+    let layers = 2;
+    assert_eq!(kb.len() - ka.len(), layers * 4, "fused {ka:?}\nunfused {kb:?}");
+    let x = a.forward(&PROMPT, 0).unwrap().to_vec();
+    let y = b.forward(&PROMPT, 0).unwrap().to_vec();
+    assert_eq!(x, y);
+    let x = a.forward(&[5], PROMPT.len()).unwrap().to_vec();
+    let y = b.forward(&[5], PROMPT.len()).unwrap().to_vec();
+    assert_eq!(x, y);
+}

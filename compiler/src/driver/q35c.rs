@@ -147,6 +147,9 @@ struct CompileArgs {
     /// Output rows per matmul workgroup on the CPU.
     #[arg(long, default_value_t = crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP)]
     rows_per_workgroup: usize,
+    /// Do not run q35-fuse: residual adds and SwiGLU stay separate kernels.
+    #[arg(long)]
+    no_fuse: bool,
     /// Print the IR after every pass to stderr.
     #[arg(long = "mlir-print-ir-after-all")]
     print_ir_after_all: bool,
@@ -187,16 +190,17 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
             return print(format!("{}\n", module.as_operation()));
         }
         Some(Stage::Kernels) => {
-            let steps = crate::pipeline::parse(&format!("q35-lower-to-kernels{{rows={}}}", args.rows_per_workgroup))?;
+            let fuse = if args.no_fuse { "" } else { "q35-fuse," };
+            let steps = crate::pipeline::parse(&format!("{fuse}q35-lower-to-kernels{{rows={}}}", args.rows_per_workgroup))?;
             crate::pipeline::run(&q35, &mut module, &steps, &run_options, timings)?;
             return print(format!("{}\n", module.as_operation()));
         }
         Some(Stage::LlvmMlir) => {
-            codegen::lower_to_llvm(&q35, &mut module, args.rows_per_workgroup, &run_options, timings)?;
+            codegen::lower_to_llvm(&q35, &mut module, args.rows_per_workgroup, !args.no_fuse, &run_options, timings)?;
             return print(format!("{}\n", module.as_operation()));
         }
         Some(Stage::LlvmIr) | Some(Stage::Asm) => {
-            codegen::lower_to_llvm(&q35, &mut module, args.rows_per_workgroup, &run_options, timings)?;
+            codegen::lower_to_llvm(&q35, &mut module, args.rows_per_workgroup, !args.no_fuse, &run_options, timings)?;
             let llvm = q35_target_llvm::llvm_context();
             let ir = q35_target_llvm::translate(&module, &llvm)?;
             if args.emit == Some(Stage::LlvmIr) {
@@ -220,6 +224,7 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
     options.importance = args.quant_importance.as_deref().map(crate::importance::load).transpose()?;
     options.max_tokens = args.max_tokens;
     options.rows_per_workgroup = args.rows_per_workgroup;
+    options.fuse = !args.no_fuse;
     let bytes = codegen::compile_cpu(&q35, module, model, graph, &options, &run_options, timings)?;
     let started = Instant::now();
     write_output(&args.output, &bytes)?;

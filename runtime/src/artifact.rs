@@ -299,6 +299,18 @@ impl BoundBuffer {
     pub fn bytes(&self) -> usize {
         self.storage.iter().map(AlignedBuffer::len).sum()
     }
+
+    /// The first `tokens` rows of an activation or output buffer (`None`
+    /// for other classes). Valid while no dispatch runs.
+    pub fn rows(&self, tokens: usize) -> Option<&[f32]> {
+        match self.class {
+            BufferClass::Activation { width } | BufferClass::Output { width } => {
+                let data = self.storage[0].as_slice::<f32>();
+                Some(&data[..(tokens * width).min(data.len())])
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A validated artifact with its buffers allocated, weights decoded and

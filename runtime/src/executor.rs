@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use q35_format::artifact::Manifest;
+use q35_format::artifact::{DispatchSpec, Manifest};
 
 use crate::artifact::{BoundDispatch, LoadError, LoadedArtifact};
 use crate::thread_pool::ThreadPool;
@@ -43,6 +43,14 @@ pub enum ForwardError {
         vocab_size: usize,
     },
 }
+
+/// Called before each dispatch of [`Session::forward_observed`] runs, with
+/// the dispatch's index in the manifest's list, its spec, and for each of
+/// its bound buffers (in `spec.buffers` order) the first `tokens` rows of
+/// its contents if it is an activation or the output (`None` for inputs,
+/// weights and caches). The dispatch has not run yet, so its inputs are
+/// what it will read.
+pub type DispatchObserver<'a> = dyn FnMut(usize, &DispatchSpec, &[Option<&[f32]>]) + 'a;
 
 /// A pointer to a bound dispatch that workers may share. Workgroups of one
 /// dispatch write disjoint parts of their output buffers (the compiler's
@@ -140,6 +148,27 @@ impl Session {
     /// The cache must hold at least `start` positions; positions from
     /// `start` on are overwritten (so `start < cached()` rewinds).
     pub fn forward(&mut self, tokens: &[u32], start: usize) -> Result<&[f32], ForwardError> {
+        self.forward_with(tokens, start, None)
+    }
+
+    /// [`Session::forward`], calling `observer` before every dispatch (for
+    /// calibration: see [`crate::calibrate`]). Plain `forward` checks one
+    /// `Option` per dispatch and pays nothing else.
+    pub fn forward_observed(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        observer: &mut DispatchObserver<'_>,
+    ) -> Result<&[f32], ForwardError> {
+        self.forward_with(tokens, start, Some(observer))
+    }
+
+    fn forward_with(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        mut observer: Option<&mut DispatchObserver<'_>>,
+    ) -> Result<&[f32], ForwardError> {
         let manifest = self.artifact.manifest();
         let (context, vocab, max_tokens) = (
             manifest.context_length,
@@ -177,7 +206,7 @@ impl Session {
         self.chunked_logits.clear();
         for (i, chunk) in tokens.chunks(max_tokens).enumerate() {
             let at = start + i * max_tokens;
-            self.run_chunk(chunk, at);
+            self.run_chunk(chunk, at, observer.as_deref_mut());
             self.cached = at + chunk.len();
             if self.last_chunked {
                 self.chunked_logits
@@ -197,11 +226,40 @@ impl Session {
     }
 
     /// One call of the dispatch list for at most `max_tokens` tokens.
-    fn run_chunk(&mut self, ids: &[u32], start: usize) {
+    fn run_chunk(
+        &mut self,
+        ids: &[u32],
+        start: usize,
+        mut observer: Option<&mut DispatchObserver<'_>>,
+    ) {
         let n = ids.len();
         self.artifact.bind_tokens(ids, start);
         let (tokens, start_arg) = (n as i64, start as i64);
+        // Buffer indices of every dispatch's bound names, for the observer.
+        let bound: Vec<Vec<usize>> = match observer {
+            Some(_) => {
+                let manifest = self.artifact.manifest();
+                let index: std::collections::HashMap<&str, usize> = manifest
+                    .buffers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (b.name.as_str(), i))
+                    .collect();
+                manifest
+                    .dispatches
+                    .iter()
+                    .map(|d| d.buffers.iter().map(|b| index[b.as_str()]).collect())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         for (index, dispatch) in self.artifact.dispatches.iter().enumerate() {
+            if let Some(observe) = observer.as_deref_mut() {
+                let buffers = self.artifact.buffers();
+                let views: Vec<Option<&[f32]>> =
+                    bound[index].iter().map(|&b| buffers[b].rows(n)).collect();
+                observe(index, &self.artifact.manifest().dispatches[index], &views);
+            }
             let count = dispatch.workgroups + dispatch.workgroups_per_token * n;
             let _span = tracing::trace_span!("dispatch", index, kernel = %dispatch.kernel, workgroups = count).entered();
             let shared = SharedDispatch(dispatch);

@@ -27,10 +27,13 @@
 //! - [`tokenizer`]: byte-level BPE from a Hugging Face `tokenizer.json`;
 //! - [`sampling`]: greedy and seeded temperature / top-k / top-p sampling;
 //! - [`reference`](mod@reference): the plain f32/f64 Llama forward pass used as the oracle;
-//! - [`perplexity`]: llama.cpp-compatible perplexity over any evaluator.
+//! - [`perplexity`]: llama.cpp-compatible perplexity over any evaluator;
+//! - [`calibrate`]: per-column input mean squares of every matrix, for
+//!   `q35c --quant-importance`.
 
 pub mod artifact;
 pub mod bandwidth;
+pub mod calibrate;
 pub mod check;
 pub mod code;
 pub mod executor;

@@ -224,6 +224,9 @@ struct LayerCache {
     v: Vec<f32>,
 }
 
+/// What [`Reference::forward_observed`] calls: weight name, input vector.
+pub type MatvecObserver<'a> = dyn FnMut(&str, &[f32]) + 'a;
+
 /// The reference model with its KV cache.
 pub struct Reference {
     config: ModelConfig,
@@ -323,6 +326,36 @@ impl Reference {
     /// `start` on are dropped first (so `start < cached()` rewinds), and the
     /// new tokens' keys and values are appended.
     pub fn forward(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>> {
+        self.forward_with(tokens, start, None)
+    }
+
+    /// [`Reference::forward`], calling `observe(weight name, x)` with the
+    /// input vector of every matrix-vector product (one call per token and
+    /// matrix; the LM head is `lm_head.weight`, or `model.embed_tokens.weight`
+    /// when tied): an oracle for calibration.
+    pub fn forward_observed(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        observe: &mut MatvecObserver<'_>,
+    ) -> Result<Vec<f32>> {
+        self.forward_with(tokens, start, Some(observe))
+    }
+
+    fn forward_with(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        mut observe: Option<&mut MatvecObserver<'_>>,
+    ) -> Result<Vec<f32>> {
+        let mut seen = |layer: Option<usize>, name: &str, x: &[f32]| {
+            if let Some(observe) = observe.as_deref_mut() {
+                match layer {
+                    Some(l) => observe(&format!("model.layers.{l}.{name}.weight"), x),
+                    None => observe(name, x),
+                }
+            }
+        };
         let _span =
             tracing::debug_span!("reference_forward", tokens = tokens.len(), start).entered();
         let context = self.config.max_position_embeddings;
@@ -362,12 +395,15 @@ impl Reference {
             .iter()
             .map(|&t| self.embed[t as usize * hidden..(t as usize + 1) * hidden].to_vec())
             .collect();
-        for (layer, cache) in self.layers.iter().zip(&mut self.cache) {
+        for (l, (layer, cache)) in self.layers.iter().zip(&mut self.cache).enumerate() {
             // Keys and values of all new positions first: with the causal
             // mask each query then reads only the positions up to its own.
             let mut queries = Vec::with_capacity(xs.len());
             for (i, x) in xs.iter().enumerate() {
                 let h = rms_norm(x, &layer.attn_norm, self.config.rms_norm_eps);
+                for name in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"] {
+                    seen(Some(l), name, &h);
+                }
                 let mut q = matvec(&layer.wq, &h);
                 let mut k = matvec(&layer.wk, &h);
                 let v = matvec(&layer.wv, &h);
@@ -384,8 +420,11 @@ impl Reference {
             }
             for (i, (x, q)) in xs.iter_mut().zip(&queries).enumerate() {
                 let attn = attention(&self.config, q, cache, start + i + 1);
+                seen(Some(l), "self_attn.o_proj", &attn);
                 add_assign(x, &matvec(&layer.wo, &attn));
                 let h = rms_norm(x, &layer.mlp_norm, self.config.rms_norm_eps);
+                seen(Some(l), "mlp.gate_proj", &h);
+                seen(Some(l), "mlp.up_proj", &h);
                 let gate = matvec(&layer.w_gate, &h);
                 let up = matvec(&layer.w_up, &h);
                 let act: Vec<f32> = gate
@@ -393,15 +432,21 @@ impl Reference {
                     .zip(&up)
                     .map(|(&g, &u)| (silu(f64::from(g)) * f64::from(u)) as f32)
                     .collect();
+                seen(Some(l), "mlp.down_proj", &act);
                 add_assign(x, &matvec(&layer.w_down, &act));
             }
         }
         self.cached = start + tokens.len();
 
         let head = self.lm_head.as_deref().unwrap_or(&self.embed);
+        let head_name = match self.lm_head {
+            Some(_) => "lm_head.weight",
+            None => "model.embed_tokens.weight",
+        };
         let mut logits = Vec::with_capacity(tokens.len() * vocab);
         for x in &xs {
             let h = rms_norm(x, &self.norm, self.config.rms_norm_eps);
+            seen(None, head_name, &h);
             logits.extend(matvec(head, &h));
         }
         Ok(logits)

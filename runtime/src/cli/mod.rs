@@ -3,6 +3,7 @@
 //! the file, figures on stdout, progress on stderr).
 
 mod bench;
+mod calibrate;
 mod check;
 mod info;
 mod perplexity;
@@ -35,6 +36,8 @@ enum Command {
     Bench(bench::Args),
     /// Perplexity over a text file (llama.cpp's method)
     Perplexity(perplexity::Args),
+    /// Mean square of every matrix's input features on a text: the importance file for `q35c --quant-importance`
+    Calibrate(calibrate::Args),
     /// Describe an artifact: target, model, quantization, plan, toolchain
     Info(info::Args),
     /// Compare the compiled code with the reference forward pass on the artifact's own weights
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Perplexity(args) => perplexity::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
         Command::Info(args) => info::run(args),
         Command::Check(args) => check::run(args),
     };

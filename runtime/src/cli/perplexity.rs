@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
+use q35_rt::calibrate::{text_tokens, TextTokens};
 use q35_rt::perplexity::{perplexity, PerplexityOptions};
-use q35_rt::prompt::adds_bos;
 
 use super::{tokenizer, ModelArgs};
 
@@ -39,18 +39,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if n_ctx > context {
         bail!("{path}: --ctx {n_ctx} is longer than the artifact's context of {context} positions");
     }
-    let bos_id = session.manifest().model.bos_token_id;
-    let bos = session
-        .artifact()
-        .tokenizer_json()
-        .is_some_and(|json| adds_bos(json, &tokenizer, bos_id))
-        .then_some(bos_id)
-        .flatten();
-    let mut tokens = Vec::with_capacity(text.len() / 3);
-    if let Some(bos) = bos {
-        tokens.push(bos);
-    }
-    tokens.extend(tokenizer.encode(&text));
+    let TextTokens { tokens, bos } = text_tokens(&session, &tokenizer, &text);
     let options = PerplexityOptions {
         n_ctx,
         stride: args.stride,

@@ -34,3 +34,17 @@ for tool in /usr/lib/llvm-22/bin/FileCheck /usr/lib/llvm-22/bin/lit /usr/lib/llv
   [ -x "$tool" ] || { echo "setup: $tool is missing after install" >&2; exit 1; }
 done
 command -v cargo >/dev/null || { echo "setup: cargo (Rust toolchain) is required" >&2; exit 1; }
+
+# ptxas and libdevice for the NVPTX target (no GPU needed): NVIDIA's nvcc
+# wheel from PyPI, unpacked into ~/.cache/q35/cuda. q35c links libdevice
+# into the PTX; the tests assemble every PTX module with ptxas.
+CUDA_DIR="${Q35_CUDA_DIR:-$HOME/.cache/q35/cuda}"
+if [ ! -x "$CUDA_DIR/nvidia/cuda_nvcc/bin/ptxas" ] || [ ! -f "$CUDA_DIR/nvidia/cuda_nvcc/nvvm/libdevice/libdevice.10.bc" ]; then
+  echo "setup: installing ptxas and libdevice (PyPI nvidia-cuda-nvcc-cu12) into $CUDA_DIR" >&2
+  PYTHON="$(command -v python3 || true)"
+  [ -n "$PYTHON" ] || { echo "setup: python3 with pip is required to install ptxas" >&2; exit 1; }
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps --no-warn-script-location \
+    --target "$CUDA_DIR" 'nvidia-cuda-nvcc-cu12>=12.4,<13' >/dev/null 2>&1 \
+    || { echo "setup: pip could not install nvidia-cuda-nvcc-cu12 into $CUDA_DIR" >&2; exit 1; }
+  [ -x "$CUDA_DIR/nvidia/cuda_nvcc/bin/ptxas" ] || { echo "setup: ptxas is missing after install" >&2; exit 1; }
+fi

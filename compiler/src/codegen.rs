@@ -134,7 +134,7 @@ pub fn lower_to_llvm(
 
 /// Quantizes every weight the plan names (in parallel, with a progress
 /// bar) and returns (spec, payload) pairs. Norm vectors are stored as f32.
-fn quantize_weights(
+pub(crate) fn quantize_weights(
     model: &Model,
     graph: &ModelGraph,
     kind: QuantKind,
@@ -259,6 +259,7 @@ pub fn compile_cpu(
         tokenizer,
         toolchain,
         checksums: BTreeMap::new(),
+        launches: Vec::new(),
     };
     // Per-artifact proof obligations: derived from what is about to be
     // written, proved with z3, stored beside it (docs/proofs.md).

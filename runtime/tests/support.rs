@@ -166,6 +166,7 @@ pub fn manifest() -> Manifest {
         tokenizer: None,
         toolchain: BTreeMap::new(),
         checksums: BTreeMap::new(),
+        launches: Vec::new(),
     }
 }
 

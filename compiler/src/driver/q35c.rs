@@ -36,6 +36,10 @@ pub enum Stage {
     LlvmIr,
     /// Host assembly after -O3.
     Asm,
+    /// After q35-lower-to-gpu: GPU kernels in a gpu.module and the q35.plan with launches (NVPTX).
+    Gpu,
+    /// PTX for --gpu-arch: one module with every kernel (NVPTX).
+    Ptx,
 }
 
 /// Code generation targets.
@@ -43,6 +47,8 @@ pub enum Stage {
 pub enum TargetKind {
     /// The host CPU through LLVM: a shared object the runtime loads.
     Cpu,
+    /// NVIDIA GPUs: PTX for --gpu-arch, run through the CUDA driver.
+    Nvptx,
 }
 
 #[derive(Parser, Debug)]
@@ -119,8 +125,9 @@ struct CompileArgs {
     #[arg(long, default_value = "none", value_parser = parse_search)]
     quant_search: QuantSearch,
     /// Per-input-column importances, a JSON object of weight name to
-    /// `cols` numbers (e.g. mean x² on calibration text): the matrices it
-    /// names are quantized minimizing the importance-weighted error.
+    /// `cols` numbers (mean x² on calibration text, as `q35-rt calibrate`
+    /// writes): the matrices it names are quantized minimizing the
+    /// importance-weighted error.
     #[arg(long)]
     quant_importance: Option<PathBuf>,
     /// Quantize every matrix and report bits per weight and error against
@@ -144,6 +151,9 @@ struct CompileArgs {
     /// Most tokens one runtime call takes (prefill chunk).
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
+    /// NVPTX: the SM to compile PTX for (sm_80, sm_86, sm_89, sm_90).
+    #[arg(long, default_value = crate::nvptx::DEFAULT_GPU_ARCH, value_parser = parse_gpu_arch)]
+    gpu_arch: String,
     /// Output rows per matmul workgroup on the CPU.
     #[arg(long, default_value_t = crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP)]
     rows_per_workgroup: usize,
@@ -208,13 +218,21 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
             }
             return print(q35_target_llvm::cpu_assembly(&ir, &q35_target_llvm::Options::default())?);
         }
+        Some(Stage::Gpu) => {
+            crate::nvptx::lower_to_gpu(&q35, &mut module, !args.no_fuse, crate::passes::gpu::DEFAULT_WARPS, &run_options, timings)?;
+            return print(format!("{}\n", module.as_operation()));
+        }
+        Some(Stage::Ptx) => {
+            crate::nvptx::lower_to_nvvm(&q35, &mut module, !args.no_fuse, crate::passes::gpu::DEFAULT_WARPS, &run_options, timings)?;
+            return print(crate::nvptx::ptx(&module, &args.gpu_arch, timings)?);
+        }
         Some(Stage::Graph) | None => {}
     }
-    let Some(TargetKind::Cpu) = args.target else {
+    let Some(target) = args.target else {
         bail!("--target is required to write an artifact");
     };
     if args.output == "-" {
-        bail!("--target cpu writes a binary artifact: give a file with -o model.q35");
+        bail!("--target {} writes a binary artifact: give a file with -o model.q35", if target == TargetKind::Nvptx { "nvptx" } else { "cpu" });
     }
     if args.max_tokens == 0 || args.rows_per_workgroup == 0 {
         bail!("--max-tokens and --rows-per-workgroup must be positive");
@@ -225,7 +243,16 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
     options.max_tokens = args.max_tokens;
     options.rows_per_workgroup = args.rows_per_workgroup;
     options.fuse = !args.no_fuse;
-    let bytes = codegen::compile_cpu(&q35, module, model, graph, &options, &run_options, timings)?;
+    let bytes = match target {
+        TargetKind::Cpu => codegen::compile_cpu(&q35, module, model, graph, &options, &run_options, timings)?,
+        TargetKind::Nvptx => {
+            let nvptx = crate::nvptx::NvptxOptions {
+                arch: args.gpu_arch.clone(),
+                ..Default::default()
+            };
+            crate::nvptx::compile_nvptx(&q35, module, model, graph, &options, &nvptx, &run_options, timings)?
+        }
+    };
     let started = Instant::now();
     write_output(&args.output, &bytes)?;
     timings.record("write artifact", started.elapsed());
@@ -239,6 +266,14 @@ fn parse_quant(s: &str) -> Result<QuantKind, String> {
 
 fn parse_search(s: &str) -> Result<QuantSearch, String> {
     s.parse().map_err(|e: q35_format::Error| e.to_string())
+}
+
+fn parse_gpu_arch(s: &str) -> Result<String, String> {
+    if q35_target_llvm::GPU_ARCHS.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("unsupported GPU architecture `{s}` (known: {})", q35_target_llvm::GPU_ARCHS.join(", ")))
+    }
 }
 
 fn parse_group(s: &str) -> Result<GroupSize, String> {

@@ -4,6 +4,7 @@
 //! `lit/passes/`, and a timing entry (each pipeline step is timed).
 
 mod fuse;
+pub mod gpu;
 mod ir;
 pub mod lower;
 mod tile;
@@ -39,6 +40,11 @@ pub const PASSES: &[PassInfo] = &[
         name: "q35-lower-to-kernels",
         summary: "lower q35 ops to kernels (func/scf/arith/math/memref) and a dispatch list (rows=N output rows per matmul workgroup, default 64)",
         flag_option: Some("rows"),
+    },
+    PassInfo {
+        name: "q35-lower-to-gpu",
+        summary: "turn the kernels of q35-lower-to-kernels into gpu.func kernels in a gpu.module with a launch configuration per dispatch (matmuls: warp-per-row fused dequant GEMV, warps=W rows per block, default 4; row ops: a warp per token; attention: a warp per token and head)",
+        flag_option: Some("warps"),
     },
     PassInfo {
         name: "q35-tile",
@@ -116,6 +122,24 @@ pub fn create(context: &Context, name: &str, options: &[(String, String)]) -> Re
                 }
             }
             let pass = lower::LowerPass::new(context, rows);
+            let findings = pass.findings();
+            Ok((pass.into_pass(), findings))
+        }
+        "q35-lower-to-gpu" => {
+            let mut warps = gpu::DEFAULT_WARPS;
+            for (key, value) in options {
+                match key.as_str() {
+                    "warps" => {
+                        warps = value.parse().ok().filter(|&w: &usize| (1..=32).contains(&w)).ok_or_else(|| Error::BadOption {
+                            pass: name.into(),
+                            option: key.clone(),
+                            reason: format!("`{value}` is not a warp count from 1 to 32"),
+                        })?
+                    }
+                    _ => return Err(unknown_option(key)),
+                }
+            }
+            let pass = gpu::GpuPass::new(context, warps);
             let findings = pass.findings();
             Ok((pass.into_pass(), findings))
         }

@@ -93,6 +93,19 @@ pub struct Manifest {
     pub toolchain: BTreeMap<String, String>,
     /// FNV-1a 64 of every payload tensor, as 16 hex digits.
     pub checksums: BTreeMap<String, String>,
+    /// GPU targets (`nvptx`): the launch configuration of each dispatch, in
+    /// dispatch order (the grid is the dispatch's workgroup count in x).
+    /// Empty, and absent from the JSON, for the CPU.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub launches: Vec<LaunchSpec>,
+}
+
+/// How one dispatch is launched on a GPU: threads per block, and dynamic
+/// shared memory in bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
 }
 
 /// Problems with an artifact; each names what is wrong and where.

@@ -49,6 +49,7 @@ fn manifest() -> Manifest {
         tokenizer: None,
         toolchain: BTreeMap::new(),
         checksums: BTreeMap::new(),
+        launches: Vec::new(),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Code generation through LLVM for the CPU (and, later, NVPTX).
+//! Code generation through LLVM for the CPU and NVPTX.
 //!
 //! Input: a module already in the LLVM dialect (the kernels after the
 //! upstream conversions). [`translate`] turns it into LLVM IR; [`compile_cpu`]
@@ -6,8 +6,10 @@
 //! [`link_shared_object`] links that into the shared object the runtime
 //! loads with dlopen.
 
+mod nvptx;
 mod translate;
 
+pub use nvptx::{compile_ptx, find_libdevice, find_ptxas, translate_gpu_module, GPU_ARCHS, NVPTX_TRIPLE};
 pub use translate::translate;
 
 use inkwell::{

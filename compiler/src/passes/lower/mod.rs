@@ -21,7 +21,7 @@
 //! buffers bound to its memref arguments, in order).
 
 mod attention;
-mod builder;
+pub(crate) mod builder;
 mod elementwise;
 mod matmul;
 mod rope;

@@ -1,0 +1,731 @@
+//! The fused dequant-GEMV kernel for NVPTX: one warp per output row.
+//!
+//! ```text
+//! gpu.func @dequant_matmul_...(%tokens: index, %start: index, %x: memref<?xKxf32>,
+//!     <weight buffers, as on the CPU>, [%residual: memref<?xNxf32>], %out: memref<?xNxf32>)
+//!     kernel attributes {known_block_size = array<i32: 32·W, 1, 1>}
+//! ```
+//!
+//! Block `b` has `W` warps; warp `w` computes output row `n = b·W + w` for
+//! every token of the call (`n ≥ N`: the warp does nothing). For coded
+//! weights (q35, int4, int3) the 32 lanes stride over the *pairs* of
+//! columns of each group: lane `l` takes pairs `l, l + 32, ...`, so
+//! neighbouring lanes read neighbouring plane bytes (coalesced) and
+//! neighbouring activations, and every lane decodes two weights from the
+//! packed bytes in registers with shifts and masks, with exactly the
+//! reference arithmetic: `range = range_scale · range_code` (exact),
+//! `s4 = range / 15`, `s3 = range / 7`, `w = min + q·s` as two rounded f32
+//! operations (no fast-math on them, so neither LLVM nor ptxas may fuse
+//! them: the PTX has `mul.rn`/`add.rn`). No dequantized weight is ever
+//! stored. f16/f32 weights: lanes stride over K. The per-lane partial dots
+//! (`contract`: the products may fuse into the sums) are summed across the
+//! warp with five `gpu.shuffle xor` steps, and lane 0 applies the epilogue
+//! (residual add, or SwiGLU of the gate and up rows) and stores.
+
+use super::builder::{arg, push, Builder};
+use crate::passes::lower::{Epilogue, MatmulShape};
+use melior::{
+    dialect::{arith, scf},
+    ir::{attribute::Attribute, block::BlockLike, operation::OperationBuilder, Block, Identifier, Region, RegionLike, Type, Value, ValueLike},
+};
+use q35_format::{Layout, QuantKind};
+
+/// Threads per warp.
+pub const WARP: usize = 32;
+
+/// Buffer argument types of the kernel (after `tokens` and `start`).
+pub fn buffer_types<'c>(b: &Builder<'c>, shape: &MatmulShape) -> Vec<Type<'c>> {
+    let t = |text: &str| b.memref_type(text);
+    let mut types = vec![t(&format!("memref<?x{}xf32>", shape.k))];
+    for _ in 0..shape.epilogue.weights() {
+        match shape.quant {
+            QuantKind::F16 => types.push(t("memref<?xf16>")),
+            QuantKind::F32 => types.push(t("memref<?xf32>")),
+            _ => types.extend(["memref<?xi8>", "memref<?xf16>", "memref<?xi8>", "memref<?xf16>"].map(t)),
+        }
+    }
+    if shape.epilogue == Epilogue::AddResidual {
+        types.push(t(&format!("memref<?x{}xf32>", shape.n)));
+    }
+    types.push(t(&format!("memref<?x{}xf32>", shape.n)));
+    types
+}
+
+/// Blocks (of `warps` rows each) for `shape`.
+pub fn workgroups(shape: &MatmulShape, warps: usize) -> usize {
+    shape.n.div_ceil(warps)
+}
+
+fn contract<'c>(b: &Builder<'c>) -> Attribute<'c> {
+    Attribute::parse(b.context, "#arith.fastmath<contract>").expect("valid fastmath attribute")
+}
+
+/// `a ⊕ b` with `contract` (dot products only).
+fn dot_op<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, name: &str, x: Value<'c, '_>, y: Value<'c, '_>) -> Value<'c, 'b> {
+    push(
+        block,
+        OperationBuilder::new(name, b.location)
+            .add_operands(&[x, y])
+            .add_results(&[x.r#type()])
+            .add_attributes(&[(Identifier::new(b.context, "fastmath"), contract(b))])
+            .build()
+            .expect("valid arith op"),
+    )
+}
+
+/// `gpu.thread_id x` / `gpu.block_id x`.
+pub fn gpu_id<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, op: &str) -> Value<'c, 'b> {
+    push(
+        block,
+        OperationBuilder::new(op, b.location)
+            .add_attributes(&[(
+                Identifier::new(b.context, "dimension"),
+                Attribute::parse(b.context, "#gpu<dim x>").expect("gpu dim"),
+            )])
+            .add_results(&[b.index_type()])
+            .build()
+            .expect("valid gpu id op"),
+    )
+}
+
+/// Σ over the warp of every lane's `value` (butterfly: every lane gets it).
+pub fn warp_sum<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, value: Value<'c, 'b>) -> Value<'c, 'b> {
+    let width = b.int(block, 32, WARP as i64);
+    let mut acc = value;
+    let mut offset = WARP / 2;
+    while offset > 0 {
+        let off = b.int(block, 32, offset as i64);
+        let shuffled = push(
+            block,
+            OperationBuilder::new("gpu.shuffle", b.location)
+                .add_operands(&[acc, off, width])
+                .add_attributes(&[(
+                    Identifier::new(b.context, "mode"),
+                    Attribute::parse(b.context, "#gpu<shuffle_mode xor>").expect("shuffle mode"),
+                )])
+                .add_results(&[b.f32_type(), b.int_type(1)])
+                .build()
+                .expect("valid gpu.shuffle"),
+        );
+        acc = b.addf(block, acc, shuffled);
+        offset /= 2;
+    }
+    acc
+}
+
+/// `scf.if cond { then }` with no results; `then` is filled by `fill`.
+pub fn if_then<'c>(b: &Builder<'c>, block: &Block<'c>, cond: Value<'c, '_>, fill: impl FnOnce(&Block<'c>)) {
+    let then = Block::new(&[]);
+    fill(&then);
+    then.append_operation(scf::r#yield(&[], b.location));
+    let region = Region::new();
+    region.append_block(then);
+    block.append_operation(scf::r#if(cond, &[], region, Region::new(), b.location));
+}
+
+pub fn cmpi<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, predicate: arith::CmpiPredicate, x: Value<'c, '_>, y: Value<'c, '_>) -> Value<'c, 'b> {
+    push(block, arith::cmpi(b.context, predicate, x, y, b.location))
+}
+
+/// Fills the kernel body: arguments `tokens, start, buffers...`.
+pub fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, warps: usize, body: &Block<'c>) {
+    let per = match shape.quant {
+        QuantKind::F16 | QuantKind::F32 => 1,
+        _ => 4,
+    };
+    let first_buffer = 2;
+    let weights: Vec<usize> = (0..shape.epilogue.weights()).map(|i| first_buffer + 1 + i * per).collect();
+    let after = first_buffer + 1 + weights.len() * per;
+    let tokens = arg(body, 0);
+    let x = arg(body, first_buffer);
+    let out = arg(body, body.argument_count() - 1);
+    let residual = (shape.epilogue == Epilogue::AddResidual).then(|| arg(body, after));
+
+    let tid = gpu_id(b, body, "gpu.thread_id");
+    let bid = gpu_id(b, body, "gpu.block_id");
+    let warp_size = b.index(body, WARP as i64);
+    let warp = b.divui(body, tid, warp_size);
+    let lane = b.remui(body, tid, warp_size);
+    let per_block = b.index(body, warps as i64);
+    let row0 = b.muli(body, bid, per_block);
+    let n = b.addi(body, row0, warp);
+    let n_total = b.index(body, shape.n as i64);
+    let in_range = cmpi(b, body, arith::CmpiPredicate::Ult, n, n_total);
+    if_then(b, body, in_range, |inside| {
+        let zero = b.index(inside, 0);
+        let one = b.index(inside, 1);
+        let tok = b.loop_body(&[]);
+        {
+            let m = arg(&tok, 0);
+            let dots: Vec<Value> = weights
+                .iter()
+                .map(|&w| {
+                    let partial = match shape.quant {
+                        QuantKind::F16 | QuantKind::F32 => float_dot(b, shape, &tok, n, m, lane, x, arg(body, w)),
+                        _ => coded_dot(b, shape, &tok, n, m, lane, x, body, w),
+                    };
+                    warp_sum(b, &tok, partial)
+                })
+                .collect();
+            let zero_i = b.index(&tok, 0);
+            let lane0 = cmpi(b, &tok, arith::CmpiPredicate::Eq, lane, zero_i);
+            if_then(b, &tok, lane0, |store| finish(b, store, shape, &dots, residual, out, m, n));
+            b.yield_(&tok, &[]);
+        }
+        b.for_op(inside, zero, tokens, one, &[], tok);
+    });
+}
+
+/// Applies the epilogue to row n's dots for token m and stores out[m, n].
+#[allow(clippy::too_many_arguments)]
+fn finish<'c>(
+    b: &Builder<'c>,
+    block: &Block<'c>,
+    shape: &MatmulShape,
+    dots: &[Value<'c, '_>],
+    residual: Option<Value<'c, '_>>,
+    out: Value<'c, '_>,
+    m: Value<'c, '_>,
+    n: Value<'c, '_>,
+) {
+    let value = match shape.epilogue {
+        Epilogue::None => dots[0],
+        Epilogue::AddResidual => {
+            let r = b.load(block, residual.expect("residual buffer"), &[m, n]);
+            b.addf(block, r, dots[0])
+        }
+        Epilogue::SwiGlu => {
+            let g = dots[0];
+            let one = b.f32(block, 1.0);
+            let neg = b.negf(block, g);
+            let e = b.math1(block, "exp", neg);
+            let den = b.addf(block, one, e);
+            let silu = b.divf(block, g, den);
+            b.mulf(block, silu, dots[1])
+        }
+    };
+    b.store(block, value, out, &[m, n]);
+}
+
+/// The same kernel as a CPU function for tests, with the CPU kernel
+/// signature `(wg, tokens, start, buffers...)`: workgroup n computes row n,
+/// and its 32 lanes run one after another, their partial dots summed in
+/// lane order where the GPU shuffles. The decode (pairs per lane, plane
+/// bytes and bits, group tails, odd widths) is the GPU kernel's own code.
+pub fn build_emulated<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>) {
+    let per = match shape.quant {
+        QuantKind::F16 | QuantKind::F32 => 1,
+        _ => 4,
+    };
+    let first_buffer = 3;
+    let weights: Vec<usize> = (0..shape.epilogue.weights()).map(|i| first_buffer + 1 + i * per).collect();
+    let after = first_buffer + 1 + weights.len() * per;
+    let n = arg(body, 0);
+    let tokens = arg(body, 1);
+    let x = arg(body, first_buffer);
+    let out = arg(body, body.argument_count() - 1);
+    let residual = (shape.epilogue == Epilogue::AddResidual).then(|| arg(body, after));
+    let zero = b.index(body, 0);
+    let one = b.index(body, 1);
+    let tok = b.loop_body(&[]);
+    {
+        let m = arg(&tok, 0);
+        let dots: Vec<Value> = weights
+            .iter()
+            .map(|&w| {
+                let lanes = b.loop_body(&[b.f32_type()]);
+                {
+                    let lane = arg(&lanes, 0);
+                    let partial = match shape.quant {
+                        QuantKind::F16 | QuantKind::F32 => float_dot(b, shape, &lanes, n, m, lane, x, arg(body, w)),
+                        _ => coded_dot(b, shape, &lanes, n, m, lane, x, body, w),
+                    };
+                    let sum = b.addf(&lanes, arg(&lanes, 1), partial);
+                    b.yield_(&lanes, &[sum]);
+                }
+                let zero = b.index(&tok, 0);
+                let one = b.index(&tok, 1);
+                let warp = b.index(&tok, WARP as i64);
+                let fzero = b.f32(&tok, 0.0);
+                b.for_op(&tok, zero, warp, one, &[fzero], lanes).result(0).expect("one result").into()
+            })
+            .collect();
+        finish(b, &tok, shape, &dots, residual, out, m, n);
+        b.yield_(&tok, &[]);
+    }
+    b.for_op(body, zero, tokens, one, &[], tok);
+}
+
+/// This lane's part of Σ_k x[m, k] · w[n·K + k] (k = lane, lane + 32, ...).
+#[allow(clippy::too_many_arguments)]
+fn float_dot<'c, 'b>(
+    b: &Builder<'c>,
+    shape: &MatmulShape,
+    block: &'b Block<'c>,
+    n: Value<'c, '_>,
+    m: Value<'c, '_>,
+    lane: Value<'c, '_>,
+    x: Value<'c, '_>,
+    w: Value<'c, '_>,
+) -> Value<'c, 'b> {
+    let k_total = b.index(block, shape.k as i64);
+    let step = b.index(block, WARP as i64);
+    let base = b.muli(block, n, k_total);
+    let fzero = b.f32(block, 0.0);
+    let dot = b.loop_body(&[b.f32_type()]);
+    {
+        let k = arg(&dot, 0);
+        let acc = arg(&dot, 1);
+        let xi = b.load(&dot, x, &[m, k]);
+        let idx = b.addi(&dot, base, k);
+        let raw = b.load(&dot, w, &[idx]);
+        let wi = if shape.quant == QuantKind::F16 { b.extf(&dot, raw) } else { raw };
+        let prod = dot_op(b, &dot, "arith.mulf", xi, wi);
+        let sum = dot_op(b, &dot, "arith.addf", acc, prod);
+        b.yield_(&dot, &[sum]);
+    }
+    b.for_op(block, lane, k_total, step, &[fzero], dot).result(0).expect("one result").into()
+}
+
+/// What one coded row needs while its groups are walked.
+struct Row<'c, 'a> {
+    quant: QuantKind,
+    codes: Value<'c, 'a>,
+    mins: Value<'c, 'a>,
+    range_codes: Value<'c, 'a>,
+    rs: Value<'c, 'a>,
+    row_base: Value<'c, 'a>,
+    param_base: Value<'c, 'a>,
+    m: Value<'c, 'a>,
+    lane: Value<'c, 'a>,
+    x: Value<'c, 'a>,
+}
+
+/// This lane's part of the dot of row n of a coded weight (buffers from
+/// `first`) with token m's activations.
+#[allow(clippy::too_many_arguments)]
+fn coded_dot<'c, 'b>(
+    b: &Builder<'c>,
+    shape: &MatmulShape,
+    block: &'b Block<'c>,
+    n: Value<'c, '_>,
+    m: Value<'c, '_>,
+    lane: Value<'c, '_>,
+    x: Value<'c, '_>,
+    kernel: &Block<'c>,
+    first: usize,
+) -> Value<'c, 'b> {
+    let layout = Layout::new(shape.quant, shape.group, shape.k);
+    let groups = layout.groups();
+    let width = layout.group_width();
+    let row_bytes = b.index(block, layout.row_bytes() as i64);
+    let row_base = b.muli(block, n, row_bytes);
+    let ng = b.index(block, groups as i64);
+    let param_base = b.muli(block, n, ng);
+    let rs_raw = b.load(block, arg(kernel, first + 3), &[n]);
+    let rs = b.extf(block, rs_raw);
+    let row = Row {
+        quant: shape.quant,
+        codes: arg(kernel, first),
+        mins: arg(kernel, first + 1),
+        range_codes: arg(kernel, first + 2),
+        rs,
+        row_base,
+        param_base,
+        m,
+        lane,
+        x,
+    };
+    let mut total = b.f32(block, 0.0);
+    let full_groups = if layout.cols() % width == 0 { groups } else { groups - 1 };
+    if full_groups > 0 {
+        let zero = b.index(block, 0);
+        let one = b.index(block, 1);
+        let upper = b.index(block, full_groups as i64);
+        let body = b.loop_body(&[b.f32_type()]);
+        {
+            let g = arg(&body, 0);
+            let block_bytes = b.index(&body, layout.block_len(0) as i64);
+            let offset = b.muli(&body, g, block_bytes);
+            let w = b.index(&body, width as i64);
+            let k0 = b.muli(&body, g, w);
+            let sum = row.group(b, &body, g, offset, k0, width, arg(&body, 1));
+            b.yield_(&body, &[sum]);
+        }
+        total = b.for_op(block, zero, upper, one, &[total], body).result(0).expect("one result").into();
+    }
+    if full_groups < groups {
+        let g = groups - 1;
+        let gv = b.index(block, g as i64);
+        let offset = b.index(block, layout.block_offset(g) as i64);
+        let k0 = b.index(block, (g * width) as i64);
+        total = row.group(b, block, gv, offset, k0, layout.cols() - g * width, total);
+    }
+    total
+}
+
+impl<'c> Row<'c, '_> {
+    /// `acc` plus this lane's part of the group of `width` columns from k0
+    /// whose block starts `offset` bytes into the row.
+    #[allow(clippy::too_many_arguments)]
+    fn group<'b>(
+        &self,
+        b: &Builder<'c>,
+        block: &'b Block<'c>,
+        g: Value<'c, '_>,
+        offset: Value<'c, '_>,
+        k0: Value<'c, '_>,
+        width: usize,
+        acc: Value<'c, '_>,
+    ) -> Value<'c, 'b> {
+        let p = b.addi(block, self.param_base, g);
+        let min_raw = b.load(block, self.mins, &[p]);
+        let min = b.extf(block, min_raw);
+        let code = b.load(block, self.range_codes, &[p]);
+        let code_f = b.uitofp(block, code);
+        // range = range_scale · code is exact in f32 (11 × 8 bits).
+        let range = b.mulf(block, self.rs, code_f);
+        let l4 = b.f32(block, 15.0);
+        let s4 = b.divf(block, range, l4);
+        let l3 = b.f32(block, 7.0);
+        let s3 = b.divf(block, range, l3);
+        let base = b.addi(block, self.row_base, offset);
+        let (n4, n3) = self.quant.code_counts(width).expect("coded kind");
+        // Plane starts: q35 nib | lo2 | hi1; int4 nib; int3 lo2 | hi1.
+        let lo = b.index(block, n4.div_ceil(2) as i64);
+        let lo = b.addi(block, base, lo);
+        let hi = b.index(block, n3.div_ceil(4) as i64);
+        let hi = b.addi(block, lo, hi);
+        // Column 2p gets (q, s) from `even`, column 2p + 1 from `odd`.
+        let pairs = width / 2;
+        let mut acc: Value<'c, 'b> = {
+            let step = b.index(block, WARP as i64);
+            let upper = b.index(block, pairs as i64);
+            let body = b.loop_body(&[b.f32_type()]);
+            {
+                let pair = arg(&body, 0);
+                let (q_even, s_even) = self.even_code(b, &body, base, lo, hi, pair, s4, s3);
+                let (q_odd, s_odd) = self.odd_code(b, &body, base, lo, hi, pair, s4, s3);
+                let w_even = dequant(b, &body, min, q_even, s_even);
+                let w_odd = dequant(b, &body, min, q_odd, s_odd);
+                let two = b.index(&body, 2);
+                let twice = b.muli(&body, pair, two);
+                let k_even = b.addi(&body, k0, twice);
+                let one = b.index(&body, 1);
+                let k_odd = b.addi(&body, k_even, one);
+                let x_even = b.load(&body, self.x, &[self.m, k_even]);
+                let x_odd = b.load(&body, self.x, &[self.m, k_odd]);
+                let p_even = dot_op(b, &body, "arith.mulf", w_even, x_even);
+                let sum = dot_op(b, &body, "arith.addf", arg(&body, 1), p_even);
+                let p_odd = dot_op(b, &body, "arith.mulf", w_odd, x_odd);
+                let sum = dot_op(b, &body, "arith.addf", sum, p_odd);
+                b.yield_(&body, &[sum]);
+            }
+            b.for_op(block, self.lane, upper, step, &[acc], body).result(0).expect("one result").into()
+        };
+        if width % 2 == 1 {
+            // The last column (even) of an odd-width group: every lane
+            // decodes it, the lane that owns pair `pairs` keeps it.
+            let pair = b.index(block, pairs as i64);
+            let (q, s) = self.even_code(b, block, base, lo, hi, pair, s4, s3);
+            let w = dequant(b, block, min, q, s);
+            let k = b.index(block, (width - 1) as i64);
+            let k = b.addi(block, k0, k);
+            let xk = b.load(block, self.x, &[self.m, k]);
+            let product = dot_op(b, block, "arith.mulf", w, xk);
+            let owner = b.index(block, (pairs % WARP) as i64);
+            let mine = cmpi(b, block, arith::CmpiPredicate::Eq, self.lane, owner);
+            let zero = b.f32(block, 0.0);
+            let part = push(block, arith::select(mine, product, zero, b.location));
+            acc = dot_op(b, block, "arith.addf", acc, part);
+        }
+        acc
+    }
+
+    /// The code and step of local column 2·pair.
+    #[allow(clippy::too_many_arguments)]
+    fn even_code<'b>(
+        &self,
+        b: &Builder<'c>,
+        block: &'b Block<'c>,
+        base: Value<'c, '_>,
+        lo: Value<'c, '_>,
+        hi: Value<'c, '_>,
+        pair: Value<'c, '_>,
+        s4: Value<'c, 'b>,
+        s3: Value<'c, 'b>,
+    ) -> (Value<'c, 'b>, Value<'c, 'b>) {
+        match self.quant {
+            // q35: 4-bit code j = pair; int4: element 2·pair, the low nibble of byte `pair`.
+            QuantKind::Q35 => (self.nibble(b, block, base, pair), s4),
+            QuantKind::Int4 => {
+                let two = b.index(block, 2);
+                let j = b.muli(block, pair, two);
+                (self.nibble(b, block, base, j), s4)
+            }
+            // int3: element 2·pair.
+            _ => {
+                let two = b.index(block, 2);
+                let j = b.muli(block, pair, two);
+                (self.three_bit(b, block, lo, hi, j), s3)
+            }
+        }
+    }
+
+    /// The code and step of local column 2·pair + 1.
+    #[allow(clippy::too_many_arguments)]
+    fn odd_code<'b>(
+        &self,
+        b: &Builder<'c>,
+        block: &'b Block<'c>,
+        base: Value<'c, '_>,
+        lo: Value<'c, '_>,
+        hi: Value<'c, '_>,
+        pair: Value<'c, '_>,
+        s4: Value<'c, 'b>,
+        s3: Value<'c, 'b>,
+    ) -> (Value<'c, 'b>, Value<'c, 'b>) {
+        match self.quant {
+            // q35: 3-bit code j = pair.
+            QuantKind::Q35 => (self.three_bit(b, block, lo, hi, pair), s3),
+            _ => {
+                let two = b.index(block, 2);
+                let one = b.index(block, 1);
+                let j = b.muli(block, pair, two);
+                let j = b.addi(block, j, one);
+                match self.quant {
+                    QuantKind::Int4 => (self.nibble(b, block, base, j), s4),
+                    _ => (self.three_bit(b, block, lo, hi, j), s3),
+                }
+            }
+        }
+    }
+
+    /// 4-bit code j: nibble j%2 of byte j/2 of the plane at `plane`.
+    fn nibble<'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, plane: Value<'c, '_>, j: Value<'c, '_>) -> Value<'c, 'b> {
+        let two = b.index(block, 2);
+        let byte_index = b.divui(block, j, two);
+        let at = b.addi(block, plane, byte_index);
+        let byte = b.load(block, self.codes, &[at]);
+        let wide = b.extui(block, byte, 32);
+        let half = b.remui(block, j, two);
+        let half32 = b.index_cast(block, half, b.int_type(32));
+        let four = b.int(block, 32, 4);
+        let shift = b.muli(block, half32, four);
+        let shifted = b.shrui(block, wide, shift);
+        let mask = b.int(block, 32, 15);
+        b.andi(block, shifted, mask)
+    }
+
+    /// 3-bit code j: bits 2(j%4).. of lo2 byte j/4, bit j%8 of hi1 byte j/8.
+    fn three_bit<'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, lo: Value<'c, '_>, hi: Value<'c, '_>, j: Value<'c, '_>) -> Value<'c, 'b> {
+        let four = b.index(block, 4);
+        let eight = b.index(block, 8);
+        let lo_at = b.divui(block, j, four);
+        let lo_at = b.addi(block, lo, lo_at);
+        let lo_byte = b.load(block, self.codes, &[lo_at]);
+        let lo_wide = b.extui(block, lo_byte, 32);
+        let lo_pos = b.remui(block, j, four);
+        let lo_pos32 = b.index_cast(block, lo_pos, b.int_type(32));
+        let two = b.int(block, 32, 2);
+        let lo_shift = b.muli(block, lo_pos32, two);
+        let lo_bits = b.shrui(block, lo_wide, lo_shift);
+        let three = b.int(block, 32, 3);
+        let lo_q = b.andi(block, lo_bits, three);
+        let hi_at = b.divui(block, j, eight);
+        let hi_at = b.addi(block, hi, hi_at);
+        let hi_byte = b.load(block, self.codes, &[hi_at]);
+        let hi_wide = b.extui(block, hi_byte, 32);
+        let hi_pos = b.remui(block, j, eight);
+        let hi_pos32 = b.index_cast(block, hi_pos, b.int_type(32));
+        let hi_bits = b.shrui(block, hi_wide, hi_pos32);
+        let one = b.int(block, 32, 1);
+        let hi_q = b.andi(block, hi_bits, one);
+        let hi_shifted = b.shli(block, hi_q, two);
+        b.ori(block, lo_q, hi_shifted)
+    }
+}
+
+/// fl(min + fl(q·s)): the reference's dequantization, two roundings.
+fn dequant<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, min: Value<'c, '_>, q: Value<'c, '_>, s: Value<'c, '_>) -> Value<'c, 'b> {
+    let qf = b.uitofp(block, q);
+    let scaled = b.mulf(block, qf, s);
+    b.addf(block, min, scaled)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The GEMV's decode, run on the CPU: [`build_emulated`] compiled like
+    //! a CPU kernel and checked against f64 arithmetic on the reference
+    //! dequantized weights (as the CPU matmul kernels are), for every kind,
+    //! tail groups, odd widths and every epilogue. What only a GPU can run
+    //! (thread ids, shuffles) is pinned by the lit test and the PTX snapshot.
+    use super::*;
+    use melior::ir::{
+        attribute::{StringAttribute, TypeAttribute},
+        r#type::FunctionType,
+        Location,
+    };
+    use q35_format::{GroupSize, Payload, QuantizedTensor};
+    use q35_rt::code::CodeObject;
+    use q35_rt::memref::{MemRef1, MemRef2};
+    use std::ffi::c_void;
+
+    fn random(seed: &mut u64, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn weight_memrefs(q: &QuantizedTensor) -> Vec<MemRef1> {
+        let ptr = |p: *const c_void| p as *mut c_void;
+        match q.payload() {
+            Payload::Coded { codes, range_scale, mins, range_codes } => vec![
+                MemRef1::vector(ptr(codes.as_ptr().cast()), codes.len()),
+                MemRef1::vector(ptr(mins.as_ptr().cast()), mins.len()),
+                MemRef1::vector(ptr(range_codes.as_ptr().cast()), range_codes.len()),
+                MemRef1::vector(ptr(range_scale.as_ptr().cast()), range_scale.len()),
+            ],
+            Payload::F16(v) => vec![MemRef1::vector(ptr(v.as_ptr().cast()), v.len())],
+            Payload::F32(v) => vec![MemRef1::vector(ptr(v.as_ptr().cast()), v.len())],
+        }
+    }
+
+    /// The emulated kernel compiled for the host: a shared object.
+    fn shared_object(shape: &MatmulShape) -> Vec<u8> {
+        let q35 = q35_dialect::Q35Context::new().unwrap();
+        let context = q35.context();
+        let location = Location::unknown(context);
+        let b = Builder { context, location };
+        let mut module = melior::ir::Module::new(location);
+        let mut types = vec![b.index_type(); 3];
+        types.extend(buffer_types(&b, shape));
+        let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
+        build_emulated(&b, shape, &block);
+        block.append_operation(melior::dialect::func::r#return(&[], location));
+        let region = Region::new();
+        region.append_block(block);
+        module.body().append_operation(melior::dialect::func::func(
+            context,
+            StringAttribute::new(context, "gemv"),
+            TypeAttribute::new(FunctionType::new(context, &types, &[]).into()),
+            region,
+            &[(Identifier::new(context, "llvm.emit_c_interface"), Attribute::unit(context))],
+            location,
+        ));
+        assert!(melior::ir::operation::OperationLike::verify(&module.as_operation()));
+        let steps = crate::pipeline::parse(crate::codegen::TO_LLVM).unwrap();
+        crate::pipeline::run(&q35, &mut module, &steps, &Default::default(), &mut Default::default()).unwrap();
+        let llvm = q35_target_llvm::llvm_context();
+        let ir = q35_target_llvm::translate(&module, &llvm).unwrap();
+        let object = q35_target_llvm::compile_cpu(&ir, &q35_target_llvm::Options::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gemv.so");
+        q35_target_llvm::link_shared_object(&object, &path).unwrap();
+        std::fs::read(&path).unwrap()
+    }
+
+    /// Every output within the bound of a reordered, fused f32 dot
+    /// (γ_K·Σ|w'·x|, γ_K = K·u/(1 − K·u)) plus the epilogue's rounding.
+    fn check(shape: MatmulShape, tokens: usize) {
+        let (n, k) = (shape.n, shape.k);
+        let mut seed = 0x51ed_2701_u64 ^ (n * 31 + k) as u64;
+        let weights: Vec<QuantizedTensor> = (0..shape.epilogue.weights())
+            .map(|i| QuantizedTensor::quantize(format!("w{i}"), n, k, &random(&mut seed, n * k), shape.quant, shape.group).unwrap())
+            .collect();
+        let dense: Vec<Vec<f32>> = weights.iter().map(|q| q.dequantize()).collect();
+        let x = random(&mut seed, tokens * k);
+        let residual = random(&mut seed, tokens * n);
+        let mut out = vec![f32::NAN; tokens * n];
+        let code = CodeObject::load(&shared_object(&shape)).unwrap();
+        let entry = code.symbol("_mlir_ciface_gemv").expect("kernel symbol");
+        let mut x_desc = MemRef2::matrix(x.as_ptr() as *mut c_void, tokens, k);
+        let mut descs: Vec<MemRef1> = weights.iter().flat_map(weight_memrefs).collect();
+        let mut residual_desc = MemRef2::matrix(residual.as_ptr() as *mut c_void, tokens, n);
+        let mut out_desc = MemRef2::matrix(out.as_mut_ptr().cast(), tokens, n);
+        let mut args: Vec<*mut c_void> = vec![(&mut x_desc as *mut MemRef2).cast()];
+        args.extend(descs.iter_mut().map(|d| (d as *mut MemRef1).cast::<c_void>()));
+        if shape.epilogue == Epilogue::AddResidual {
+            args.push((&mut residual_desc as *mut MemRef2).cast());
+        }
+        args.push((&mut out_desc as *mut MemRef2).cast());
+        let call = q35_rt::kernel::trampoline(args.len()).unwrap();
+        for row in 0..n {
+            // SAFETY: the kernel's arity and buffer shapes are the ones built above.
+            unsafe { call(entry, row as i64, tokens as i64, 0, &args) };
+        }
+        let u = 2f64.powi(-24);
+        let gamma = k as f64 * u / (1.0 - k as f64 * u);
+        for m in 0..tokens {
+            for r in 0..n {
+                let dot = |w: &[f32]| {
+                    let terms = (0..k).map(|i| f64::from(w[r * k + i]) * f64::from(x[m * k + i]));
+                    let (sum, abs) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                    (sum, gamma * abs + 1e-30)
+                };
+                let (d0, e0) = dot(&dense[0]);
+                let (expected, bound) = match shape.epilogue {
+                    Epilogue::None => (d0, e0),
+                    Epilogue::AddResidual => {
+                        let v = f64::from(residual[m * n + r]) + d0;
+                        (v, e0 + 2.0 * u * v.abs())
+                    }
+                    Epilogue::SwiGlu => {
+                        let (d1, e1) = dot(&dense[1]);
+                        let silu = |g: f64| g / (1.0 + (-g).exp());
+                        let v = silu(d0) * d1;
+                        (v, 1.1 * e0 * d1.abs() + silu(d0).abs() * e1 + 16.0 * u * (v.abs() + silu(d0).abs() * d1.abs()))
+                    }
+                };
+                let got = f64::from(out[m * n + r]);
+                assert!(
+                    (got - expected).abs() <= bound,
+                    "{} {}x{} g{} {:?} tokens={tokens} m={m} n={r}: got {got}, expected {expected} ± {bound}",
+                    shape.quant,
+                    n,
+                    k,
+                    shape.group,
+                    shape.epilogue
+                );
+            }
+        }
+    }
+
+    fn shape(n: usize, k: usize, quant: QuantKind, group: GroupSize, epilogue: Epilogue) -> MatmulShape {
+        MatmulShape {
+            n,
+            k,
+            quant,
+            group,
+            rows_per_workgroup: 1,
+            epilogue,
+        }
+    }
+
+    #[test]
+    fn emulated_gemv_matches_f64_for_every_kind_tail_and_epilogue() {
+        for (quant, group, k) in [
+            (QuantKind::Q35, GroupSize::G128, 576),
+            (QuantKind::Q35, GroupSize::G32, 70),
+            (QuantKind::Q35, GroupSize::G64, 99),
+            (QuantKind::Q35, GroupSize::Channel, 99),
+            (QuantKind::Q35, GroupSize::Channel, 161),
+            (QuantKind::Int4, GroupSize::G64, 200),
+            (QuantKind::Int4, GroupSize::G32, 45),
+            (QuantKind::Int3, GroupSize::G256, 300),
+            (QuantKind::Int3, GroupSize::G32, 77),
+            (QuantKind::F16, GroupSize::Channel, 40),
+            (QuantKind::F32, GroupSize::Channel, 33),
+        ] {
+            check(shape(13, k, quant, group, Epilogue::None), 3);
+        }
+        check(shape(9, 192, QuantKind::Q35, GroupSize::G128, Epilogue::AddResidual), 2);
+        check(shape(7, 160, QuantKind::Q35, GroupSize::G64, Epilogue::SwiGlu), 2);
+        check(shape(7, 48, QuantKind::F16, GroupSize::Channel, Epilogue::SwiGlu), 1);
+    }
+}

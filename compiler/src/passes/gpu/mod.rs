@@ -1,0 +1,509 @@
+//! `q35-lower-to-gpu`: turns the kernels of `q35-lower-to-kernels` into GPU
+//! kernels in a `gpu.module`, and gives every dispatch a launch
+//! configuration.
+//!
+//! Input: a module after `q35-lower-to-kernels` (a `q35.plan` and one
+//! `func.func` per kernel). Output:
+//!
+//! ```mlir
+//! module attributes {gpu.container_module} {
+//!   "q35.plan"() {buffers = [...], dispatches = [{..., block = array<i32: 128, 1, 1>}]}
+//!   gpu.module @q35_kernels {
+//!     gpu.func @dequant_matmul_q35_576x576_g128_r64(%tokens: index, %start: index, %x: memref<?x576xf32>, ...)
+//!         kernel attributes {known_block_size = array<i32: 128, 1, 1>} { ... }
+//!     gpu.func @rms_norm_576_eps1e_5(%tokens: index, %start: index, ...) kernel
+//!         attributes {known_block_size = array<i32: 32, 1, 1>} { ... }
+//!     func.func private @embedding_q35_49152x576_g128__body(%wg: index, %tokens: index, %start: index, ...)
+//!     gpu.func @embedding_q35_49152x576_g128(%tokens: index, %start: index, ...) kernel
+//!         attributes {known_block_size = array<i32: 1, 1, 1>} { call @..._body(%block_id_x, ...) }
+//!   }
+//! }
+//! ```
+//!
+//! Every GPU kernel takes `(tokens, start, buffers...)` with the CPU
+//! kernel's memref types; the launch grid is `workgroups +
+//! workgroups_per_token · tokens` blocks in x (as on the CPU) of the
+//! dispatch's `block` threads. Matmuls (every quant kind and epilogue)
+//! become the warp-per-row fused dequant-GEMV of [`gemv`], with
+//! `workgroups = ceil(N / warps)`. RMSNorm, the elementwise ops, RoPE and
+//! the KV update become one-warp-per-token kernels and attention one warp
+//! per (token, head) ([`rows`]). Any other kernel (the embedding) keeps its
+//! CPU loop nest as a private device function, run by one thread per
+//! workgroup.
+
+// The op-building helpers of `q35-lower-to-kernels`.
+use super::lower::builder;
+pub mod gemv;
+pub mod rows;
+
+use super::{
+    lower::{AttentionShape, Epilogue, MatmulShape, RowOp},
+    Findings,
+};
+use builder::{arg, Builder};
+use melior::{
+    dialect::func,
+    ir::{
+        attribute::{
+            ArrayAttribute, DenseI32ArrayAttribute, DictionaryAttribute, FlatSymbolRefAttribute, IntegerAttribute,
+            StringAttribute, TypeAttribute,
+        },
+        block::BlockLike,
+        operation::{OperationBuilder, OperationLike, OperationMutLike, OperationRefMut, WalkOrder, WalkResult},
+        r#type::FunctionType,
+        Attribute, Block, Identifier, Location, Operation, OperationRef, Region, RegionLike, Type,
+    },
+    pass::{create_external, ExternalPass, Pass, RunExternalPass},
+    Context, ContextRef,
+};
+use q35_dialect::PackedType;
+use q35_format::{
+    artifact::{DispatchSpec, LaunchSpec},
+    GroupSize, QuantKind,
+};
+use std::collections::BTreeMap;
+
+/// Warps (output rows) per GEMV block by default.
+pub const DEFAULT_WARPS: usize = 4;
+
+/// Name of the device module.
+pub const GPU_MODULE: &str = "q35_kernels";
+
+#[repr(align(8))]
+struct PassId;
+static PASS_ID: PassId = PassId;
+
+/// The dispatch list with GPU workgroup counts and each dispatch's launch,
+/// for the driver.
+#[derive(Clone, Default)]
+pub struct LaunchHandle(std::sync::Arc<std::sync::Mutex<Option<Launches>>>);
+
+/// The dispatch list (GPU workgroup counts) and one launch per dispatch.
+pub type Launches = (Vec<DispatchSpec>, Vec<LaunchSpec>);
+
+impl LaunchHandle {
+    pub fn take(&self) -> Option<Launches> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn set(&self, value: Launches) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+    }
+}
+
+#[derive(Clone)]
+pub struct GpuPass<'c> {
+    context: &'c Context,
+    warps: usize,
+    findings: Findings,
+    launches: LaunchHandle,
+}
+
+impl<'c> GpuPass<'c> {
+    pub fn new(context: &'c Context, warps: usize) -> Self {
+        Self {
+            context,
+            warps,
+            findings: Findings::default(),
+            launches: LaunchHandle::default(),
+        }
+    }
+
+    pub fn findings(&self) -> Findings {
+        self.findings.clone()
+    }
+
+    pub fn launches(&self) -> LaunchHandle {
+        self.launches.clone()
+    }
+
+    pub fn into_pass(self) -> Pass {
+        create_external(
+            self,
+            TypeId::create(&PASS_ID),
+            "q35-lower-to-gpu",
+            "q35-lower-to-gpu",
+            "turn q35 kernels into gpu.func kernels with launch configurations",
+            "builtin.module",
+            &[],
+        )
+    }
+}
+
+use melior::ir::r#type::TypeId;
+
+impl<'c> RunExternalPass<'c> for GpuPass<'c> {
+    fn initialize(&mut self, _context: ContextRef<'c>) {}
+
+    fn run(&mut self, operation: OperationRef<'c, '_>, pass: ExternalPass<'_>) {
+        match lower_module(self.context, operation, self.warps) {
+            Ok(launches) => self.launches.set(launches),
+            Err(message) => {
+                self.findings.push(message);
+                pass.signal_failure();
+            }
+        }
+    }
+}
+
+fn int_of(attribute: Option<Attribute>) -> Option<usize> {
+    attribute.and_then(|a| IntegerAttribute::try_from(a).ok()).map(|a| a.value() as usize)
+}
+
+fn string_of(attribute: Attribute) -> Option<String> {
+    StringAttribute::try_from(attribute).ok().map(|s| s.value().to_string())
+}
+
+/// The plan's dispatch list and buffer elements, read back from `q35.plan`.
+fn read_plan(plan: OperationRef) -> Result<(Vec<DispatchSpec>, BTreeMap<String, String>), String> {
+    let array = |name: &str| -> Result<ArrayAttribute, String> {
+        plan.attribute(name)
+            .ok()
+            .and_then(|a| ArrayAttribute::try_from(a).ok())
+            .ok_or_else(|| format!("q35.plan has no `{name}` array"))
+    };
+    let mut elements = BTreeMap::new();
+    let buffers = array("buffers")?;
+    for i in 0..buffers.len() {
+        let entry = buffers.element(i).ok().and_then(|a| DictionaryAttribute::try_from(a).ok()).ok_or("bad buffer entry")?;
+        let name = entry.element_by_name("name").and_then(string_of).ok_or("buffer without a name")?;
+        let element = entry.element_by_name("element").and_then(string_of).ok_or("buffer without an element")?;
+        elements.insert(name, element);
+    }
+    let mut dispatches = Vec::new();
+    let list = array("dispatches")?;
+    for i in 0..list.len() {
+        let entry = list.element(i).ok().and_then(|a| DictionaryAttribute::try_from(a).ok()).ok_or("bad dispatch entry")?;
+        let kernel = entry
+            .element_by_name("kernel")
+            .and_then(|a| FlatSymbolRefAttribute::try_from(a).ok())
+            .map(|s| s.value().to_string())
+            .ok_or("dispatch without a kernel")?;
+        let bound = entry
+            .element_by_name("buffers")
+            .and_then(|a| ArrayAttribute::try_from(a).ok())
+            .ok_or("dispatch without buffers")?;
+        let mut names = Vec::new();
+        for j in 0..bound.len() {
+            names.push(bound.element(j).ok().and_then(string_of).ok_or("bad buffer name")?);
+        }
+        dispatches.push(DispatchSpec {
+            kernel,
+            workgroups: int_of(entry.element_by_name("workgroups")).ok_or("dispatch without workgroups")?,
+            workgroups_per_token: int_of(entry.element_by_name("workgroups_per_token")).ok_or("dispatch without workgroups_per_token")?,
+            buffers: names,
+        });
+    }
+    Ok((dispatches, elements))
+}
+
+/// The matmul shape of a `dequant_matmul_*` kernel: N and K from its
+/// activation types, the weight's kind and group from the plan.
+fn matmul_shape(context: &Context, kernel: &str, arguments: &[Type], dispatch: &DispatchSpec, elements: &BTreeMap<String, String>) -> Result<MatmulShape, String> {
+    let width = |t: Type| -> Result<usize, String> {
+        let text = t.to_string();
+        text.strip_prefix("memref<?x")
+            .and_then(|rest| rest.strip_suffix("xf32>"))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("kernel `{kernel}`: expected memref<?xWxf32>, got {text}"))
+    };
+    let k = width(arguments[3])?;
+    let n = width(*arguments.last().ok_or("kernel without arguments")?)?;
+    let epilogue = if kernel.ends_with(Epilogue::SwiGlu.suffix()) {
+        Epilogue::SwiGlu
+    } else if kernel.ends_with(Epilogue::AddResidual.suffix()) {
+        Epilogue::AddResidual
+    } else {
+        Epilogue::None
+    };
+    let weight = dispatch.buffers.get(1).ok_or_else(|| format!("kernel `{kernel}`: no weight buffer"))?;
+    let element = elements.get(weight).ok_or_else(|| format!("kernel `{kernel}`: weight `{weight}` is not in the plan"))?;
+    let (quant, group) = match Type::parse(context, element).and_then(PackedType::from_type) {
+        Some(packed) => {
+            let packed = packed.map_err(|e| e.to_string())?;
+            let group = GroupSize::ALL
+                .into_iter()
+                .find(|g| g.fixed() == Some(packed.group as usize))
+                .unwrap_or(GroupSize::Channel);
+            (packed.quant, group)
+        }
+        None => (QuantKind::F32, GroupSize::Channel),
+    };
+    Ok(MatmulShape {
+        n,
+        k,
+        quant,
+        group,
+        rows_per_workgroup: 1,
+        epilogue,
+    })
+}
+
+/// The warp-parallel kernels of [`rows`], recognized by the CPU kernel's
+/// name and checked against its argument types (and, for the parameters a
+/// name rounds, against the constants in its body).
+enum RowKernel {
+    Row(RowOp, usize),
+    Rope { width: usize, head_dim: usize, theta: f64 },
+    KvUpdate(AttentionShape),
+    Attention(AttentionShape),
+}
+
+/// Every float constant in `op`'s body.
+fn float_constants(op: OperationRef) -> Vec<f64> {
+    let mut values = Vec::new();
+    op.walk(WalkOrder::PreOrder, |inner| {
+        if inner.name().as_string_ref().as_str() == Ok("arith.constant") {
+            if let Some(value) = inner.attribute("value").ok().and_then(|a| melior::ir::attribute::FloatAttribute::try_from(a).ok()) {
+                values.push(value.value());
+            }
+        }
+        WalkResult::Advance
+    });
+    values
+}
+
+/// `h{H}_kv{KV}_hd{D}_c{C}`.
+fn attention_shape(suffix: &str) -> Option<AttentionShape> {
+    let mut parts = suffix.split('_');
+    let mut next = |prefix: &str| parts.next()?.strip_prefix(prefix)?.parse::<usize>().ok();
+    let shape = AttentionShape {
+        num_heads: next("h")?,
+        num_kv_heads: next("kv")?,
+        head_dim: next("hd")?,
+        context: next("c")?,
+    };
+    (shape.num_kv_heads > 0 && shape.num_heads % shape.num_kv_heads == 0 && shape.head_dim > 0).then_some(shape)
+}
+
+fn row_kernel(b: &Builder, name: &str, kernel: OperationRef, arguments: &[Type]) -> Option<RowKernel> {
+    let row = |w: usize| format!("memref<?x{w}xf32>");
+    let (spec, expected): (RowKernel, Vec<String>) = if let Some(rest) = name.strip_prefix("rms_norm_") {
+        // rms_norm_{W}_eps{ε as f32, `.` and `-` written `_`}
+        let (width, eps) = rest.split_once("_eps")?;
+        let width: usize = width.parse().ok()?;
+        let (mantissa, exponent) = eps.split_once('e')?;
+        let epsilon: f32 = format!("{}e{}", mantissa.replace('_', "."), exponent.replace('_', "-")).parse().ok()?;
+        if !float_constants(kernel).contains(&(epsilon as f64)) {
+            return None;
+        }
+        (RowKernel::Row(RowOp::RmsNorm { epsilon: epsilon as f64 }, width), vec![row(width), "memref<?xf32>".into(), row(width)])
+    } else if let Some(rest) = name.strip_prefix("rope_") {
+        // rope_{W}_hd{D}_theta{θ as an integer}: θ is confirmed by the
+        // kernel's inverse-frequency constant −2 ln θ / D.
+        let mut parts = rest.split('_');
+        let width: usize = parts.next()?.parse().ok()?;
+        let head_dim: usize = parts.next()?.strip_prefix("hd")?.parse().ok()?;
+        let theta: f64 = parts.next()?.strip_prefix("theta")?.parse::<u64>().ok()? as f64;
+        if head_dim == 0 || head_dim % 2 == 1 || width % head_dim != 0 || !float_constants(kernel).contains(&(-2.0 * theta.ln() / head_dim as f64)) {
+            return None;
+        }
+        (RowKernel::Rope { width, head_dim, theta }, vec![row(width), "memref<?xi32>".into(), row(width)])
+    } else if let Some(rest) = name.strip_prefix("kv_update_") {
+        let s = attention_shape(rest)?;
+        let kv = s.num_kv_heads * s.head_dim;
+        let cache = format!("memref<{}x{kv}xf32>", s.context);
+        (RowKernel::KvUpdate(s), vec![row(kv), row(kv), cache.clone(), cache])
+    } else if let Some(rest) = name.strip_prefix("attention_") {
+        let s = attention_shape(rest)?;
+        let cache = format!("memref<{}x{}xf32>", s.context, s.num_kv_heads * s.head_dim);
+        let q = row(s.num_heads * s.head_dim);
+        (RowKernel::Attention(s), vec![q.clone(), cache.clone(), cache, q])
+    } else {
+        let (op, width) = name.rsplit_once('_')?;
+        let op = match op {
+            "add" => RowOp::Add,
+            "mul" => RowOp::Mul,
+            "silu" => RowOp::Silu,
+            "swiglu" => RowOp::SwiGlu,
+            _ => return None,
+        };
+        let width: usize = width.parse().ok()?;
+        (RowKernel::Row(op, width), vec![row(width); op.inputs() + 1])
+    };
+    let expected: Option<Vec<Type>> = expected.iter().map(|t| Type::parse(b.context, t)).collect();
+    (expected? == arguments[3..]).then_some(spec)
+}
+
+fn gpu_func<'c>(b: &Builder<'c>, name: &str, arguments: &[Type<'c>], threads: u32, fill: impl FnOnce(&Block<'c>)) -> Operation<'c> {
+    let block = Block::new(&arguments.iter().map(|&t| (t, b.location)).collect::<Vec<_>>());
+    fill(&block);
+    block.append_operation(OperationBuilder::new("gpu.return", b.location).build().expect("valid gpu.return"));
+    let region = Region::new();
+    region.append_block(block);
+    OperationBuilder::new("gpu.func", b.location)
+        .add_attributes(&[
+            (Identifier::new(b.context, "sym_name"), StringAttribute::new(b.context, name).into()),
+            (
+                Identifier::new(b.context, "function_type"),
+                TypeAttribute::new(FunctionType::new(b.context, arguments, &[]).into()).into(),
+            ),
+            (Identifier::new(b.context, "gpu.kernel"), Attribute::unit(b.context)),
+            (
+                Identifier::new(b.context, "known_block_size"),
+                DenseI32ArrayAttribute::new(b.context, &[threads as i32, 1, 1]).into(),
+            ),
+        ])
+        .add_regions([region])
+        .build()
+        .expect("valid gpu.func")
+}
+
+fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, warps: usize) -> Result<Launches, String> {
+    let body = module
+        .region(0)
+        .ok()
+        .and_then(|r| r.first_block())
+        .ok_or("module has no body")?;
+    let mut plan = None;
+    let mut kernels = Vec::new();
+    let mut op = body.first_operation();
+    while let Some(current) = op {
+        match current.name().as_string_ref().as_str() {
+            Ok("q35.plan") => plan = Some(current),
+            Ok("func.func") => kernels.push(current),
+            Ok("gpu.module") => return Err("the module already has a gpu.module; q35-lower-to-gpu runs once".into()),
+            _ => {}
+        }
+        op = current.next_in_block();
+    }
+    let plan = plan.ok_or("no q35.plan: run q35-lower-to-kernels before q35-lower-to-gpu")?;
+    let (mut dispatches, elements) = read_plan(plan)?;
+    let b = Builder {
+        context,
+        location: Location::unknown(context),
+    };
+    let location = b.location;
+
+    let device = Block::new(&[]);
+    // Threads per block and GPU workgroup count of each kernel.
+    let mut launch: BTreeMap<String, (u32, Option<(usize, usize)>)> = BTreeMap::new();
+    for kernel in kernels {
+        let name = kernel
+            .attribute("sym_name")
+            .ok()
+            .and_then(string_of)
+            .ok_or("kernel without a name")?;
+        let function_type = kernel
+            .attribute("function_type")
+            .ok()
+            .and_then(|a| TypeAttribute::try_from(a).ok())
+            .and_then(|t| FunctionType::try_from(t.value()).ok())
+            .ok_or_else(|| format!("kernel `{name}` has no function type"))?;
+        let arguments: Vec<Type> = (0..function_type.input_count())
+            .map(|i| function_type.input(i).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        if arguments.len() < 3 || arguments[..3].iter().any(|t| *t != b.index_type()) {
+            return Err(format!("kernel `{name}` does not take (workgroup, tokens, start) first"));
+        }
+        let Some(dispatch) = dispatches.iter().find(|d| d.kernel == name) else {
+            continue; // no dispatch calls it
+        };
+        let mut gpu_arguments = vec![b.index_type(); 2];
+        gpu_arguments.extend_from_slice(&arguments[3..]);
+        // A matmul whose buffers are those of a float-activation matmul
+        // (any other kernel, e.g. a future integer path, stays generic).
+        let shape = name
+            .starts_with("dequant_matmul_")
+            .then(|| matmul_shape(context, &name, &arguments, dispatch, &elements).ok())
+            .flatten()
+            .filter(|shape| gemv::buffer_types(&b, shape) == arguments[3..]);
+        if let Some(shape) = shape {
+            let threads = (warps * gemv::WARP) as u32;
+            device.append_operation(gpu_func(&b, &name, &gpu_arguments, threads, |block| gemv::build(&b, &shape, warps, block)));
+            launch.insert(name.clone(), (threads, Some((gemv::workgroups(&shape, warps), 0))));
+        } else if let Some(spec) = row_kernel(&b, &name, kernel, &arguments) {
+            type Fill<'f, 'c> = Box<dyn FnOnce(&Block<'c>) + 'f>;
+            let (grid, fill): (Option<(usize, usize)>, Fill<'_, 'c>) = match spec {
+                RowKernel::Row(op, width) => (None, Box::new(move |block| rows::build_row(&b, op, width, block, rows::Mode::Gpu))),
+                RowKernel::Rope { width, head_dim, theta } => (None, Box::new(move |block| rows::build_rope(&b, width, head_dim, theta, block, rows::Mode::Gpu))),
+                RowKernel::KvUpdate(shape) => (None, Box::new(move |block| rows::build_kv_update(&b, &shape, block, rows::Mode::Gpu))),
+                // One block per (token, head) instead of one per head.
+                RowKernel::Attention(shape) => (Some((0, shape.num_heads)), Box::new(move |block| rows::build_attention(&b, &shape, block, rows::Mode::Gpu))),
+            };
+            device.append_operation(gpu_func(&b, &name, &gpu_arguments, rows::THREADS, fill));
+            launch.insert(name.clone(), (rows::THREADS, grid));
+        } else {
+            // The CPU loop nest becomes a device function; one thread per
+            // workgroup calls it with its block id as the workgroup.
+            let body_name = format!("{name}__body");
+            let callee = FlatSymbolRefAttribute::new(context, &body_name);
+            device.append_operation(gpu_func(&b, &name, &gpu_arguments, 1, |block| {
+                let wg = gemv::gpu_id(&b, block, "gpu.block_id");
+                let mut operands = vec![wg];
+                operands.extend((0..block.argument_count()).map(|i| arg(block, i)));
+                block.append_operation(func::call(context, callee, &operands, &[], location));
+            }));
+            // SAFETY: the kernel is detached from the module and owned by
+            // `moved` until it is appended to the device block.
+            let mut moved = unsafe { OperationRefMut::from_raw(kernel.to_raw()) };
+            moved.remove_from_parent();
+            let mut moved = unsafe { Operation::from_raw(kernel.to_raw()) };
+            moved.set_attribute("sym_name", StringAttribute::new(context, &body_name).into());
+            moved.set_attribute("sym_visibility", StringAttribute::new(context, "private").into());
+            let _ = moved.remove_attribute("llvm.emit_c_interface");
+            device.append_operation(moved);
+            launch.insert(name.clone(), (1, None));
+            continue;
+        }
+        melior::IrRewriter::new(context).as_rewriter_base().erase_op(kernel);
+    }
+
+    let mut launches = Vec::new();
+    for dispatch in &mut dispatches {
+        let (threads, workgroups) = *launch
+            .get(&dispatch.kernel)
+            .ok_or_else(|| format!("dispatch of `{}`, which is not a kernel of the module", dispatch.kernel))?;
+        if let Some((workgroups, per_token)) = workgroups {
+            dispatch.workgroups = workgroups;
+            dispatch.workgroups_per_token = per_token;
+        }
+        launches.push(LaunchSpec {
+            block: [threads, 1, 1],
+            shared_bytes: 0,
+        });
+    }
+
+    // The plan again, with GPU workgroup counts and each dispatch's block.
+    let text: Vec<String> = dispatches
+        .iter()
+        .zip(&launches)
+        .map(|(d, l)| {
+            let list: Vec<String> = d.buffers.iter().map(|b| format!("\"{b}\"")).collect();
+            format!(
+                "{{kernel = @{}, workgroups = {} : i64, workgroups_per_token = {} : i64, buffers = [{}], block = array<i32: {}, {}, {}>}}",
+                d.kernel,
+                d.workgroups,
+                d.workgroups_per_token,
+                list.join(", "),
+                l.block[0],
+                l.block[1],
+                l.block[2]
+            )
+        })
+        .collect();
+    let new_dispatches = Attribute::parse(context, &format!("[{}]", text.join(", "))).ok_or("internal: bad dispatch list")?;
+    let buffers = plan.attribute("buffers").map_err(|e| e.to_string())?;
+    let new_plan = OperationBuilder::new("q35.plan", location)
+        .add_attributes(&[
+            (Identifier::new(context, "buffers"), buffers),
+            (Identifier::new(context, "dispatches"), new_dispatches),
+        ])
+        .build()
+        .map_err(|e| e.to_string())?;
+    melior::IrRewriter::new(context).as_rewriter_base().erase_op(plan);
+    body.insert_operation(0, new_plan);
+
+    let region = Region::new();
+    region.append_block(device);
+    let gpu_module = OperationBuilder::new("gpu.module", location)
+        .add_attributes(&[(Identifier::new(context, "sym_name"), StringAttribute::new(context, GPU_MODULE).into())])
+        .add_regions([region])
+        .build()
+        .map_err(|e| e.to_string())?;
+    body.append_operation(gpu_module);
+    // SAFETY: the pass owns the module op while it runs.
+    let mut module_mut = unsafe { OperationRefMut::from_raw(module.to_raw()) };
+    module_mut.set_attribute("gpu.container_module", Attribute::unit(context));
+    Ok((dispatches, launches))
+}

@@ -220,7 +220,6 @@ fn result<'c, 'a>(op: &melior::ir::OperationRef<'c, 'a>, index: usize) -> Result
 mod tests {
     use super::*;
     use crate::front::{self, testmodel};
-    use melior::ir::operation::OperationLike;
 
     fn tiny_module_text(spec: testmodel::TinySpec, options: &EmitOptions) -> String {
         let dir = tempfile::tempdir().unwrap();

@@ -134,7 +134,7 @@ pub fn lower_to_llvm(
 
 /// Quantizes every weight the plan names (in parallel, with a progress
 /// bar) and returns (spec, payload) pairs. Norm vectors are stored as f32.
-pub(crate) fn quantize_weights(
+fn quantize_weights(
     model: &Model,
     graph: &ModelGraph,
     kind: QuantKind,
@@ -217,11 +217,48 @@ pub fn compile_cpu(
     let code = std::fs::read(&so_path).with_context(|| format!("reading {}", so_path.display()))?;
     timings.record("link shared object", started.elapsed());
 
+    let (triple, host_cpu, host_features) = q35_target_llvm::host();
+    let target = TargetSpec {
+        kind: "cpu".to_string(),
+        triple,
+        cpu: options.llvm.cpu.clone().unwrap_or(host_cpu),
+        features: options.llvm.features.clone().unwrap_or(host_features),
+    };
+    let plan = Plan {
+        buffers,
+        dispatches,
+        launches: Vec::new(),
+        rows_per_workgroup: options.rows_per_workgroup,
+    };
+    assemble_artifact(model, graph, options, target, plan, ("code/cpu.so", code), timings)
+}
+
+/// What lowering decided, as the manifest records it.
+pub(crate) struct Plan {
+    pub buffers: Vec<q35_format::artifact::BufferSpec>,
+    pub dispatches: Vec<q35_format::artifact::DispatchSpec>,
+    /// Launch configurations (GPU targets; empty on the CPU).
+    pub launches: Vec<q35_format::artifact::LaunchSpec>,
+    pub rows_per_workgroup: usize,
+}
+
+/// Quantizes the weights and writes the artifact every target shares:
+/// manifest, weights, the code object `code`, tokenizer, and the proof
+/// obligations (derived from what is about to be written and proved with
+/// z3 first; docs/proofs.md).
+pub(crate) fn assemble_artifact(
+    model: &Model,
+    graph: &ModelGraph,
+    options: &CpuOptions,
+    target: TargetSpec,
+    plan: Plan,
+    (code_name, code): (&str, Vec<u8>),
+    timings: &mut Timings,
+) -> Result<Vec<u8>> {
     let started = Instant::now();
     let weights = quantize_weights(model, graph, options.emit.quant, options.group, options.search, options.importance.as_ref())?;
     timings.record("quantize weights", started.elapsed());
 
-    let (triple, host_cpu, host_features) = q35_target_llvm::host();
     let mut toolchain = BTreeMap::new();
     toolchain.insert("q35c".to_string(), env!("CARGO_PKG_VERSION").to_string());
     toolchain.insert("llvm".to_string(), q35_target_llvm::llvm_version());
@@ -232,7 +269,7 @@ pub fn compile_cpu(
         payloads.push((spec.tensor.clone(), bytes));
         specs.push(spec);
     }
-    payloads.push(("code/cpu.so".to_string(), code));
+    payloads.push((code_name.to_string(), code));
     let tokenizer = model.tokenizer_json.as_ref().map(|json| {
         payloads.push(("tokenizer.json".to_string(), json.as_bytes().to_vec()));
         "tokenizer.json".to_string()
@@ -240,29 +277,22 @@ pub fn compile_cpu(
     let manifest = Manifest {
         format: ARTIFACT_FORMAT.to_string(),
         version: ARTIFACT_VERSION,
-        target: TargetSpec {
-            kind: "cpu".to_string(),
-            triple,
-            cpu: options.llvm.cpu.clone().unwrap_or(host_cpu),
-            features: options.llvm.features.clone().unwrap_or(host_features),
-        },
+        target,
         model: runtime_config(&model.config),
         quant: options.emit.quant.to_string(),
         group: options.group.to_string(),
         context_length: options.emit.context_length,
         max_tokens: options.max_tokens,
-        rows_per_workgroup: options.rows_per_workgroup,
-        buffers,
-        dispatches,
+        rows_per_workgroup: plan.rows_per_workgroup,
+        buffers: plan.buffers,
+        dispatches: plan.dispatches,
         weights: specs,
-        code: "code/cpu.so".to_string(),
+        code: code_name.to_string(),
         tokenizer,
         toolchain,
         checksums: BTreeMap::new(),
-        launches: Vec::new(),
+        launches: plan.launches,
     };
-    // Per-artifact proof obligations: derived from what is about to be
-    // written, proved with z3, stored beside it (docs/proofs.md).
     let started = Instant::now();
     let obligations = crate::obligations::for_new_artifact(&manifest, &payloads).map_err(|e| anyhow!(e))?;
     payloads.push((crate::obligations::OBLIGATIONS_PAYLOAD.to_string(), obligations));

@@ -8,7 +8,7 @@
 //! object and `launches` in the manifest (docs/artifact.md, docs/targets.md).
 
 use crate::{
-    codegen::{quantize_weights, runtime_config, CpuOptions},
+    codegen::{assemble_artifact, CpuOptions, Plan},
     front::Model,
     graph::ModelGraph,
     passes::{gpu::GpuPass, lower::LowerPass},
@@ -17,10 +17,8 @@ use crate::{
 use anyhow::{anyhow, bail, Result};
 use melior::{ir::Module, pass::PassManager};
 use q35_dialect::Q35Context;
-use q35_format::artifact::{
-    write_artifact, BufferSpec, DispatchSpec, LaunchSpec, Manifest, TargetSpec, ARTIFACT_FORMAT, ARTIFACT_VERSION,
-};
-use std::{collections::BTreeMap, time::Instant};
+use q35_format::artifact::{BufferSpec, DispatchSpec, LaunchSpec, TargetSpec};
+use std::time::Instant;
 
 /// The upstream conversions of the `gpu.module` to the LLVM and NVVM
 /// dialects (math becomes libdevice calls), in order.
@@ -137,55 +135,20 @@ pub fn compile_nvptx(
     let (buffers, dispatches, launches) = lower_to_nvvm(q35, &mut module, options.fuse, nvptx.warps, run, timings)?;
     let code = ptx(&module, &nvptx.arch, timings)?;
 
-    let started = Instant::now();
-    let weights = quantize_weights(model, graph, options.emit.quant, options.group, options.search, options.importance.as_ref())?;
-    timings.record("quantize weights", started.elapsed());
-
-    let mut toolchain = BTreeMap::new();
-    toolchain.insert("q35c".to_string(), env!("CARGO_PKG_VERSION").to_string());
-    toolchain.insert("llvm".to_string(), q35_target_llvm::llvm_version());
-    toolchain.insert("melior".to_string(), "0.27".to_string());
-    let mut payloads: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut specs = Vec::new();
-    for (spec, bytes) in weights {
-        payloads.push((spec.tensor.clone(), bytes));
-        specs.push(spec);
-    }
-    payloads.push((PTX_PAYLOAD.to_string(), code.into_bytes()));
-    let tokenizer = model.tokenizer_json.as_ref().map(|json| {
-        payloads.push(("tokenizer.json".to_string(), json.as_bytes().to_vec()));
-        "tokenizer.json".to_string()
-    });
-    let manifest = Manifest {
-        format: ARTIFACT_FORMAT.to_string(),
-        version: ARTIFACT_VERSION,
-        target: TargetSpec {
-            kind: "nvptx".to_string(),
-            triple: q35_target_llvm::NVPTX_TRIPLE.to_string(),
-            cpu: nvptx.arch.clone(),
-            features: String::new(),
-        },
-        model: runtime_config(&model.config),
-        quant: options.emit.quant.to_string(),
-        group: options.group.to_string(),
-        context_length: options.emit.context_length,
-        max_tokens: options.max_tokens,
-        // Rows per GEMV block: one warp per row.
-        rows_per_workgroup: nvptx.warps,
+    let target = TargetSpec {
+        kind: "nvptx".to_string(),
+        triple: q35_target_llvm::NVPTX_TRIPLE.to_string(),
+        cpu: nvptx.arch.clone(),
+        features: String::new(),
+    };
+    let plan = Plan {
         buffers,
         dispatches,
-        weights: specs,
-        code: PTX_PAYLOAD.to_string(),
-        tokenizer,
-        toolchain,
-        checksums: BTreeMap::new(),
         launches,
+        // Rows per GEMV block: one warp per row.
+        rows_per_workgroup: nvptx.warps,
     };
-    let started = Instant::now();
-    let obligations = crate::obligations::for_new_artifact(&manifest, &payloads).map_err(|e| anyhow!(e))?;
-    payloads.push((crate::obligations::OBLIGATIONS_PAYLOAD.to_string(), obligations));
-    timings.record("prove obligations (z3)", started.elapsed());
-    Ok(write_artifact(&manifest, &payloads))
+    assemble_artifact(model, graph, options, target, plan, (PTX_PAYLOAD, code.into_bytes()), timings)
 }
 
 #[cfg(test)]

@@ -566,35 +566,8 @@ mod tests {
         r#type::FunctionType,
         Location,
     };
-    use q35_format::{GroupSize, Payload, QuantizedTensor};
-    use q35_rt::code::CodeObject;
-    use q35_rt::memref::{MemRef1, MemRef2};
-    use std::ffi::c_void;
-
-    fn random(seed: &mut u64, len: usize) -> Vec<f32> {
-        (0..len)
-            .map(|_| {
-                *seed ^= *seed << 13;
-                *seed ^= *seed >> 7;
-                *seed ^= *seed << 17;
-                ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    fn weight_memrefs(q: &QuantizedTensor) -> Vec<MemRef1> {
-        let ptr = |p: *const c_void| p as *mut c_void;
-        match q.payload() {
-            Payload::Coded { codes, range_scale, mins, range_codes } => vec![
-                MemRef1::vector(ptr(codes.as_ptr().cast()), codes.len()),
-                MemRef1::vector(ptr(mins.as_ptr().cast()), mins.len()),
-                MemRef1::vector(ptr(range_codes.as_ptr().cast()), range_codes.len()),
-                MemRef1::vector(ptr(range_scale.as_ptr().cast()), range_scale.len()),
-            ],
-            Payload::F16(v) => vec![MemRef1::vector(ptr(v.as_ptr().cast()), v.len())],
-            Payload::F32(v) => vec![MemRef1::vector(ptr(v.as_ptr().cast()), v.len())],
-        }
-    }
+    use crate::passes::lower::check_compiled_matmul;
+    use q35_format::GroupSize;
 
     /// The emulated kernel compiled for the host: a shared object.
     fn shared_object(shape: &MatmulShape) -> Vec<u8> {
@@ -631,69 +604,11 @@ mod tests {
     }
 
     /// Every output within the bound of a reordered, fused f32 dot
-    /// (γ_K·Σ|w'·x|, γ_K = K·u/(1 − K·u)) plus the epilogue's rounding.
+    /// (γ_K·Σ|w'·x|, γ_K = K·u/(1 − K·u)) plus the epilogue's rounding: the
+    /// CPU kernels' check, one workgroup per row.
     fn check(shape: MatmulShape, tokens: usize) {
-        let (n, k) = (shape.n, shape.k);
-        let mut seed = 0x51ed_2701_u64 ^ (n * 31 + k) as u64;
-        let weights: Vec<QuantizedTensor> = (0..shape.epilogue.weights())
-            .map(|i| QuantizedTensor::quantize(format!("w{i}"), n, k, &random(&mut seed, n * k), shape.quant, shape.group).unwrap())
-            .collect();
-        let dense: Vec<Vec<f32>> = weights.iter().map(|q| q.dequantize()).collect();
-        let x = random(&mut seed, tokens * k);
-        let residual = random(&mut seed, tokens * n);
-        let mut out = vec![f32::NAN; tokens * n];
-        let code = CodeObject::load(&shared_object(&shape)).unwrap();
-        let entry = code.symbol("_mlir_ciface_gemv").expect("kernel symbol");
-        let mut x_desc = MemRef2::matrix(x.as_ptr() as *mut c_void, tokens, k);
-        let mut descs: Vec<MemRef1> = weights.iter().flat_map(weight_memrefs).collect();
-        let mut residual_desc = MemRef2::matrix(residual.as_ptr() as *mut c_void, tokens, n);
-        let mut out_desc = MemRef2::matrix(out.as_mut_ptr().cast(), tokens, n);
-        let mut args: Vec<*mut c_void> = vec![(&mut x_desc as *mut MemRef2).cast()];
-        args.extend(descs.iter_mut().map(|d| (d as *mut MemRef1).cast::<c_void>()));
-        if shape.epilogue == Epilogue::AddResidual {
-            args.push((&mut residual_desc as *mut MemRef2).cast());
-        }
-        args.push((&mut out_desc as *mut MemRef2).cast());
-        let call = q35_rt::kernel::trampoline(args.len()).unwrap();
-        for row in 0..n {
-            // SAFETY: the kernel's arity and buffer shapes are the ones built above.
-            unsafe { call(entry, row as i64, tokens as i64, 0, &args) };
-        }
-        let u = 2f64.powi(-24);
-        let gamma = k as f64 * u / (1.0 - k as f64 * u);
-        for m in 0..tokens {
-            for r in 0..n {
-                let dot = |w: &[f32]| {
-                    let terms = (0..k).map(|i| f64::from(w[r * k + i]) * f64::from(x[m * k + i]));
-                    let (sum, abs) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
-                    (sum, gamma * abs + 1e-30)
-                };
-                let (d0, e0) = dot(&dense[0]);
-                let (expected, bound) = match shape.epilogue {
-                    Epilogue::None => (d0, e0),
-                    Epilogue::AddResidual => {
-                        let v = f64::from(residual[m * n + r]) + d0;
-                        (v, e0 + 2.0 * u * v.abs())
-                    }
-                    Epilogue::SwiGlu => {
-                        let (d1, e1) = dot(&dense[1]);
-                        let silu = |g: f64| g / (1.0 + (-g).exp());
-                        let v = silu(d0) * d1;
-                        (v, 1.1 * e0 * d1.abs() + silu(d0).abs() * e1 + 16.0 * u * (v.abs() + silu(d0).abs() * d1.abs()))
-                    }
-                };
-                let got = f64::from(out[m * n + r]);
-                assert!(
-                    (got - expected).abs() <= bound,
-                    "{} {}x{} g{} {:?} tokens={tokens} m={m} n={r}: got {got}, expected {expected} ± {bound}",
-                    shape.quant,
-                    n,
-                    k,
-                    shape.group,
-                    shape.epilogue
-                );
-            }
-        }
+        let label = format!("{} {}x{} g{} {:?}", shape.quant, shape.n, shape.k, shape.group, shape.epilogue);
+        check_compiled_matmul(&shape, tokens, &shared_object(&shape), "_mlir_ciface_gemv", 0x51ed_2701, false, &label);
     }
 
     fn shape(n: usize, k: usize, quant: QuantKind, group: GroupSize, epilogue: Epilogue) -> MatmulShape {

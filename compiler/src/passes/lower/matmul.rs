@@ -1382,7 +1382,7 @@ mod fast {
 }
 
 #[cfg(test)]
-mod kernel_tests {
+pub(crate) mod kernel_tests {
     //! Compiled kernels against plain Rust on random weights: every
     //! epilogue, both paths, prefill and decode token counts, tails.
     use super::*;
@@ -1419,12 +1419,26 @@ mod kernel_tests {
     }
 
     /// Runs `shape`'s kernel on `tokens` random tokens and checks every
-    /// output against f64 arithmetic on the dequantized weights. The
-    /// bound is that of a reordered, fused f32 dot: γ_K·Σ|w'·x| with
-    /// γ_K = K·u/(1 − K·u), u = 2^-24, plus rounding of the epilogue.
+    /// output against f64 arithmetic on the dequantized weights.
     fn check(shape: MatmulShape, tokens: usize, fast: bool, alias: bool) {
+        let so = shape.standalone_shared_object(fast).unwrap();
+        let symbol = format!("_mlir_ciface_{}", shape.kernel_name());
+        let label = format!("{} fast={fast}", shape.kernel_name());
+        check_compiled(&shape, tokens, &so, &symbol, 0x9e3779b97f4a7c15, alias, &label);
+    }
+
+    /// Loads the kernel `symbol` (with `shape`'s buffer convention) from
+    /// the shared object `so`, runs every workgroup on `tokens` random
+    /// tokens (weights and activations drawn from `seed`), and checks every
+    /// output against f64 arithmetic on the dequantized weights. The bound
+    /// is that of a reordered, fused f32 dot: γ_K·Σ|w'·x| with
+    /// γ_K = K·u/(1 − K·u), u = 2^-24, plus rounding of the epilogue.
+    /// `alias` binds the residual and the output to one buffer. Shared with
+    /// the GPU GEMV's CPU emulation.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn check_compiled(shape: &MatmulShape, tokens: usize, so: &[u8], symbol: &str, seed: u64, alias: bool, label: &str) {
         let (n, k) = (shape.n, shape.k);
-        let mut seed = 0x9e3779b97f4a7c15 ^ (n * 31 + k) as u64;
+        let mut seed = seed ^ (n * 31 + k) as u64;
         let weights: Vec<QuantizedTensor> = (0..shape.epilogue.weights())
             .map(|i| {
                 let w = random(&mut seed, n * k);
@@ -1436,9 +1450,8 @@ mod kernel_tests {
         let residual = random(&mut seed, tokens * n);
         let mut out = if alias { residual.clone() } else { vec![f32::NAN; tokens * n] };
 
-        let so = shape.standalone_shared_object(fast).unwrap();
-        let code = CodeObject::load(&so).unwrap();
-        let entry = code.symbol(&format!("_mlir_ciface_{}", shape.kernel_name())).expect("kernel symbol");
+        let code = CodeObject::load(so).unwrap();
+        let entry = code.symbol(symbol).expect("kernel symbol");
         let mut x_desc = MemRef2::matrix(x.as_ptr() as *mut c_void, tokens, k);
         let mut descs: Vec<MemRef1> = weights.iter().flat_map(weight_memrefs).collect();
         let mut residual_desc = MemRef2::matrix(residual.as_ptr() as *mut c_void, tokens, n);
@@ -1485,8 +1498,7 @@ mod kernel_tests {
                 let got = f64::from(out[m * n + r]);
                 assert!(
                     (got - expected).abs() <= bound,
-                    "{} fast={fast} tokens={tokens} m={m} n={r}: got {got}, expected {expected} ± {bound}",
-                    shape.kernel_name()
+                    "{label} tokens={tokens} m={m} n={r}: got {got}, expected {expected} ± {bound}"
                 );
             }
         }

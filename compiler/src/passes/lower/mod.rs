@@ -29,6 +29,8 @@ mod rope;
 pub use attention::AttentionShape;
 pub use elementwise::RowOp;
 pub use matmul::{Epilogue, MatmulShape};
+#[cfg(test)]
+pub(crate) use matmul::kernel_tests::check_compiled as check_compiled_matmul;
 
 use super::Findings;
 use builder::Builder;

@@ -13,7 +13,10 @@
 
 use super::builder::{arg, Builder};
 use super::gemv::{cmpi, gpu_id, if_then, warp_sum, WARP};
-use crate::passes::lower::{AttentionShape, RowOp};
+use crate::passes::lower::{
+    rope::{rotate_pair, Rotation},
+    AttentionShape, RowOp,
+};
 use melior::{
     dialect::arith,
     ir::{Block, Value},
@@ -159,39 +162,7 @@ pub fn build_rope<'c>(b: &Builder<'c>, width: usize, head_dim: usize, theta: f64
     let pos = b.sitofp_to(body, pos_raw, b.f64_type());
     let factor = b.f64(body, -2.0 * theta.ln() / head_dim as f64);
     ids.lanes(b, body, half, |pairs, i| {
-        let i_int = b.index_cast(pairs, i, b.int_type(64));
-        let i_f = b.sitofp_to(pairs, i_int, b.f64_type());
-        let exponent = b.mulf(pairs, i_f, factor);
-        let inv_freq = b.math1(pairs, "exp", exponent);
-        let angle = b.mulf(pairs, pos, inv_freq);
-        let cos64 = b.math1(pairs, "cos", angle);
-        let sin64 = b.math1(pairs, "sin", angle);
-        let cos = b.truncf(pairs, cos64);
-        let sin = b.truncf(pairs, sin64);
-        let zero = b.index(pairs, 0);
-        let one = b.index(pairs, 1);
-        let heads = b.index(pairs, (width / head_dim) as i64);
-        let hd = b.index(pairs, head_dim as i64);
-        let half_v = b.index(pairs, half as i64);
-        let head_loop = b.loop_body(&[]);
-        {
-            let h = arg(&head_loop, 0);
-            let base = b.muli(&head_loop, h, hd);
-            let lo = b.addi(&head_loop, base, i);
-            let hi = b.addi(&head_loop, lo, half_v);
-            let a = b.load(&head_loop, x, &[m, lo]);
-            let c = b.load(&head_loop, x, &[m, hi]);
-            let a_cos = b.mulf(&head_loop, a, cos);
-            let c_sin = b.mulf(&head_loop, c, sin);
-            let first = b.subf(&head_loop, a_cos, c_sin);
-            let c_cos = b.mulf(&head_loop, c, cos);
-            let a_sin = b.mulf(&head_loop, a, sin);
-            let second = b.addf(&head_loop, c_cos, a_sin);
-            b.store(&head_loop, first, out, &[m, lo]);
-            b.store(&head_loop, second, out, &[m, hi]);
-            b.yield_(&head_loop, &[]);
-        }
-        b.for_op(pairs, zero, heads, one, &[], head_loop);
+        rotate_pair(b, pairs, Rotation { x, out, m, i, pos, factor, width, head_dim });
     });
 }
 

@@ -24,7 +24,7 @@ mod attention;
 pub(crate) mod builder;
 mod elementwise;
 mod matmul;
-mod rope;
+pub(crate) mod rope;
 
 pub use attention::AttentionShape;
 pub use elementwise::RowOp;

@@ -26,30 +26,12 @@ use super::builder::{arg, push, Builder};
 use crate::passes::lower::{Epilogue, MatmulShape};
 use melior::{
     dialect::{arith, scf},
-    ir::{attribute::Attribute, block::BlockLike, operation::OperationBuilder, Block, Identifier, Region, RegionLike, Type, Value, ValueLike},
+    ir::{attribute::Attribute, block::BlockLike, operation::OperationBuilder, Block, Identifier, Region, RegionLike, Value, ValueLike},
 };
 use q35_format::{Layout, QuantKind};
 
 /// Threads per warp.
 pub const WARP: usize = 32;
-
-/// Buffer argument types of the kernel (after `tokens` and `start`).
-pub fn buffer_types<'c>(b: &Builder<'c>, shape: &MatmulShape) -> Vec<Type<'c>> {
-    let t = |text: &str| b.memref_type(text);
-    let mut types = vec![t(&format!("memref<?x{}xf32>", shape.k))];
-    for _ in 0..shape.epilogue.weights() {
-        match shape.quant {
-            QuantKind::F16 => types.push(t("memref<?xf16>")),
-            QuantKind::F32 => types.push(t("memref<?xf32>")),
-            _ => types.extend(["memref<?xi8>", "memref<?xf16>", "memref<?xi8>", "memref<?xf16>"].map(t)),
-        }
-    }
-    if shape.epilogue == Epilogue::AddResidual {
-        types.push(t(&format!("memref<?x{}xf32>", shape.n)));
-    }
-    types.push(t(&format!("memref<?x{}xf32>", shape.n)));
-    types
-}
 
 /// Blocks (of `warps` rows each) for `shape`.
 pub fn workgroups(shape: &MatmulShape, warps: usize) -> usize {
@@ -577,7 +559,7 @@ mod tests {
         let b = Builder { context, location };
         let mut module = melior::ir::Module::new(location);
         let mut types = vec![b.index_type(); 3];
-        types.extend(buffer_types(&b, shape));
+        types.extend(shape.buffer_types(&b));
         let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
         build_emulated(&b, shape, &block);
         block.append_operation(melior::dialect::func::r#return(&[], location));

@@ -407,7 +407,7 @@ fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, warps: u
             .starts_with("dequant_matmul_")
             .then(|| matmul_shape(context, &name, &arguments, dispatch, &elements).ok())
             .flatten()
-            .filter(|shape| gemv::buffer_types(&b, shape) == arguments[3..]);
+            .filter(|shape| shape.buffer_types(&b) == arguments[3..]);
         if let Some(shape) = shape {
             let threads = (warps * gemv::WARP) as u32;
             device.append_operation(gpu_func(&b, &name, &gpu_arguments, threads, |block| gemv::build(&b, &shape, warps, block)));

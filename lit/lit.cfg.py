@@ -18,3 +18,13 @@ config.environment["PATH"] = os.pathsep.join(
     [bin_dir, llvm_bin, config.environment.get("PATH", os.environ.get("PATH", ""))]
 )
 config.substitutions.append(("%q35_irdl", os.path.join(root, "dialect", "irdl", "q35.irdl.mlir")))
+
+# The integer path (int8 activations) needs AVX-512 VNNI and VBMI on the
+# host: its tests say `REQUIRES: int8-path`.
+try:
+    with open("/proc/cpuinfo") as cpuinfo:
+        flags = set(cpuinfo.read().split())
+except OSError:
+    flags = set()
+if {"avx512f", "avx512bw", "avx512_vnni", "avx512vbmi"} <= flags:
+    config.available_features.add("int8-path")

@@ -11,7 +11,9 @@
 //!
 //! `cargo bench -p q35c --bench gemv` (options after `--`: `--n N --k K
 //! --quant q35|int4|int3|f16|f32 --group 32|64|128|256|channel --rows R
-//! --runs RUNS --copies C --so kernel.so --portable`).
+//! --runs RUNS --copies C --so kernel.so --portable`). Coded weights are
+//! also timed on the integer path (int8 activations) where the host has
+//! AVX-512 VNNI and VBMI, with the ratio to the f32-activation kernel.
 
 use q35_format::{GroupSize, Payload, QuantKind, QuantizedTensor};
 use q35_rt::{
@@ -92,11 +94,34 @@ fn random(len: usize) -> Vec<f32> {
 
 fn main() -> anyhow::Result<()> {
     let o = options();
-    let shape = MatmulShape::new(o.n, o.k, o.quant, o.group, o.rows);
+    let weights = QuantizedTensor::quantize("w", o.n, o.k, &random(o.n * o.k), o.quant, o.group)?;
+    let plain = MatmulShape::new(o.n, o.k, o.quant, o.group, o.rows);
+    let mut shapes = vec![plain];
+    let coded = !matches!(o.quant, QuantKind::F16 | QuantKind::F32);
+    if coded && !o.portable && q35c::passes::lower::int8_path_available() {
+        shapes.push(MatmulShape { int8_activations: true, ..plain });
+    }
+    let mut medians = Vec::new();
+    for shape in &shapes {
+        medians.push(measure(&o, shape, &weights)?);
+    }
+    if let [f32_path, int8_path] = &medians[..] {
+        for (threads, (a, b)) in f32_path.iter().zip(int8_path).enumerate() {
+            println!("gemv int8 activations vs f32, {} thread{}: {:.2}x", threads + 1, if threads == 0 { "" } else { "s" }, a / b);
+        }
+    }
+    Ok(())
+}
+
+/// Times `shape`'s kernel on `weights` on 1 and 2 threads, prints the
+/// figures, and returns the median seconds per GEMV for each.
+fn measure(o: &Options, shape: &MatmulShape, weights: &QuantizedTensor) -> anyhow::Result<Vec<f64>> {
+    let activations = if shape.int8_activations { "int8" } else { "f32" };
     let started = Instant::now();
     let so = shape.standalone_shared_object(!o.portable)?;
     let compile = started.elapsed();
     if let Some(path) = &o.so {
+        let path = if shape.int8_activations { format!("{path}.int8") } else { path.clone() };
         std::fs::write(path, &so)?;
     }
     let code = CodeObject::load(&so).map_err(anyhow::Error::msg)?;
@@ -104,7 +129,6 @@ fn main() -> anyhow::Result<()> {
         .symbol(&format!("_mlir_ciface_{}", shape.kernel_name()))
         .ok_or_else(|| anyhow::anyhow!("kernel symbol missing"))?;
 
-    let weights = QuantizedTensor::quantize("w", o.n, o.k, &random(o.n * o.k), o.quant, o.group)?;
     let bytes = weights.byte_len();
     let x = random(o.k);
     let mut out = vec![0f32; o.n];
@@ -150,7 +174,7 @@ fn main() -> anyhow::Result<()> {
     let entry = entry as usize;
 
     println!(
-        "gemv {}x{} {} g{}: {:.2} MiB of weights ({:.3} bits/weight, {} copies in rotation), kernel compiled in {:.1} s, {} rows/workgroup",
+        "gemv {}x{} {} g{}, {activations} activations: {:.2} MiB of weights ({:.3} bits/weight, {} copies in rotation), kernel compiled in {:.1} s, {} rows/workgroup",
         o.n,
         o.k,
         o.quant,
@@ -161,6 +185,7 @@ fn main() -> anyhow::Result<()> {
         compile.as_secs_f64(),
         o.rows
     );
+    let mut medians = Vec::new();
     for threads in [1, 2] {
         let mut pool = ThreadPool::new(threads);
         let mut turn = 0;
@@ -185,7 +210,7 @@ fn main() -> anyhow::Result<()> {
         let gbps = bytes as f64 / time / 1e9;
         let read = bandwidth::measure(&mut pool, 5).gb_per_second();
         println!(
-            "gemv {}x{} {} g{}, {} thread{}: {:.1} µs, {:.1} GB/s ({:.2} of read bandwidth {:.1} GB/s)",
+            "gemv {}x{} {} g{}, {activations} activations, {} thread{}: {:.1} µs, {:.1} GB/s ({:.2} of read bandwidth {:.1} GB/s)",
             o.n,
             o.k,
             o.quant,
@@ -197,7 +222,8 @@ fn main() -> anyhow::Result<()> {
             gbps / read,
             read
         );
+        medians.push(time);
     }
     std::hint::black_box(&out);
-    Ok(())
+    Ok(medians)
 }

@@ -51,6 +51,8 @@ pub struct CpuOptions {
     pub rows_per_workgroup: usize,
     /// Run q35-fuse (epilogues into matmuls) before lowering.
     pub fuse: bool,
+    /// Coded matmuls take the integer path (int8 activations, CPU only).
+    pub int8_activations: bool,
     pub llvm: q35_target_llvm::Options,
 }
 
@@ -64,6 +66,7 @@ impl CpuOptions {
             max_tokens: 64,
             rows_per_workgroup: DEFAULT_ROWS_PER_WORKGROUP,
             fuse: true,
+            int8_activations: false,
             llvm: q35_target_llvm::Options::default(),
         }
     }
@@ -90,12 +93,14 @@ pub fn runtime_config(config: &crate::front::config::ModelConfig) -> ModelConfig
 }
 
 /// Lowers `module` (the emitted q35 module) in place to the LLVM dialect,
-/// after `q35-fuse` when `fuse` is set; returns the plan.
+/// after `q35-fuse` when `fuse` is set, coded matmuls on the integer path
+/// when `int8_activations` is; returns the plan.
 pub fn lower_to_llvm(
     q35: &Q35Context,
     module: &mut Module,
     rows_per_workgroup: usize,
     fuse: bool,
+    int8_activations: bool,
     run: &RunOptions,
     timings: &mut Timings,
 ) -> Result<(Vec<q35_format::artifact::BufferSpec>, Vec<q35_format::artifact::DispatchSpec>)> {
@@ -103,7 +108,7 @@ pub fn lower_to_llvm(
         pipeline::run(q35, module, &pipeline::parse("q35-fuse")?, run, timings)?;
     }
     let started = Instant::now();
-    let lower = LowerPass::new(q35.context(), rows_per_workgroup);
+    let lower = LowerPass::new(q35.context(), rows_per_workgroup).with_int8_activations(int8_activations);
     let (plan, findings) = (lower.plan(), lower.findings());
     let manager = PassManager::new(q35.context());
     manager.add_pass(lower.into_pass());
@@ -201,7 +206,7 @@ pub fn compile_cpu(
     // An integer-path matmul beyond the proven int32 bound is refused before
     // anything is lowered.
     crate::obligations::check_integer_ops(&module).map_err(|e| anyhow!("refusing to compile:\n{e}"))?;
-    let (buffers, dispatches) = lower_to_llvm(q35, &mut module, options.rows_per_workgroup, options.fuse, run, timings)?;
+    let (buffers, dispatches) = lower_to_llvm(q35, &mut module, options.rows_per_workgroup, options.fuse, options.int8_activations, run, timings)?;
 
     let started = Instant::now();
     let llvm = q35_target_llvm::llvm_context();
@@ -292,6 +297,7 @@ pub(crate) fn assemble_artifact(
         toolchain,
         checksums: BTreeMap::new(),
         launches: plan.launches,
+        activations: if options.int8_activations { "int8" } else { "f32" }.to_string(),
     };
     let started = Instant::now();
     let obligations = crate::obligations::for_new_artifact(&manifest, &payloads).map_err(|e| anyhow!(e))?;

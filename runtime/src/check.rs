@@ -92,25 +92,50 @@ impl CheckReport {
     }
 }
 
+/// The columns per activation group of an integer-path artifact
+/// (`usize::MAX`: one group per row), `None` for f32 activations. The
+/// integer path quantizes activations in the weights' groups.
+pub fn int8_activation_group(manifest: &q35_format::artifact::Manifest) -> Option<usize> {
+    (manifest.activations == "int8").then(|| {
+        manifest
+            .group
+            .parse::<q35_format::GroupSize>()
+            .ok()
+            .and_then(|g| g.fixed())
+            .unwrap_or(usize::MAX)
+    })
+}
+
 /// The reference model built from the artifact's dequantized weights.
 pub fn reference_for(path: &Path) -> Result<Reference, CheckError> {
     let name = path.display().to_string();
-    let (weights, config) = with_artifact(path, |artifact| {
+    let (weights, config, int8) = with_artifact(path, |artifact| {
+        let manifest = &artifact.manifest;
+        let int8 = int8_activation_group(manifest);
         Ok((
             dequantized_weights(&name, artifact),
-            artifact.manifest.model.clone(),
+            manifest.model.clone(),
+            int8,
         ))
     })?;
-    Ok(Reference::new(config, &weights?)?)
+    let reference = Reference::new(config, &weights?)?;
+    Ok(match int8 {
+        Some(group) => reference.with_int8_activations(group),
+        None => reference,
+    })
 }
 
-/// Every weight of `artifact` as f32, by name, with the shape the reference
-/// expects (`[cols]` for the f32 vectors the plan declares as `f32`
-/// buffers, `[rows, cols]` for matrices).
-pub fn dequantized_weights(
-    path: &str,
-    artifact: &Artifact<'_>,
-) -> Result<HashMap<String, WeightTensor>, CheckError> {
+/// The artifact's decoded weights and its integer-path activation group
+/// (see [`int8_activation_group`]), for [`crate::dispatch_check`].
+#[allow(clippy::type_complexity)]
+pub fn weights_for(path: &Path) -> Result<(HashMap<String, QuantizedTensor>, Option<usize>), CheckError> {
+    let name = path.display().to_string();
+    let (weights, int8) = with_artifact(path, |artifact| Ok((decoded_weights(&name, artifact), int8_activation_group(&artifact.manifest))))?;
+    Ok((weights?, int8))
+}
+
+/// Every weight of `artifact` decoded, by name.
+pub fn decoded_weights(path: &str, artifact: &Artifact<'_>) -> Result<HashMap<String, QuantizedTensor>, CheckError> {
     let manifest = &artifact.manifest;
     let mut out = HashMap::with_capacity(manifest.weights.len());
     for spec in &manifest.weights {
@@ -122,26 +147,34 @@ pub fn dequantized_weights(
         let bytes = artifact
             .payload(&spec.tensor)
             .ok_or_else(|| err(format!("payload `{}` is missing", spec.tensor)))?;
-        let tensor = QuantizedTensor::from_bytes(spec.name.clone(), bytes)
-            .map_err(|e| err(e.to_string()))?;
-        let vector = manifest
-            .buffers
-            .iter()
-            .any(|b| b.name == spec.name && b.element == "f32");
-        let shape = if vector && tensor.rows() == 1 {
-            vec![tensor.cols()]
-        } else {
-            vec![tensor.rows(), tensor.cols()]
-        };
-        out.insert(
-            spec.name.clone(),
-            WeightTensor {
-                shape,
-                data: tensor.dequantize(),
-            },
-        );
+        let tensor = QuantizedTensor::from_bytes(spec.name.clone(), bytes).map_err(|e| err(e.to_string()))?;
+        out.insert(spec.name.clone(), tensor);
     }
     Ok(out)
+}
+
+/// Every weight of `artifact` as f32, by name, with the shape the reference
+/// expects (`[cols]` for the f32 vectors the plan declares as `f32`
+/// buffers, `[rows, cols]` for matrices).
+pub fn dequantized_weights(
+    path: &str,
+    artifact: &Artifact<'_>,
+) -> Result<HashMap<String, WeightTensor>, CheckError> {
+    let manifest = &artifact.manifest;
+    let decoded = decoded_weights(path, artifact)?;
+    Ok(decoded
+        .into_iter()
+        .map(|(name, tensor)| {
+            let vector = manifest.buffers.iter().any(|b| b.name == name && b.element == "f32");
+            let shape = if vector && tensor.rows() == 1 {
+                vec![tensor.cols()]
+            } else {
+                vec![tensor.rows(), tensor.cols()]
+            };
+            let data = tensor.dequantize();
+            (name, WeightTensor { shape, data })
+        })
+        .collect())
 }
 
 /// Runs `prompt` through both models from an empty cache, then

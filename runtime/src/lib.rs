@@ -22,6 +22,9 @@
 //!   the executor is made of (workgroup scheduling, memref descriptors, the
 //!   kernel calling convention, dlopen from memory, CPU compatibility);
 //! - [`check`]: compiled code against the reference on the artifact's weights;
+//! - [`dispatch_check`]: each compiled matmul against exact arithmetic on
+//!   the inputs the compiled model gave it (what the integer path is
+//!   checked by);
 //! - [`bandwidth`]: the machine's memory read bandwidth, for roofline figures;
 //! - [`prompt`]: BOS and chat template for user text;
 //! - [`tokenizer`]: byte-level BPE from a Hugging Face `tokenizer.json`;
@@ -36,6 +39,7 @@ pub mod bandwidth;
 pub mod calibrate;
 pub mod check;
 pub mod code;
+pub mod dispatch_check;
 pub mod executor;
 pub mod host;
 pub mod kernel;

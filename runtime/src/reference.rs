@@ -237,6 +237,10 @@ pub struct Reference {
     lm_head: Option<Vec<f32>>,
     cache: Vec<LayerCache>,
     cached: usize,
+    /// The integer path's activation groups (columns), when the compiled
+    /// model quantizes matmul inputs to int8 (`usize::MAX`: one group per
+    /// row).
+    int8_activations: Option<usize>,
 }
 
 impl Reference {
@@ -299,7 +303,16 @@ impl Reference {
             norm,
             lm_head,
             cached: 0,
+            int8_activations: None,
         })
+    }
+
+    /// Every matmul input is quantized to int8 per group of `group`
+    /// columns first and stands for `sx·x8`
+    /// (`q35_format::activations`), as the integer path computes.
+    pub fn with_int8_activations(mut self, group: usize) -> Self {
+        self.int8_activations = Some(group);
+        self
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -385,6 +398,7 @@ impl Reference {
             });
         }
         let kv_dim = self.config.kv_dim();
+        let int8 = self.int8_activations;
         for cache in &mut self.cache {
             cache.k.truncate(start * kv_dim);
             cache.v.truncate(start * kv_dim);
@@ -404,9 +418,9 @@ impl Reference {
                 for name in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"] {
                     seen(Some(l), name, &h);
                 }
-                let mut q = matvec(&layer.wq, &h);
-                let mut k = matvec(&layer.wk, &h);
-                let v = matvec(&layer.wv, &h);
+                let mut q = matvec(&layer.wq, &h, int8);
+                let mut k = matvec(&layer.wk, &h, int8);
+                let v = matvec(&layer.wv, &h, int8);
                 let pos = start + i;
                 for head in q.chunks_exact_mut(self.config.head_dim) {
                     rope(head, pos, self.config.rope_theta);
@@ -421,19 +435,19 @@ impl Reference {
             for (i, (x, q)) in xs.iter_mut().zip(&queries).enumerate() {
                 let attn = attention(&self.config, q, cache, start + i + 1);
                 seen(Some(l), "self_attn.o_proj", &attn);
-                add_assign(x, &matvec(&layer.wo, &attn));
+                add_assign(x, &matvec(&layer.wo, &attn, int8));
                 let h = rms_norm(x, &layer.mlp_norm, self.config.rms_norm_eps);
                 seen(Some(l), "mlp.gate_proj", &h);
                 seen(Some(l), "mlp.up_proj", &h);
-                let gate = matvec(&layer.w_gate, &h);
-                let up = matvec(&layer.w_up, &h);
+                let gate = matvec(&layer.w_gate, &h, int8);
+                let up = matvec(&layer.w_up, &h, int8);
                 let act: Vec<f32> = gate
                     .iter()
                     .zip(&up)
                     .map(|(&g, &u)| (silu(f64::from(g)) * f64::from(u)) as f32)
                     .collect();
                 seen(Some(l), "mlp.down_proj", &act);
-                add_assign(x, &matvec(&layer.w_down, &act));
+                add_assign(x, &matvec(&layer.w_down, &act, int8));
             }
         }
         self.cached = start + tokens.len();
@@ -447,7 +461,7 @@ impl Reference {
         for x in &xs {
             let h = rms_norm(x, &self.norm, self.config.rms_norm_eps);
             seen(None, head_name, &h);
-            logits.extend(matvec(head, &h));
+            logits.extend(matvec(head, &h, int8));
         }
         Ok(logits)
     }
@@ -514,11 +528,26 @@ fn silu(x: f64) -> f64 {
     x / (1.0 + (-x).exp())
 }
 
-/// `W·x` for `W` of shape `[W.len() / x.len(), x.len()]`.
-fn matvec(w: &[f32], x: &[f32]) -> Vec<f32> {
-    w.chunks_exact(x.len())
-        .map(|row| dot(row, x) as f32)
-        .collect()
+/// `W·x` for `W` of shape `[W.len() / x.len(), x.len()]`, on the int8
+/// activations' values when `int8` gives their group.
+fn matvec(w: &[f32], x: &[f32], int8: Option<usize>) -> Vec<f32> {
+    match int8 {
+        None => w
+            .chunks_exact(x.len())
+            .map(|row| dot(row, x) as f32)
+            .collect(),
+        Some(group) => {
+            let x = q35_format::activations::dequantized_activations(x, group);
+            w.chunks_exact(x.len())
+                .map(|row| {
+                    row.iter()
+                        .zip(&x)
+                        .map(|(&w, &x)| f64::from(w) * x)
+                        .sum::<f64>() as f32
+                })
+                .collect()
+        }
+    }
 }
 
 fn add_assign(x: &mut [f32], y: &[f32]) {

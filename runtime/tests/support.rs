@@ -167,6 +167,7 @@ pub fn manifest() -> Manifest {
         toolchain: BTreeMap::new(),
         checksums: BTreeMap::new(),
         launches: Vec::new(),
+        activations: "f32".to_string(),
     }
 }
 

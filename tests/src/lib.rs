@@ -40,6 +40,14 @@ impl TinyModel {
         self.compile_with(quant, group, max_tokens, true)
     }
 
+    /// As [`TinyModel::compile`], on the integer path (int8 activations).
+    pub fn compile_int8(&self, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<PathBuf> {
+        let bytes = compile_bytes_with(&self.model, quant, group, max_tokens, |o| o.int8_activations = true)?;
+        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}-int8.q35"));
+        std::fs::write(&path, bytes)?;
+        Ok(path)
+    }
+
     /// As [`TinyModel::compile`], with or without q35-fuse.
     pub fn compile_with(&self, quant: QuantKind, group: GroupSize, max_tokens: usize, fuse: bool) -> Result<PathBuf> {
         let bytes = compile_bytes(&self.model, quant, group, max_tokens, fuse)?;
@@ -51,6 +59,17 @@ impl TinyModel {
 
 /// Artifact bytes for `model`, compiled as the q35c driver does.
 pub fn compile_bytes(model: &Path, quant: QuantKind, group: GroupSize, max_tokens: usize, fuse: bool) -> Result<Vec<u8>> {
+    compile_bytes_with(model, quant, group, max_tokens, |o| o.fuse = fuse)
+}
+
+/// [`compile_bytes`] with the options `configure` sets.
+pub fn compile_bytes_with(
+    model: &Path,
+    quant: QuantKind,
+    group: GroupSize,
+    max_tokens: usize,
+    configure: impl FnOnce(&mut CpuOptions),
+) -> Result<Vec<u8>> {
     let q35 = Q35Context::new()?;
     let model = front::load(model)?;
     let graph = ModelGraph::llama(&model.config)?;
@@ -65,7 +84,7 @@ pub fn compile_bytes(model: &Path, quant: QuantKind, group: GroupSize, max_token
     let module = emit_module(&q35, &graph, &model.config, &model.source.display().to_string(), &emit)?;
     let mut options = CpuOptions::new(emit, group);
     options.max_tokens = max_tokens;
-    options.fuse = fuse;
+    configure(&mut options);
     let run = RunOptions {
         verify_each: true,
         print_ir_after_all: false,

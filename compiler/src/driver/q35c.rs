@@ -19,6 +19,15 @@ use q35_dialect::Q35Context;
 use q35_format::{GroupSize, QuantKind, QuantSearch};
 use std::{path::PathBuf, time::Instant};
 
+/// How coded matmuls on the CPU take their activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Activations {
+    /// f32 activations times the exactly dequantized weights.
+    F32,
+    /// The integer path: int8 activations per group, integer dot products.
+    Int8,
+}
+
 /// Pipeline stages, in order; the driver stops at the one asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Stage {
@@ -160,6 +169,11 @@ struct CompileArgs {
     /// Do not run q35-fuse: residual adds and SwiGLU stay separate kernels.
     #[arg(long)]
     no_fuse: bool,
+    /// Activations of coded matmuls on the CPU: `f32`, or `int8` (the
+    /// integer path: per-group int8 activations, integer dot products;
+    /// needs AVX-512 VNNI and VBMI; docs/format.md §8).
+    #[arg(long, value_enum, default_value = "f32")]
+    activations: Activations,
     /// Print the IR after every pass to stderr.
     #[arg(long = "mlir-print-ir-after-all")]
     print_ir_after_all: bool,
@@ -192,6 +206,18 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
     let mut module = emit_module(&q35, graph, &model.config, &source, &emit_options)?;
     timings.record("emit q35 MLIR", started.elapsed());
     let print = |text: String| write_output(&args.output, text.as_bytes());
+    let int8 = args.activations == Activations::Int8;
+    if int8 {
+        if matches!(args.quant, QuantKind::F16 | QuantKind::F32) {
+            bail!("--activations int8 needs coded weights (--quant q35, int4 or int3), not {}", args.quant);
+        }
+        if args.target == Some(TargetKind::Nvptx) || matches!(args.emit, Some(Stage::Gpu) | Some(Stage::Ptx)) {
+            bail!("--activations int8 is a CPU option; the nvptx target runs f32 activations");
+        }
+        if !crate::passes::lower::int8_path_available() {
+            bail!("--activations int8 needs a CPU with AVX-512 VNNI and VBMI (avx512vnni, avx512vbmi), and this host lacks them: use --activations f32");
+        }
+    }
     match args.emit {
         Some(Stage::Mlir) => return print(format!("{}\n", module.as_operation())),
         Some(Stage::Tiled) => {
@@ -201,16 +227,20 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
         }
         Some(Stage::Kernels) => {
             let fuse = if args.no_fuse { "" } else { "q35-fuse," };
-            let steps = crate::pipeline::parse(&format!("{fuse}q35-lower-to-kernels{{rows={}}}", args.rows_per_workgroup))?;
+            let steps = crate::pipeline::parse(&format!(
+                "{fuse}q35-lower-to-kernels{{rows={} activations={}}}",
+                args.rows_per_workgroup,
+                if int8 { "int8" } else { "f32" }
+            ))?;
             crate::pipeline::run(&q35, &mut module, &steps, &run_options, timings)?;
             return print(format!("{}\n", module.as_operation()));
         }
         Some(Stage::LlvmMlir) => {
-            codegen::lower_to_llvm(&q35, &mut module, args.rows_per_workgroup, !args.no_fuse, &run_options, timings)?;
+            codegen::lower_to_llvm(&q35, &mut module, args.rows_per_workgroup, !args.no_fuse, int8, &run_options, timings)?;
             return print(format!("{}\n", module.as_operation()));
         }
         Some(Stage::LlvmIr) | Some(Stage::Asm) => {
-            codegen::lower_to_llvm(&q35, &mut module, args.rows_per_workgroup, !args.no_fuse, &run_options, timings)?;
+            codegen::lower_to_llvm(&q35, &mut module, args.rows_per_workgroup, !args.no_fuse, int8, &run_options, timings)?;
             let llvm = q35_target_llvm::llvm_context();
             let ir = q35_target_llvm::translate(&module, &llvm)?;
             if args.emit == Some(Stage::LlvmIr) {
@@ -243,6 +273,7 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
     options.max_tokens = args.max_tokens;
     options.rows_per_workgroup = args.rows_per_workgroup;
     options.fuse = !args.no_fuse;
+    options.int8_activations = int8;
     let bytes = match target {
         TargetKind::Cpu => codegen::compile_cpu(&q35, module, model, graph, &options, &run_options, timings)?,
         TargetKind::Nvptx => {

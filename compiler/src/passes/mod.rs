@@ -38,7 +38,7 @@ pub const PASSES: &[PassInfo] = &[
     },
     PassInfo {
         name: "q35-lower-to-kernels",
-        summary: "lower q35 ops to kernels (func/scf/arith/math/memref) and a dispatch list (rows=N output rows per matmul workgroup, default 64)",
+        summary: "lower q35 ops to kernels (func/scf/arith/math/memref) and a dispatch list (rows=N output rows per matmul workgroup, default 64; activations=int8 for the integer path of coded matmuls, default f32)",
         flag_option: Some("rows"),
     },
     PassInfo {
@@ -109,6 +109,7 @@ pub fn create(context: &Context, name: &str, options: &[(String, String)]) -> Re
         }
         "q35-lower-to-kernels" => {
             let mut rows = lower::DEFAULT_ROWS_PER_WORKGROUP;
+            let mut int8 = false;
             for (key, value) in options {
                 match key.as_str() {
                     "rows" => {
@@ -118,10 +119,23 @@ pub fn create(context: &Context, name: &str, options: &[(String, String)]) -> Re
                             reason: format!("`{value}` is not a positive integer"),
                         })?
                     }
+                    "activations" => {
+                        int8 = match value.as_str() {
+                            "f32" => false,
+                            "int8" => true,
+                            _ => {
+                                return Err(Error::BadOption {
+                                    pass: name.into(),
+                                    option: key.clone(),
+                                    reason: format!("`{value}` is neither f32 nor int8"),
+                                })
+                            }
+                        }
+                    }
                     _ => return Err(unknown_option(key)),
                 }
             }
-            let pass = lower::LowerPass::new(context, rows);
+            let pass = lower::LowerPass::new(context, rows).with_int8_activations(int8);
             let findings = pass.findings();
             Ok((pass.into_pass(), findings))
         }

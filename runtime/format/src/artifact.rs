@@ -98,6 +98,18 @@ pub struct Manifest {
     /// Empty, and absent from the JSON, for the CPU.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub launches: Vec<LaunchSpec>,
+    /// How coded matmuls take their activations: `f32` (absent from the
+    /// JSON), or `int8` (the integer path: `crate::activations`).
+    #[serde(default = "f32_activations", skip_serializing_if = "is_f32_activations")]
+    pub activations: String,
+}
+
+fn f32_activations() -> String {
+    "f32".to_string()
+}
+
+fn is_f32_activations(activations: &str) -> bool {
+    activations == "f32"
 }
 
 /// How one dispatch is launched on a GPU: threads per block, and dynamic

@@ -21,6 +21,7 @@
 //! `int4` (every weight 4-bit) and `int3` (every weight 3-bit); `f16` and
 //! `f32` are pass-through.
 
+pub mod activations;
 pub mod artifact;
 mod config;
 mod kind;

@@ -50,6 +50,7 @@ fn manifest() -> Manifest {
         toolchain: BTreeMap::new(),
         checksums: BTreeMap::new(),
         launches: Vec::new(),
+        activations: "f32".to_string(),
     }
 }
 

@@ -601,6 +601,7 @@ mod tests {
             group,
             rows_per_workgroup: 1,
             epilogue,
+            int8_activations: false,
         }
     }
 

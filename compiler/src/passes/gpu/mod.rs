@@ -236,6 +236,7 @@ fn matmul_shape(context: &Context, kernel: &str, arguments: &[Type], dispatch: &
         group,
         rows_per_workgroup: 1,
         epilogue,
+        int8_activations: false,
     })
 }
 

@@ -532,6 +532,29 @@ impl<'c> Builder<'c> {
         )
     }
 
+    /// `llvm.intr.vector.reduce.<kind>` of `vector` to a `result` scalar
+    /// (`fmax`: maxnum semantics; `add`: integer sum).
+    pub fn reduce<'b>(&self, block: &'b Block<'c>, kind: &str, vector: Value<'c, '_>, result: Type<'c>) -> Value<'c, 'b> {
+        push(
+            block,
+            OperationBuilder::new(&format!("llvm.intr.vector.reduce.{kind}"), self.location)
+                .add_operands(&[vector])
+                .add_results(&[result])
+                .build()
+                .expect("valid llvm.intr.vector.reduce"),
+        )
+    }
+
+    /// `arith.fptosi` (round toward zero) to the integer (vector) type `to`.
+    pub fn fptosi_to<'b>(&self, block: &'b Block<'c>, a: Value<'c, '_>, to: Type<'c>) -> Value<'c, 'b> {
+        push(block, arith::fptosi(a, to, self.location))
+    }
+
+    /// `arith.trunci` to the integer (vector) type `to`.
+    pub fn trunci_to<'b>(&self, block: &'b Block<'c>, a: Value<'c, '_>, to: Type<'c>) -> Value<'c, 'b> {
+        push(block, arith::trunci(a, to, self.location))
+    }
+
     /// `memref.alloca() {alignment}` : memref<len x f32>, stack scratch.
     pub fn alloca_f32_aligned<'b>(&self, block: &'b Block<'c>, len: usize, align: usize) -> Value<'c, 'b> {
         push(

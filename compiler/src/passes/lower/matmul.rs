@@ -109,6 +109,10 @@ pub struct MatmulShape {
     /// Output rows per workgroup.
     pub rows_per_workgroup: usize,
     pub epilogue: Epilogue,
+    /// The integer path (coded weights only): activations quantized to
+    /// int8 per group (`q35_format::activations`), codes times codes in
+    /// int32.
+    pub int8_activations: bool,
 }
 
 impl MatmulShape {
@@ -121,6 +125,7 @@ impl MatmulShape {
             group,
             rows_per_workgroup,
             epilogue: Epilogue::None,
+            int8_activations: false,
         }
     }
 
@@ -131,7 +136,8 @@ impl MatmulShape {
     /// Kernel name, unique per shape.
     pub fn kernel_name(&self) -> String {
         format!(
-            "dequant_matmul_{}_{}x{}_g{}_r{}{}",
+            "dequant_matmul_{}{}_{}x{}_g{}_r{}{}",
+            if self.int8_activations { "i8_" } else { "" },
             self.quant,
             self.n,
             self.k,
@@ -258,6 +264,13 @@ pub fn fast_path_available() -> bool {
     }
 }
 
+/// Whether the host can run the integer path (`int8_activations`):
+/// AVX-512 with VNNI (`vpdpbusd`) and VBMI (byte permutes and
+/// `vpmultishiftqb`). Kernels are compiled for the host CPU.
+pub fn int8_path_available() -> bool {
+    fast::int8::available()
+}
+
 /// The kernel's arguments, by role.
 struct Args<'c, 'a> {
     tokens: Value<'c, 'a>,
@@ -297,6 +310,10 @@ pub fn build_with(b: &Builder<'_>, shape: &MatmulShape, body: &Block<'_>, fast: 
     };
     match shape.quant {
         QuantKind::F16 | QuantKind::F32 => portable(&b, shape, body, &args),
+        _ if shape.int8_activations => {
+            assert!(int8_path_available(), "the integer path needs AVX-512 VNNI and VBMI (checked by the driver)");
+            fast::int8::build(&b, shape, body, &args)
+        }
         _ if fast => fast::build(&b, shape, body, &args),
         _ => portable(&b, shape, body, &args),
     }
@@ -704,6 +721,8 @@ mod fast {
         groups.div_ceil(LANES) * LANES
     }
 
+    pub(super) mod int8;
+
     /// Rows computed together in decode.
     const ROW_BLOCK: usize = 4;
 
@@ -889,6 +908,12 @@ mod fast {
             params: b.address(body, params),
             x: b.address(body, args.x),
         };
+        for_token_blocks(b, body, args, |block, count, m0| geo.pass(b, block, body, args, count, m0));
+    }
+
+    /// Calls `pass(block, count, m0)` for tokens m0 .. m0 + count: blocks of
+    /// [`TOKEN_BLOCK`] tokens (prefill), then the rest one at a time.
+    fn for_token_blocks<'c>(b: &Builder<'c>, body: &Block<'c>, args: &Args<'c, '_>, pass: impl Fn(&Block<'c>, usize, Value<'c, '_>)) {
         let zero = b.index(body, 0);
         let one = b.index(body, 1);
         let block_len = b.index(body, TOKEN_BLOCK as i64);
@@ -896,7 +921,7 @@ mod fast {
         let prefill = b.loop_body(&[]);
         {
             let m0 = b.muli(&prefill, arg(&prefill, 0), block_len);
-            geo.pass(b, &prefill, body, args, TOKEN_BLOCK, m0);
+            pass(&prefill, TOKEN_BLOCK, m0);
             b.yield_(&prefill, &[]);
         }
         b.for_op(body, zero, blocks, one, &[], prefill);
@@ -904,10 +929,46 @@ mod fast {
         let single = b.loop_body(&[]);
         {
             let m = arg(&single, 0);
-            geo.pass(b, &single, body, args, 1, m);
+            pass(&single, 1, m);
             b.yield_(&single, &[]);
         }
         b.for_op(body, rest, args.tokens, one, &[], single);
+    }
+
+    /// Calls `row(block, ns)` for the workgroup's rows: decode (`count ==
+    /// 1`) takes [`ROW_BLOCK`] rows at a time (independent dependency
+    /// chains for the out-of-order core, shared activation loads), then the
+    /// rest one by one; prefill takes one row at a time for `count` tokens.
+    fn for_row_blocks<'c>(b: &Builder<'c>, block: &Block<'c>, args: &Args<'c, '_>, count: usize, row: impl Fn(&Block<'c>, &[Value<'c, '_>])) {
+        let pair = if count == 1 { ROW_BLOCK } else { 1 };
+        let one = b.index(block, 1);
+        let step = b.index(block, pair as i64);
+        let rows = b.subi(block, args.n_hi, args.n_lo);
+        let blocks = b.divui(block, rows, step);
+        let span = b.muli(block, blocks, step);
+        let split = b.addi(block, args.n_lo, span);
+        let paired = b.loop_body(&[]);
+        {
+            let n0 = arg(&paired, 0);
+            let ns: Vec<Value> = (0..pair)
+                .map(|r| {
+                    let rv = b.index(&paired, r as i64);
+                    b.addi(&paired, n0, rv)
+                })
+                .collect();
+            row(&paired, &ns);
+            b.yield_(&paired, &[]);
+        }
+        b.for_op(block, args.n_lo, split, step, &[], paired);
+        if pair > 1 {
+            let single = b.loop_body(&[]);
+            {
+                let n = arg(&single, 0);
+                row(&single, &[n]);
+                b.yield_(&single, &[]);
+            }
+            b.for_op(block, split, args.n_hi, one, &[], single);
+        }
     }
 
     struct Geometry<'s, 'c, 'a> {
@@ -933,38 +994,7 @@ mod fast {
                 let m = b.addi(block, m0, tv);
                 self.prepare(b, block, m, t);
             }
-            // Decode: two rows at a time (independent dependency chains for
-            // the out-of-order core, shared activation loads), then the odd
-            // row; prefill: one row at a time for four tokens.
-            let pair = if count == 1 { ROW_BLOCK } else { 1 };
-            let one = b.index(block, 1);
-            let step = b.index(block, pair as i64);
-            let rows = b.subi(block, args.n_hi, args.n_lo);
-            let blocks = b.divui(block, rows, step);
-            let span = b.muli(block, blocks, step);
-            let split = b.addi(block, args.n_lo, span);
-            let paired = b.loop_body(&[]);
-            {
-                let n0 = arg(&paired, 0);
-                let ns: Vec<Value> = (0..pair)
-                    .map(|r| {
-                        let rv = b.index(&paired, r as i64);
-                        b.addi(&paired, n0, rv)
-                    })
-                    .collect();
-                self.row(b, &paired, kernel, args, count, m0, &ns);
-                b.yield_(&paired, &[]);
-            }
-            b.for_op(block, args.n_lo, split, step, &[], paired);
-            if pair > 1 {
-                let single = b.loop_body(&[]);
-                {
-                    let n = arg(&single, 0);
-                    self.row(b, &single, kernel, args, count, m0, &[n]);
-                    b.yield_(&single, &[]);
-                }
-                b.for_op(block, split, args.n_hi, one, &[], single);
-            }
+            for_row_blocks(b, block, args, count, |block, ns| self.row(b, block, kernel, args, count, m0, ns));
         }
 
         /// Scratch slot s of token t: x[m, k0 + cols[l]] in lane l (0 where none).
@@ -1025,57 +1055,13 @@ mod fast {
             let stride = param_stride(groups);
             let base = i64c(b, block, set * 3 * stride * 4);
             let out = b.addi(block, self.params, base);
-            let n64 = to_i64(b, block, n);
-            let ng = i64c(b, block, groups);
-            let first = b.muli(block, n64, ng);
-            let mins_at = b.address(block, mins);
-            let two = i64c(b, block, 2);
-            let off = b.muli(block, first, two);
-            let mins_at = b.addi(block, mins_at, off);
-            let codes_at = b.address(block, range_codes);
-            let codes_at = b.addi(block, codes_at, first);
-            // The parameter streams are prefetched as far ahead (in rows) as
-            // the codes.
-            let rows_ahead = (PREFETCH_BYTES / self.layout.row_bytes()).max(1);
-            for (at, bytes) in [(mins_at, 2), (codes_at, 1)] {
-                let ahead = i64c(b, block, rows_ahead * groups * bytes);
-                let ahead = b.addi(block, at, ahead);
-                b.prefetch(block, ahead);
-            }
+            let (mins_at, codes_at) = row_param_streams(b, block, &self.layout, n, mins, range_codes);
             let mut g0 = 0;
             while g0 < groups {
                 // 16 groups at a time; the last vector's extra lanes are
                 // masked off the loads (never read past the row's
                 // parameters) and land in the scratch's padding.
-                let count = (groups - g0).min(LANES);
-                let v = count.next_power_of_two();
-                let lanes: Vec<&str> = (0..v).map(|i| if i < count { "true" } else { "false" }).collect();
-                let mask = b.dense(block, "i1", &lanes);
-                let code_at = i64c(b, block, g0);
-                let code_at = b.addi(block, codes_at, code_at);
-                let codes = b.masked_load(block, code_at, mask, b.vector_type(v, "i8"), 1);
-                let min_at = i64c(b, block, 2 * g0);
-                let min_at = b.addi(block, mins_at, min_at);
-                let min = b.masked_load(block, min_at, mask, b.vector_type(v, "f16"), 2);
-                let min = push(block, arith::extf(min, b.vector_type(v, "f32"), b.location));
-                // range = range_scale · code is exact (11 × 8 bits), and
-                // so is its f64 product with fl64(1/L) up to 2^-52
-                // relative, far inside the distance (> 2^-30 relative) from
-                // range/L, which has at most 19 significant bits over a
-                // divisor of 15 or 7, to any f32 rounding boundary: so
-                // fl32(range · fl64(1/L)) = fl32(range / L), the
-                // reference's s4 and s3, without a division.
-                let f64v = b.vector_type(v, "f64");
-                let codes = push(block, arith::uitofp(codes, f64v, b.location));
-                let rs = push(block, arith::extf(rs, b.f64_type(), b.location));
-                let rs_v = b.splat_of(block, rs, v, "f64");
-                let range = b.mulf(block, rs_v, codes);
-                let step = |levels: f64| {
-                    let inverse = b.dense(block, "f64", &vec![format!("{:e}", 1.0 / levels); v]);
-                    let s = b.mulf(block, range, inverse);
-                    push(block, arith::truncf(s, b.vector_type(v, "f32"), b.location))
-                };
-                let (s4, s3) = (step(15.0), step(7.0));
+                let (count, [s4, s3, min]) = group_steps(b, block, groups, g0, rs, mins_at, codes_at);
                 for (which, value) in [s4, s3, min].into_iter().enumerate() {
                     let at = i64c(b, block, (which * stride + g0) * 4);
                     let at = b.addi(block, out, at);
@@ -1286,6 +1272,84 @@ mod fast {
         }
     }
 
+    /// Byte addresses (i64) of row n's f16 mins and u8 range codes, after
+    /// prefetching both streams as far ahead (in rows) as the codes.
+    fn row_param_streams<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, layout: &Layout, n: Value<'c, '_>, mins: Value<'c, '_>, range_codes: Value<'c, '_>) -> (Value<'c, 'b>, Value<'c, 'b>) {
+        let groups = layout.groups();
+        let n64 = to_i64(b, block, n);
+        let ng = i64c(b, block, groups);
+        let first = b.muli(block, n64, ng);
+        let mins_at = b.address(block, mins);
+        let two = i64c(b, block, 2);
+        let off = b.muli(block, first, two);
+        let mins_at = b.addi(block, mins_at, off);
+        let codes_at = b.address(block, range_codes);
+        let codes_at = b.addi(block, codes_at, first);
+        // The parameter streams are prefetched as far ahead (in rows) as
+        // the codes.
+        let rows_ahead = (PREFETCH_BYTES / layout.row_bytes()).max(1);
+        for (at, bytes) in [(mins_at, 2), (codes_at, 1)] {
+            let ahead = i64c(b, block, rows_ahead * groups * bytes);
+            let ahead = b.addi(block, at, ahead);
+            b.prefetch(block, ahead);
+        }
+        (mins_at, codes_at)
+    }
+
+    /// The lane mask of groups g0 .. g0 + count (`count <= LANES`) in a
+    /// vector of `count.next_power_of_two()` lanes.
+    fn group_mask<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, count: usize) -> Value<'c, 'b> {
+        let v = count.next_power_of_two();
+        let lanes: Vec<&str> = (0..v).map(|i| if i < count { "true" } else { "false" }).collect();
+        b.dense(block, "i1", &lanes)
+    }
+
+    /// s4 = fl(range/15), s3 = fl(range/7) and min of a row's groups g0 ..
+    /// g0 + count (at most [`LANES`], returned with the vectors), with range
+    /// = range_scale·code (exact); lanes past `count` are zero, and nothing
+    /// past the row's parameters is read. `mins_at`, `codes_at`: byte
+    /// addresses of the row's f16 mins and u8 range codes.
+    #[allow(clippy::too_many_arguments)]
+    fn group_steps<'c, 'b>(
+        b: &Builder<'c>,
+        block: &'b Block<'c>,
+        groups: usize,
+        g0: usize,
+        rs: Value<'c, '_>,
+        mins_at: Value<'c, '_>,
+        codes_at: Value<'c, '_>,
+    ) -> (usize, [Value<'c, 'b>; 3]) {
+        let count = (groups - g0).min(LANES);
+        let v = count.next_power_of_two();
+        let mask = group_mask(b, block, count);
+        let code_at = i64c(b, block, g0);
+        let code_at = b.addi(block, codes_at, code_at);
+        let codes = b.masked_load(block, code_at, mask, b.vector_type(v, "i8"), 1);
+        let min_at = i64c(b, block, 2 * g0);
+        let min_at = b.addi(block, mins_at, min_at);
+        let min = b.masked_load(block, min_at, mask, b.vector_type(v, "f16"), 2);
+        let min = push(block, arith::extf(min, b.vector_type(v, "f32"), b.location));
+        // range = range_scale · code is exact (11 × 8 bits), and
+        // so is its f64 product with fl64(1/L) up to 2^-52
+        // relative, far inside the distance (> 2^-30 relative) from
+        // range/L, which has at most 19 significant bits over a
+        // divisor of 15 or 7, to any f32 rounding boundary: so
+        // fl32(range · fl64(1/L)) = fl32(range / L), the
+        // reference's s4 and s3, without a division.
+        let f64v = b.vector_type(v, "f64");
+        let codes = push(block, arith::uitofp(codes, f64v, b.location));
+        let rs = push(block, arith::extf(rs, b.f64_type(), b.location));
+        let rs_v = b.splat_of(block, rs, v, "f64");
+        let range = b.mulf(block, rs_v, codes);
+        let step = |levels: f64| {
+            let inverse = b.dense(block, "f64", &vec![format!("{:e}", 1.0 / levels); v]);
+            let s = b.mulf(block, range, inverse);
+            push(block, arith::truncf(s, b.vector_type(v, "f32"), b.location))
+        };
+        let (s4, s3) = (step(15.0), step(7.0));
+        (count, [s4, s3, min])
+    }
+
     fn block_bytes_of(layout: &Layout, g: usize) -> usize {
         layout.block_len(g)
     }
@@ -1473,14 +1537,34 @@ pub(crate) mod kernel_tests {
 
         let u = 2f64.powi(-24);
         let gamma = k as f64 * u / (1.0 - k as f64 * u);
+        // The integer path multiplies by what the int8 codes stand for
+        // (`sx·x8`, exact in f64), and by `min + q·s` instead of `w'`: two
+        // more f32 roundings per weight, and one for each of `fl(s·sx)`
+        // and `fl(sx·Σx8)`, so its terms are bounded through |min| + |q·s|.
+        let width = q35_format::Layout::new(shape.quant, shape.group, k).group_width();
+        let xs: Vec<f64> = if shape.int8_activations {
+            x.chunks(k).flat_map(|row| q35_format::activations::dequantized_activations(row, width)).collect()
+        } else {
+            x.iter().map(|&v| f64::from(v)).collect()
+        };
         for m in 0..tokens {
             for r in 0..n {
-                let dot = |w: &[f32]| {
-                    let terms = (0..k).map(|i| f64::from(w[r * k + i]) * f64::from(x[m * k + i]));
-                    let (sum, abs) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                let dot = |i: usize| {
+                    let w = &dense[i];
+                    let terms = (0..k).map(|c| {
+                        let (w, x) = (f64::from(w[r * k + c]), xs[m * k + c]);
+                        let size = if shape.int8_activations {
+                            let min = f64::from(weights[i].group_params(r, c / width).expect("coded").min);
+                            (min.abs() + (w - min).abs()) * x.abs() * (1.0 + 4.0 * u / gamma)
+                        } else {
+                            (w * x).abs()
+                        };
+                        (w * x, size)
+                    });
+                    let (sum, abs) = terms.fold((0.0, 0.0), |(s, a), (t, size)| (s + t, a + size));
                     (sum, gamma * abs + 1e-30)
                 };
-                let (d0, e0) = dot(&dense[0]);
+                let (d0, e0) = dot(0);
                 let (expected, bound) = match shape.epilogue {
                     Epilogue::None => (d0, e0),
                     Epilogue::AddResidual => {
@@ -1488,7 +1572,7 @@ pub(crate) mod kernel_tests {
                         (v, e0 + 2.0 * u * v.abs())
                     }
                     Epilogue::SwiGlu => {
-                        let (d1, e1) = dot(&dense[1]);
+                        let (d1, e1) = dot(1);
                         let silu = |g: f64| g / (1.0 + (-g).exp());
                         let v = silu(d0) * d1;
                         // |silu'| < 1.1; exp, +, /, × in f32: a few ulps of each.
@@ -1532,6 +1616,39 @@ pub(crate) mod kernel_tests {
                 check(shape(19, k, quant, group, Epilogue::AddResidual), 1, fast, true);
             }
         }
+    }
+
+    #[test]
+    fn integer_path_matches_f64_on_its_int8_activations() {
+        if !int8_path_available() {
+            eprintln!("skipped: this host lacks AVX-512 VNNI/VBMI, which the integer path needs");
+            return;
+        }
+        let int8 = |shape: MatmulShape| MatmulShape { int8_activations: true, ..shape };
+        for (quant, group, k) in [
+            (QuantKind::Q35, GroupSize::G128, 576),
+            (QuantKind::Q35, GroupSize::G32, 70),
+            (QuantKind::Q35, GroupSize::G256, 600),
+            (QuantKind::Q35, GroupSize::Channel, 99),
+            (QuantKind::Int4, GroupSize::G64, 200),
+            (QuantKind::Int3, GroupSize::G256, 300),
+        ] {
+            for tokens in [1, 6] {
+                check(int8(shape(21, k, quant, group, Epilogue::None)), tokens, true, false);
+            }
+        }
+        for (n, k) in [(130, 1536), (70, 576)] {
+            let big = |e| MatmulShape { int8_activations: true, epilogue: e, ..MatmulShape::new(n, k, QuantKind::Q35, GroupSize::G128, 64) };
+            for tokens in [1, 2, 8] {
+                check(big(Epilogue::None), tokens, true, false);
+                check(big(Epilogue::AddResidual), tokens, true, true);
+                check(big(Epilogue::SwiGlu), tokens, true, false);
+            }
+        }
+        check(int8(shape(20, 192, QuantKind::Q35, GroupSize::G128, Epilogue::AddResidual)), 5, true, false);
+        check(int8(shape(19, 192, QuantKind::Q35, GroupSize::G128, Epilogue::AddResidual)), 1, true, true);
+        check(int8(shape(11, 160, QuantKind::Q35, GroupSize::G64, Epilogue::SwiGlu)), 5, true, false);
+        check(int8(shape(11, 160, QuantKind::Q35, GroupSize::G64, Epilogue::SwiGlu)), 1, true, false);
     }
 
     #[test]

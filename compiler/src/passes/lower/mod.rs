@@ -28,7 +28,7 @@ pub(crate) mod rope;
 
 pub use attention::AttentionShape;
 pub use elementwise::RowOp;
-pub use matmul::{Epilogue, MatmulShape};
+pub use matmul::{int8_path_available, Epilogue, MatmulShape};
 #[cfg(test)]
 pub(crate) use matmul::kernel_tests::check_compiled as check_compiled_matmul;
 
@@ -84,6 +84,8 @@ impl PlanHandle {
 pub struct LowerPass<'c> {
     context: &'c Context,
     rows_per_workgroup: usize,
+    /// Coded matmuls take the integer path (int8 activations).
+    int8_activations: bool,
     findings: Findings,
     plan: PlanHandle,
 }
@@ -93,9 +95,18 @@ impl<'c> LowerPass<'c> {
         Self {
             context,
             rows_per_workgroup,
+            int8_activations: false,
             findings: Findings::default(),
             plan: PlanHandle::default(),
         }
+    }
+
+    /// Coded matmuls (not the embedding) quantize their activations to
+    /// int8 and multiply in integers ([`matmul::int8_path_available`] must
+    /// hold: the kernels need AVX-512 VNNI and VBMI).
+    pub fn with_int8_activations(mut self, int8: bool) -> Self {
+        self.int8_activations = int8;
+        self
     }
 
     pub fn findings(&self) -> Findings {
@@ -123,7 +134,15 @@ impl<'c> RunExternalPass<'c> for LowerPass<'c> {
     fn initialize(&mut self, _context: ContextRef<'c>) {}
 
     fn run(&mut self, operation: OperationRef<'c, '_>, pass: ExternalPass<'_>) {
-        match lower_module(self.context, operation, self.rows_per_workgroup) {
+        if self.int8_activations && !matmul::int8_path_available() {
+            self.findings.push(
+                "int8 activations need a CPU with AVX-512 VNNI and VBMI (avx512vnni, avx512vbmi); this host lacks them: use f32 activations"
+                    .to_string(),
+            );
+            pass.signal_failure();
+            return;
+        }
+        match lower_module(self.context, operation, self.rows_per_workgroup, self.int8_activations) {
             Ok(plan) => self.plan.set(plan),
             Err(message) => {
                 self.findings.push(message);
@@ -224,6 +243,7 @@ fn lower_module<'c>(
     context: &'c Context,
     module: OperationRef<'c, '_>,
     rows_per_workgroup: usize,
+    int8_activations: bool,
 ) -> Result<(Vec<BufferSpec>, Vec<DispatchSpec>), String> {
     let body = module
         .region(0)
@@ -251,7 +271,7 @@ fn lower_module<'c>(
             return Err("more than one function holds q35 compute ops; lower one model function per module".into());
         }
         lowered_any = true;
-        let (dispatches, plan) = plan_function(entry, rows_per_workgroup, &mut kernels)?;
+        let (dispatches, plan) = plan_function(entry, rows_per_workgroup, int8_activations, &mut kernels)?;
         dispatch_list = dispatches;
         buffer_list = plan
             .buffers
@@ -336,6 +356,7 @@ fn has_q35_ops(block: melior::ir::BlockRef) -> bool {
 fn plan_function(
     entry: melior::ir::BlockRef,
     rows_per_workgroup: usize,
+    int8_activations: bool,
     kernels: &mut BTreeMap<String, KernelSpec>,
 ) -> Result<(Vec<DispatchSpec>, Plan), String> {
     let mut plan = Plan::default();
@@ -439,6 +460,10 @@ fn plan_function(
                             group: group_of(&p),
                             rows_per_workgroup,
                             epilogue,
+                            // The integer path needs integer codes.
+                            int8_activations: int8_activations
+                                && op_name != "q35.embedding"
+                                && !matches!(p.quant, QuantKind::F16 | QuantKind::F32),
                         }
                     }
                     None => {
@@ -454,6 +479,7 @@ fn plan_function(
                             group: GroupSize::Channel,
                             rows_per_workgroup,
                             epilogue,
+                            int8_activations: false,
                         }
                     }
                 };

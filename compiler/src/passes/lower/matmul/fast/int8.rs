@@ -1,0 +1,589 @@
+//! The integer-path kernel (`q35c --activations int8`, x86-64 with AVX-512
+//! VNNI and VBMI): codes times int8 activations in integers.
+//!
+//! Each workgroup quantizes its tokens' activations group by group exactly
+//! as `q35_format::activations::quantize_activations` defines (scale
+//! `sx_g`, codes `x8_k`), then for each row and group computes
+//!
+//! ```text
+//! D4_g = Σ_even q4_k·x8_k,   D3_g = Σ_odd q3_k·x8_k        (int32, exact)
+//! y    = Σ_g [ fl(s4_g·sx_g)·D4_g + fl(s3_g·sx_g)·D3_g ] + Σ_g min_g·fl(sx_g·Σ_k x8_k)
+//! ```
+//!
+//! which is `Σ_g sx_g Σ_k x8_k·(min_g + q_k·s_g)`: the reference's
+//! `Σ_k w'_k·sx_g·x8_k` up to f32 rounding (the exact `min + q·s` differs from
+//! `w' = fl(min + fl(q·s))` by at most two roundings). The products are
+//! `vpdpbusd` (64 u8·i8 products per instruction, four summed into each
+//! i32 lane); each group's two sums stay in separate accumulators because
+//! their steps differ. `|x8| <= 127` and `q <= 15` (4-bit) or `<= 7`
+//! (3-bit), and a group has at most K terms, so the accumulators are the
+//! ones `Accum.accum_no_overflow_C15` / `_C7` cover (the artifact's
+//! `accumulator` obligations).
+//!
+//! **Decode.** Per group and row, codes become one byte each, 64 to a
+//! vector. 4-bit plane: the 32 plane bytes in both halves of a vector, one
+//! 16-bit shift (0 or 4) and a mask. 3-bit plane: one byte permute puts
+//! the two `lo2` bytes and the `hi1` byte of codes 8h .. 8h+7 in quadword
+//! h; two `vpmultishiftqb` pick each code's two low bits (at bit 2i) and
+//! its high bit (bit 16+i) into byte i; a mask merges them. The
+//! activations are permuted once per workgroup into the same byte order.
+
+use super::*;
+
+/// `vpdpbusd zmm`: per i32 lane, adds the four products of the lane's u8
+/// bytes of the second operand and i8 bytes of the third.
+const DOT_U8_I8: &str = "llvm.x86.avx512.vpdpbusd.512";
+/// `vpmultishiftqb zmm`: byte i of each quadword of the result is the 8
+/// bits of the data's quadword (second operand) from bit `control[i]`.
+const MULTISHIFT: &str = "llvm.x86.avx512.pmultishift.qb.512";
+/// Codes per decode vector (bytes of a zmm register).
+const BYTES: usize = 64;
+/// Columns per quantization vector of activations.
+const COLS: usize = 64;
+
+/// Whether this host has what the kernel needs (kernels are compiled for
+/// the host CPU).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Up to 64 codes of one plane, decoded into one vector of bytes.
+#[derive(Debug)]
+struct Chunk {
+    plane: Plane,
+    /// Offset in the group's block of the chunk's 4-bit bytes (`Nib`) or
+    /// `lo2` bytes (`Three`), and their count.
+    at: usize,
+    len: usize,
+    /// `Three`: the chunk's `hi1` bytes.
+    hi_at: usize,
+    hi_len: usize,
+    /// The column (within the group) each byte lane multiplies, `None`
+    /// where the lane holds no code.
+    cols: [Option<usize>; BYTES],
+}
+
+/// The decode plan of a group of `n` columns: 4-bit chunks, then 3-bit.
+fn plan(quant: QuantKind, n: usize) -> Vec<Chunk> {
+    let (n4, n3) = quant.code_counts(n).expect("coded kind");
+    type Column = fn(usize) -> usize;
+    let (elem4, elem3): (Column, Column) = match quant {
+        QuantKind::Q35 => (|j| 2 * j, |j| 2 * j + 1),
+        _ => (|j| j, |j| j),
+    };
+    let nib_len = n4.div_ceil(2);
+    let lo_len = n3.div_ceil(4);
+    let hi_total = n3.div_ceil(8);
+    let mut chunks = Vec::new();
+    // Lane p < 32: the low code of byte p; lane 32 + p: its high code.
+    for c in 0..nib_len.div_ceil(BYTES / 2) {
+        let at = c * BYTES / 2;
+        let len = (nib_len - at).min(BYTES / 2);
+        let cols = std::array::from_fn(|lane| {
+            let (p, high) = (lane % 32, lane / 32);
+            let j = 2 * (at + p) + high;
+            (p < len && j < n4).then(|| elem4(j))
+        });
+        chunks.push(Chunk { plane: Plane::Nib, at, len, hi_at: 0, hi_len: 0, cols });
+    }
+    // Lane i: code 64c + i.
+    for c in 0..n3.div_ceil(BYTES) {
+        let cols = std::array::from_fn(|i| {
+            let j = c * BYTES + i;
+            (j < n3).then(|| elem3(j))
+        });
+        chunks.push(Chunk {
+            plane: Plane::Three,
+            at: nib_len + 16 * c,
+            len: (lo_len - 16 * c).min(16),
+            hi_at: nib_len + lo_len + 8 * c,
+            hi_len: (hi_total - 8 * c).min(8),
+            cols,
+        });
+    }
+    chunks
+}
+
+pub(in super::super) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>, args: &Args<'c, '_>) {
+    let layout = Layout::new(shape.quant, shape.group, shape.k);
+    let width = layout.group_width();
+    let groups = layout.groups();
+    let full_groups = if layout.cols() % width == 0 { groups } else { groups - 1 };
+    let full_plan = plan(shape.quant, width);
+    let tail_width = layout.cols() - full_groups * width;
+    let tail_plan = (full_groups < groups).then(|| plan(shape.quant, tail_width));
+    let per_group = full_plan.len();
+    let slots = full_groups * per_group + tail_plan.as_ref().map_or(0, Vec::len);
+    let stride = param_stride(groups);
+    let sets = shape.epilogue.weights() * ROW_BLOCK.max(TOKEN_BLOCK);
+    let codes = b.alloca_f32_aligned(body, TOKEN_BLOCK * slots * BYTES / 4, 64);
+    let act = b.alloca_f32_aligned(body, TOKEN_BLOCK * 2 * stride, 64);
+    let params = b.alloca_f32_aligned(body, sets * 2 * stride, 64);
+    let geo = Geometry {
+        shape,
+        layout,
+        full_groups,
+        full_plan,
+        tail_plan,
+        tail_width,
+        per_group,
+        token_bytes: slots * BYTES,
+        codes: b.address(body, codes),
+        act: b.address(body, act),
+        params: b.address(body, params),
+        x: b.address(body, args.x),
+    };
+    for_token_blocks(b, body, args, |block, count, m0| geo.pass(b, block, body, args, count, m0));
+}
+
+struct Geometry<'s, 'c, 'a> {
+    shape: &'s MatmulShape,
+    layout: Layout,
+    full_groups: usize,
+    full_plan: Vec<Chunk>,
+    tail_plan: Option<Vec<Chunk>>,
+    tail_width: usize,
+    per_group: usize,
+    token_bytes: usize,
+    /// Byte addresses (i64): the tokens' activation codes (chunk by chunk,
+    /// in decode order), their `[sx, fl(sx·Σx8)]` per group, the rows'
+    /// `[fl(s4·sx), fl(s3·sx)]` per group, and x.
+    codes: Value<'c, 'a>,
+    act: Value<'c, 'a>,
+    params: Value<'c, 'a>,
+    x: Value<'c, 'a>,
+}
+
+/// One (row, weight matrix) of a row block.
+struct Row<'c, 'a> {
+    /// Byte address of the row's codes (i64).
+    row_addr: Value<'c, 'a>,
+    /// Per token: `Σ_g min_g·fl(sx_g·Σx8)`.
+    bias: Vec<Value<'c, 'a>>,
+}
+
+impl<'c> Geometry<'_, 'c, '_> {
+    fn stride(&self) -> usize {
+        param_stride(self.layout.groups())
+    }
+
+    /// Byte address of f32 `index` of array `which` of block `base`, whose
+    /// blocks hold `arrays` arrays of [`Self::stride`] f32s.
+    fn at<'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, base: Value<'c, '_>, unit: usize, which: usize, index: Value<'c, '_>) -> Value<'c, 'b> {
+        let first = i64c(b, block, (unit * 2 + which) * self.stride() * 4);
+        let four = i64c(b, block, 4);
+        let index = b.muli(block, index, four);
+        let at = b.addi(block, base, first);
+        b.addi(block, at, index)
+    }
+
+    fn pass(&self, b: &Builder<'c>, block: &Block<'c>, kernel: &Block<'c>, args: &Args<'c, '_>, count: usize, m0: Value<'c, '_>) {
+        for t in 0..count {
+            let tv = b.index(block, t as i64);
+            let m = b.addi(block, m0, tv);
+            self.prepare(b, block, m, t);
+        }
+        for_row_blocks(b, block, args, count, |block, ns| self.row(b, block, kernel, args, count, m0, ns));
+    }
+
+    /// Quantizes token m's activations (token slot t of the scratch).
+    fn prepare(&self, b: &Builder<'c>, block: &Block<'c>, m: Value<'c, '_>, t: usize) {
+        let k = self.layout.cols();
+        let width = self.layout.group_width();
+        let row = b.index(block, k as i64);
+        let mk = b.muli(block, m, row);
+        let mk = to_i64(b, block, mk);
+        let four = i64c(b, block, 4);
+        let x_row = b.muli(block, mk, four);
+        let x_row = b.addi(block, self.x, x_row);
+        let token_base = i64c(b, block, t * self.token_bytes);
+        let codes = b.addi(block, self.codes, token_base);
+        if self.full_groups > 0 {
+            let zero = b.index(block, 0);
+            let one = b.index(block, 1);
+            let upper = b.index(block, self.full_groups as i64);
+            let body = b.loop_body(&[]);
+            {
+                let g = to_i64(b, &body, arg(&body, 0));
+                let gx = i64c(b, &body, width * 4);
+                let x_off = b.muli(&body, g, gx);
+                let x_group = b.addi(&body, x_row, x_off);
+                let gs = i64c(b, &body, self.per_group * BYTES);
+                let s_off = b.muli(&body, g, gs);
+                let s_group = b.addi(&body, codes, s_off);
+                self.quantize_group(b, &body, &self.full_plan, width, x_group, s_group, t, g);
+                b.yield_(&body, &[]);
+            }
+            b.for_op(block, zero, upper, one, &[], body);
+        }
+        if let Some(tail) = &self.tail_plan {
+            let x_off = i64c(b, block, self.full_groups * width * 4);
+            let x_group = b.addi(block, x_row, x_off);
+            let s_off = i64c(b, block, self.full_groups * self.per_group * BYTES);
+            let s_group = b.addi(block, codes, s_off);
+            let g = i64c(b, block, self.full_groups);
+            self.quantize_group(b, block, tail, self.tail_width, x_group, s_group, t, g);
+        }
+    }
+
+    /// One group of `n` activations at `x_group`: its codes, permuted into
+    /// `plan`'s chunks at `s_group`, and `sx`, `fl(sx·Σx8)` (group `g`, an
+    /// i64) in token t's parameters.
+    #[allow(clippy::too_many_arguments)]
+    fn quantize_group(&self, b: &Builder<'c>, block: &Block<'c>, plan: &[Chunk], n: usize, x_group: Value<'c, '_>, s_group: Value<'c, '_>, t: usize, g: Value<'c, '_>) {
+        let vec_f32 = b.vector_type(COLS, "f32");
+        let vec_i32 = b.vector_type(COLS, "i32");
+        let vec_i8 = b.vector_type(COLS, "i8");
+        // The group's activations, 64 columns a vector, zero past n.
+        let xs: Vec<Value> = (0..n.div_ceil(COLS))
+            .map(|c| {
+                let off = i64c(b, block, c * COLS * 4);
+                let at = b.addi(block, x_group, off);
+                let valid = (n - c * COLS).min(COLS);
+                if valid == COLS {
+                    b.load_at(block, at, vec_f32, 4)
+                } else {
+                    let lanes: Vec<&str> = (0..COLS).map(|i| if i < valid { "true" } else { "false" }).collect();
+                    let mask = b.dense(block, "i1", &lanes);
+                    b.masked_load(block, at, mask, vec_f32, 4)
+                }
+            })
+            .collect();
+        // a = max(max |x|, 2^-100); inv = fl(127/a); sx = fl(a/127).
+        let mut peak = b.math1(block, "absf", xs[0]);
+        for &x in &xs[1..] {
+            let abs = b.math1(block, "absf", x);
+            peak = b.maxf(block, peak, abs);
+        }
+        let a = b.reduce(block, "fmax", peak, b.f32_type());
+        let floor = b.f32(block, f64::from(q35_format::activations::ACT_FLOOR));
+        let a = b.maxf(block, a, floor);
+        let levels = b.f32(block, f64::from(q35_format::activations::ACT_LEVELS));
+        let inv = b.divf(block, levels, a);
+        let sx = b.divf(block, a, levels);
+        let inv_v = b.splat(block, inv, COLS);
+        let mut sum = b.int(block, 32, 0);
+        let q8: Vec<Value> = xs
+            .iter()
+            .map(|&x| {
+                let scaled = b.mulf(block, x, inv_v);
+                let rounded = b.math1(block, "roundeven", scaled);
+                let q = b.fptosi_to(block, rounded, vec_i32);
+                let part = b.reduce(block, "add", q, b.int_type(32));
+                sum = b.addi(block, sum, part);
+                b.trunci_to(block, q, vec_i8)
+            })
+            .collect();
+        let sum = b.sitofp(block, sum);
+        let ms = b.mulf(block, sx, sum);
+        for (which, value) in [sx, ms].into_iter().enumerate() {
+            let at = self.at(b, block, self.act, t, which, g);
+            b.store_at(block, value, at, 4);
+        }
+        // Each chunk's lanes from (at most) two consecutive vectors of
+        // codes; a lane with no column reads a zero lane.
+        let zeros = zeros(b, block, COLS, "i8");
+        for (s, chunk) in plan.iter().enumerate() {
+            let first = chunk.cols.iter().flatten().min().map_or(0, |c| c / COLS);
+            let low = q8.get(first).copied().unwrap_or(zeros);
+            let high = q8.get(first + 1).copied().unwrap_or(zeros);
+            // (`plan`'s test checks one exists wherever a lane has no code.)
+            let zero_lane = (0..2 * COLS).find(|&l| (first * COLS + l) >= n).unwrap_or(0) as i32;
+            let mask: Vec<i32> = chunk
+                .cols
+                .iter()
+                .map(|c| match c {
+                    Some(c) => {
+                        debug_assert!(c / COLS <= first + 1, "a chunk spans at most two vectors");
+                        (c - first * COLS) as i32
+                    }
+                    None => zero_lane,
+                })
+                .collect();
+            let v = b.shuffle(block, low, high, &mask, vec_i8);
+            let off = i64c(b, block, s * BYTES);
+            let at = b.addi(block, s_group, off);
+            b.store_at(block, v, at, 64);
+        }
+    }
+
+    /// Rows `ns` for tokens m0 .. m0 + count.
+    #[allow(clippy::too_many_arguments)]
+    fn row(&self, b: &Builder<'c>, block: &Block<'c>, kernel: &Block<'c>, args: &Args<'c, '_>, count: usize, m0: Value<'c, '_>, ns: &[Value<'c, '_>]) {
+        let layout = &self.layout;
+        let weights = args.weights.len();
+        let sets: Vec<Row> = ns
+            .iter()
+            .flat_map(|&n| args.weights.iter().map(move |&w| (n, w)))
+            .enumerate()
+            .map(|(set, (n, w))| {
+                let (codes, mins, range_codes, range_scale) = (arg(kernel, w), arg(kernel, w + 1), arg(kernel, w + 2), arg(kernel, w + 3));
+                let rs_raw = b.load(block, range_scale, &[n]);
+                let rs = b.extf(block, rs_raw);
+                let base = b.address(block, codes);
+                let n64 = to_i64(b, block, n);
+                let row_bytes = i64c(b, block, layout.row_bytes());
+                let off = b.muli(block, n64, row_bytes);
+                let row_addr = b.addi(block, base, off);
+                let bias = self.row_params(b, block, set, count, n, rs, mins, range_codes);
+                Row { row_addr, bias }
+            })
+            .collect();
+        let acc_count = sets.len() * count;
+        let vec_f32 = b.vector_type(LANES, "f32");
+        let zero_acc = zeros(b, block, LANES, "f32");
+        let mut accs: Vec<Value> = vec![zero_acc; acc_count];
+        if self.full_groups > 0 {
+            let zero = b.index(block, 0);
+            let one = b.index(block, 1);
+            let upper = b.index(block, self.full_groups as i64);
+            let body = b.loop_body(&vec![vec_f32; acc_count]);
+            {
+                let g = arg(&body, 0);
+                let carried: Vec<Value> = (0..acc_count).map(|i| arg(&body, i + 1)).collect();
+                let g64 = to_i64(b, &body, g);
+                let bb = i64c(b, &body, layout.block_len(0));
+                let block_off = b.muli(&body, g64, bb);
+                let gs = i64c(b, &body, self.per_group * BYTES);
+                let s_off = b.muli(&body, g64, gs);
+                let s_group = b.addi(&body, self.codes, s_off);
+                let next = self.group(b, &body, &self.full_plan, &sets, g64, block_off, s_group, count, carried);
+                b.yield_(&body, &next);
+            }
+            let looped = b.for_op(block, zero, upper, one, &accs, body);
+            accs = (0..acc_count).map(|i| looped.result(i).expect("carried").into()).collect();
+        }
+        if let Some(tail) = &self.tail_plan {
+            let g = i64c(b, block, self.full_groups);
+            let block_off = i64c(b, block, layout.block_offset(self.full_groups));
+            let s_off = i64c(b, block, self.full_groups * self.per_group * BYTES);
+            let s_group = b.addi(block, self.codes, s_off);
+            accs = self.group(b, block, tail, &sets, g, block_off, s_group, count, accs);
+        }
+        for (r, &n) in ns.iter().enumerate() {
+            for t in 0..count {
+                let tv = b.index(block, t as i64);
+                let m = b.addi(block, m0, tv);
+                let dots: Vec<Value> = (r * weights..(r + 1) * weights)
+                    .map(|set| {
+                        let dot = b.reduce_add(block, accs[set * count + t]);
+                        b.addf(block, dot, sets[set].bias[t])
+                    })
+                    .collect();
+                finish(b, block, self.shape, args, &dots, m, n);
+            }
+        }
+    }
+
+    /// Writes `fl(s4·sx)` and `fl(s3·sx)` of every group of row n (weight
+    /// `set`) for each of the `count` tokens, and returns each token's
+    /// `Σ_g min_g·fl(sx_g·Σx8)`, vectorized over groups.
+    #[allow(clippy::too_many_arguments)]
+    fn row_params<'b>(
+        &self,
+        b: &Builder<'c>,
+        block: &'b Block<'c>,
+        set: usize,
+        count: usize,
+        n: Value<'c, '_>,
+        rs: Value<'c, '_>,
+        mins: Value<'c, '_>,
+        range_codes: Value<'c, '_>,
+    ) -> Vec<Value<'c, 'b>> {
+        let groups = self.layout.groups();
+        let (mins_at, codes_at) = row_param_streams(b, block, &self.layout, n, mins, range_codes);
+        let mut bias: Vec<Value> = vec![b.f32(block, 0.0); count];
+        let mut g0 = 0;
+        while g0 < groups {
+            let (lanes, [s4, s3, min]) = group_steps(b, block, groups, g0, rs, mins_at, codes_at);
+            let v = lanes.next_power_of_two();
+            let mask = group_mask(b, block, lanes);
+            let g = i64c(b, block, g0);
+            for (t, bias) in bias.iter_mut().enumerate() {
+                let load = |which| {
+                    let at = self.at(b, block, self.act, t, which, g);
+                    b.masked_load(block, at, mask, b.vector_type(v, "f32"), 4)
+                };
+                let (sx, ms) = (load(0), load(1));
+                let unit = set * count + t;
+                for (which, step) in [s4, s3].into_iter().enumerate() {
+                    let scaled = b.mulf(block, step, sx);
+                    let at = self.at(b, block, self.params, unit, which, g);
+                    b.store_at(block, scaled, at, 4);
+                }
+                let terms = b.mulf(block, min, ms);
+                let part = b.reduce_add(block, terms);
+                *bias = b.addf(block, *bias, part);
+            }
+            g0 += lanes;
+        }
+        bias
+    }
+
+    /// Adds group g (an i64; its block `block_off` bytes into each row,
+    /// activation codes at `s_group`) to the accumulators, ordered (set,
+    /// token).
+    #[allow(clippy::too_many_arguments)]
+    fn group<'b>(
+        &self,
+        b: &Builder<'c>,
+        block: &'b Block<'c>,
+        plan: &[Chunk],
+        sets: &[Row<'c, '_>],
+        g: Value<'c, '_>,
+        block_off: Value<'c, '_>,
+        s_group: Value<'c, '_>,
+        count: usize,
+        mut accs: Vec<Value<'c, 'b>>,
+    ) -> Vec<Value<'c, 'b>>
+    where
+        'c: 'b,
+    {
+        let vec_i8 = b.vector_type(BYTES, "i8");
+        let vec_i32 = b.vector_type(LANES, "i32");
+        let vec_f32 = b.vector_type(LANES, "f32");
+        let zero_i32 = zeros(b, block, LANES, "i32");
+        for (set, row) in sets.iter().enumerate() {
+            let base = b.addi(block, row.row_addr, block_off);
+            let ahead = i64c(b, block, PREFETCH_BYTES);
+            let ahead = b.addi(block, base, ahead);
+            b.prefetch(block, ahead);
+            let decoded: Vec<(Plane, Value)> = plan.iter().map(|chunk| (chunk.plane, decode(b, block, base, chunk))).collect();
+            for t in 0..count {
+                let unit = set * count + t;
+                let mut sums = [None, None];
+                for (s, &(plane, codes)) in decoded.iter().enumerate() {
+                    let off = i64c(b, block, t * self.token_bytes + s * BYTES);
+                    let at = b.addi(block, s_group, off);
+                    let xs = b.load_at(block, at, vec_i8, 64);
+                    let which = usize::from(plane == Plane::Three);
+                    let acc = sums[which].unwrap_or(zero_i32);
+                    sums[which] = Some(b.intrinsic(block, DOT_U8_I8, &[acc, codes, xs], vec_i32));
+                }
+                for (which, sum) in sums.into_iter().enumerate() {
+                    let Some(sum) = sum else { continue };
+                    let at = self.at(b, block, self.params, unit, which, g);
+                    let c = b.load_at(block, at, b.f32_type(), 4);
+                    let c = b.splat(block, c, LANES);
+                    let sum = b.sitofp_to(block, sum, vec_f32);
+                    accs[unit] = b.fma(block, sum, c, accs[unit]);
+                }
+            }
+        }
+        accs
+    }
+}
+
+/// The chunk's codes at the group block `base` (i64): one byte per lane,
+/// in `chunk.cols` order (zero where the chunk has no code).
+fn decode<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, base: Value<'c, '_>, chunk: &Chunk) -> Value<'c, 'b> {
+    let vec_i8 = b.vector_type(BYTES, "i8");
+    let load = |at: usize, len: usize| {
+        let off = i64c(b, block, at);
+        let addr = b.addi(block, base, off);
+        b.load_at(block, addr, b.vector_type(len, "i8"), 1)
+    };
+    // `len` loaded bytes as the first lanes of `to` lanes, zeros after.
+    let widen = |v: Value<'c, 'b>, len: usize, to: usize| {
+        if len == to {
+            return v;
+        }
+        let z = zeros(b, block, len, "i8");
+        let mask: Vec<i32> = (0..to).map(|i| if i < len { i as i32 } else { len as i32 }).collect();
+        b.shuffle(block, v, z, &mask, b.vector_type(to, "i8"))
+    };
+    match chunk.plane {
+        Plane::Nib => {
+            let raw = widen(load(chunk.at, chunk.len), chunk.len, 32);
+            let both: Vec<i32> = (0..BYTES as i32).map(|i| i % 32).collect();
+            let both = b.shuffle(block, raw, raw, &both, vec_i8);
+            let words = b.bitcast(block, both, b.vector_type(BYTES / 2, "i16"));
+            let shifts: Vec<i32> = (0..BYTES / 2).map(|i| if i < BYTES / 4 { 0 } else { 4 }).collect();
+            let shifts = b.dense(block, "i16", &shifts);
+            let shifted = b.shrui(block, words, shifts);
+            let bytes = b.bitcast(block, shifted, vec_i8);
+            let low = b.dense(block, "i8", &[15; BYTES]);
+            b.andi(block, bytes, low)
+        }
+        Plane::Three => {
+            // 32 bytes: lo2 at 0.., hi1 at `hi` .., lane 31 zero.
+            let (raw, hi) = if chunk.hi_at == chunk.at + chunk.len {
+                // One masked 32-byte load (never reads past the chunk).
+                let both = chunk.len + chunk.hi_len;
+                let lanes: Vec<&str> = (0..32).map(|i| if i < both { "true" } else { "false" }).collect();
+                let mask = b.dense(block, "i1", &lanes);
+                let off = i64c(b, block, chunk.at);
+                let addr = b.addi(block, base, off);
+                (b.masked_load(block, addr, mask, b.vector_type(32, "i8"), 1), chunk.len)
+            } else {
+                let lo = widen(load(chunk.at, chunk.len), chunk.len, 16);
+                let hi = widen(load(chunk.hi_at, chunk.hi_len), chunk.hi_len, 16);
+                let all: Vec<i32> = (0..32).collect();
+                (b.shuffle(block, lo, hi, &all, b.vector_type(32, "i8")), 16)
+            };
+            // Quadword h: lo2 bytes 2h, 2h+1, then hi1 byte h, then zeros.
+            let mask: Vec<i32> = (0..BYTES)
+                .map(|i| {
+                    let (h, byte) = (i / 8, i % 8);
+                    match byte {
+                        0 | 1 if 2 * h + byte < chunk.len => (2 * h + byte) as i32,
+                        2 if h < chunk.hi_len => (hi + h) as i32,
+                        _ => 31,
+                    }
+                })
+                .collect();
+            let gathered = b.shuffle(block, raw, raw, &mask, vec_i8);
+            // Code 8h+i: low bits at bit 2i, high bit at bit 16+i.
+            let low_at: Vec<i32> = (0..BYTES as i32).map(|i| 2 * (i % 8)).collect();
+            let high_at: Vec<i32> = (0..BYTES as i32).map(|i| 14 + i % 8).collect();
+            let low_at = b.dense(block, "i8", &low_at);
+            let high_at = b.dense(block, "i8", &high_at);
+            let low = b.intrinsic(block, MULTISHIFT, &[low_at, gathered], vec_i8);
+            let high = b.intrinsic(block, MULTISHIFT, &[high_at, gathered], vec_i8);
+            let three = b.dense(block, "i8", &[3; BYTES]);
+            let four = b.dense(block, "i8", &[4; BYTES]);
+            let low = b.andi(block, low, three);
+            let high = b.andi(block, high, four);
+            b.ori(block, low, high)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_cover_every_code_once_within_two_activation_vectors() {
+        for quant in [QuantKind::Q35, QuantKind::Int4, QuantKind::Int3] {
+            for n in [1, 2, 7, 32, 64, 70, 99, 128, 200, 256, 576] {
+                let chunks = plan(quant, n);
+                let mut seen = vec![0; n];
+                for chunk in &chunks {
+                    let cols: Vec<usize> = chunk.cols.iter().flatten().copied().collect();
+                    for &c in &cols {
+                        seen[c] += 1;
+                    }
+                    if let (Some(lo), Some(hi)) = (cols.iter().min(), cols.iter().max()) {
+                        assert!(hi / COLS <= lo / COLS + 1, "{quant} n={n}: chunk spans {lo}..={hi}");
+                        // Lanes without a code need a zero activation lane.
+                        if cols.len() < BYTES {
+                            assert!((lo / COLS + 2) * COLS > n, "{quant} n={n}: no zero lane");
+                        }
+                    }
+                }
+                assert!(seen.iter().all(|&s| s == 1), "{quant} n={n}: {seen:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,49 @@
+// q35-lower-to-kernels{activations=int8}: coded matmuls take the integer
+// path (int8 activations per weight group, u8 codes times i8 activations
+// in i32 with vpdpbusd); the embedding and f16 weights keep f32.
+// REQUIRES: int8-path
+// RUN: q35-opt %s --pass-pipeline='builtin.module(q35-lower-to-kernels{activations=int8})' | FileCheck %s
+// RUN: not q35-opt %s --pass-pipeline='builtin.module(q35-lower-to-kernels{activations=int4})' 2>&1 | FileCheck %s --check-prefix=BAD
+
+// CHECK: "q35.plan"() {buffers = [
+// CHECK-SAME: kernel = @embedding_q35_128x32_g32,
+// CHECK-SAME: kernel = @dequant_matmul_i8_q35_128x32_g32_r64,
+// CHECK-SAME: kernel = @dequant_matmul_i8_int4_32x128_g32_r64,
+// CHECK-SAME: kernel = @[[F16:dequant_matmul_f16_32x32_g[^_]*_r64]],
+// CHECK: func.func @[[F16]](
+// CHECK-NOT: vpdpbusd
+// CHECK-LABEL: func.func @dequant_matmul_i8_int4_32x128_g32_r64(
+// Activations: |x| max per group, 127/max, round half to even, to i8.
+// CHECK: llvm.intr.vector.reduce.fmax
+// CHECK: arith.divf
+// CHECK: math.roundeven %{{.*}} : vector<64xf32>
+// CHECK: arith.fptosi %{{.*}} : vector<64xf32> to vector<64xi32>
+// CHECK: arith.trunci %{{.*}} : vector<64xi32> to vector<64xi8>
+// Codes: 4-bit planes shifted by 0 and 4 in 16-bit lanes, masked to 4 bits.
+// CHECK: arith.shrui %{{.*}} : vector<32xi16>
+// CHECK: arith.andi %{{.*}} : vector<64xi8>
+// Integer dot products, one accumulator per plane, scaled once per group.
+// CHECK: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"(%{{.*}}) : (vector<16xi32>, vector<64xi8>, vector<64xi8>) -> vector<16xi32>
+// CHECK: arith.sitofp %{{.*}} : vector<16xi32> to vector<16xf32>
+// CHECK: math.fma
+// CHECK-LABEL: func.func @dequant_matmul_i8_q35_128x32_g32_r64(
+// 3-bit planes: lo2 and hi1 bytes gathered per quadword, two multishifts.
+// CHECK: llvm.call_intrinsic "llvm.x86.avx512.pmultishift.qb.512"
+// CHECK: llvm.call_intrinsic "llvm.x86.avx512.pmultishift.qb.512"
+// CHECK: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"
+// CHECK-LABEL: func.func @embedding_q35_128x32_g32(
+// CHECK-NOT: vpdpbusd
+
+// BAD: pass `q35-lower-to-kernels`: bad option `activations`: `int4` is neither f32 nor int8
+
+func.func @forward(%tokens: tensor<?xi32>, %pos: tensor<?xi32>, %start: index) -> tensor<?x32xf32> {
+  %emb = "q35.weight"() {name = "emb"} : () -> !q35.packed<128 : i64, 32 : i64, 32 : i64, "q35", "planar">
+  %w = "q35.weight"() {name = "w"} : () -> !q35.packed<128 : i64, 32 : i64, 32 : i64, "q35", "planar">
+  %wd = "q35.weight"() {name = "wd"} : () -> !q35.packed<32 : i64, 128 : i64, 32 : i64, "int4", "planar">
+  %wf = "q35.weight"() {name = "wf"} : () -> !q35.packed<32 : i64, 32 : i64, 32 : i64, "f16", "planar">
+  %x = "q35.embedding"(%tokens, %emb) : (tensor<?xi32>, !q35.packed<128 : i64, 32 : i64, 32 : i64, "q35", "planar">) -> tensor<?x32xf32>
+  %u = "q35.dequant_matmul"(%x, %w) : (tensor<?x32xf32>, !q35.packed<128 : i64, 32 : i64, 32 : i64, "q35", "planar">) -> tensor<?x128xf32>
+  %d = "q35.dequant_matmul"(%u, %wd) : (tensor<?x128xf32>, !q35.packed<32 : i64, 128 : i64, 32 : i64, "int4", "planar">) -> tensor<?x32xf32>
+  %f = "q35.dequant_matmul"(%d, %wf) : (tensor<?x32xf32>, !q35.packed<32 : i64, 32 : i64, 32 : i64, "f16", "planar">) -> tensor<?x32xf32>
+  return %f : tensor<?x32xf32>
+}

@@ -94,12 +94,16 @@ Goal True. idtac "== Q35.Accum.K_max_15". Abort.
 Print Assumptions Q35.Accum.K_max_15.
 Goal True. idtac "== Q35.Accum.K_max_7". Abort.
 Print Assumptions Q35.Accum.K_max_7.
+Goal True. idtac "== Q35.Accum.K_max_105". Abort.
+Print Assumptions Q35.Accum.K_max_105.
 Goal True. idtac "== Q35.Accum.K_max_15_tight". Abort.
 Print Assumptions Q35.Accum.K_max_15_tight.
 Goal True. idtac "== Q35.Accum.accum_no_overflow_C15". Abort.
 Print Assumptions Q35.Accum.accum_no_overflow_C15.
 Goal True. idtac "== Q35.Accum.accum_no_overflow_C7". Abort.
 Print Assumptions Q35.Accum.accum_no_overflow_C7.
+Goal True. idtac "== Q35.Accum.accum_no_overflow_C105". Abort.
+Print Assumptions Q35.Accum.accum_no_overflow_C105.
 Goal True. idtac "== Q35.Accum.acc_i32_exact". Abort.
 Print Assumptions Q35.Accum.acc_i32_exact.
 Goal True. idtac "== Q35.Accum.tiled_dot_int_eq". Abort.

@@ -53,6 +53,13 @@ pub const fn k_max(code_bound: i64) -> i64 {
 pub const K_MAX_15: i64 = 1_118_481;
 /// `Accum.K_max_7`.
 pub const K_MAX_7: i64 = 2_396_745;
+/// `Accum.K_max_105`.
+pub const K_MAX_105: i64 = 159_783;
+
+/// The code bound of the CPU integer path (`--activations int8`): codes
+/// scaled to a common step, `7·q4` and `15·q3` (at most 105), so that both
+/// planes of a group share one accumulator (docs/format.md §8).
+pub const SCALED_CODE_BOUND: i64 = 105;
 
 /// What an obligation is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -199,12 +206,24 @@ pub fn integer_matmul(subject: &str, n: u64, k: u64, kind: QuantKind) -> Result<
             "`{subject}`: the integer path needs integer codes, but the weight is {kind}"
         ));
     };
+    accumulator_obligation(subject, n, k, kind, c)
+}
+
+/// [`integer_matmul`] for the CPU integer path, whose codes are scaled to
+/// a common step ([`SCALED_CODE_BOUND`]).
+pub fn scaled_integer_matmul(subject: &str, n: u64, k: u64, kind: QuantKind) -> Result<Obligation, String> {
+    if code_bound(kind).is_none() {
+        return Err(format!(
+            "`{subject}`: the integer path needs integer codes, but the weight is {kind}"
+        ));
+    }
+    accumulator_obligation(subject, n, k, kind, SCALED_CODE_BOUND)
+}
+
+fn accumulator_obligation(subject: &str, n: u64, k: u64, kind: QuantKind, c: i64) -> Result<Obligation, String> {
     let limit = k_max(c);
-    let (theorem_short, theorem) = if c == L4 as i64 {
-        ("Accum.accum_no_overflow_C15", "Accum.accum_no_overflow_C15, Accum.acc_i32_exact, Accum.tiled_no_overflow")
-    } else {
-        ("Accum.accum_no_overflow_C7", "Accum.accum_no_overflow_C7, Accum.acc_i32_exact, Accum.tiled_no_overflow")
-    };
+    let theorem_short = format!("Accum.accum_no_overflow_C{c}");
+    let theorem = format!("{theorem_short}, Accum.acc_i32_exact, Accum.tiled_no_overflow");
     if k == 0 || k as i128 > limit as i128 {
         return Err(format!(
             "`{subject}` ({n}x{k} {kind}): the integer path (int8 activations times code minus zero point, \
@@ -422,7 +441,9 @@ pub fn derive<'p>(manifest: &Manifest, payload: &dyn Fn(&str) -> Option<&'p [u8]
             out.push(tiling_obligation(i, dispatch, buffer, packed, manifest.rows_per_workgroup));
             if dispatch.kernel.starts_with("dequant_matmul_i8") {
                 let subject = format!("dispatch {i}/{buffer}");
-                out.push(integer_matmul(&subject, packed.rows, packed.cols, packed.quant)?);
+                // The CPU's integer path (`activations = int8`) scales codes.
+                let obligation = if manifest.activations == "int8" { scaled_integer_matmul } else { integer_matmul };
+                out.push(obligation(&subject, packed.rows, packed.cols, packed.quant)?);
             }
         }
     }

@@ -119,6 +119,11 @@ Proof. reflexivity. Qed.
 Theorem K_max_7 : K_max 7 = 2396745.
 Proof. reflexivity. Qed.
 
+(** The CPU integer path scales codes to a common step (7·q4 and 15·q3, so
+    both planes of a group share one accumulator): [C = 105]. *)
+Theorem K_max_105 : K_max 105 = 159783.
+Proof. reflexivity. Qed.
+
 Theorem K_max_15_tight : 1920 * 1118481 <= I32_MAX /\ 1920 * 1118482 > I32_MAX.
 Proof. unfold I32_MAX. split; [compute; discriminate | reflexivity]. Qed.
 
@@ -137,6 +142,14 @@ Theorem accum_no_overflow_C7 : forall x c K,
 Proof.
   intros x c K HK Hin. apply (accum_no_overflow 7 x c K); [lia | | exact Hin].
   rewrite K_max_7. lia.
+Qed.
+
+Theorem accum_no_overflow_C105 : forall x c K,
+  Z.of_nat K <= 159783 -> int_inputs 105 x c K ->
+  forall k, (k <= K)%nat -> I32_MIN <= dot_int x c k <= I32_MAX.
+Proof.
+  intros x c K HK Hin. apply (accum_no_overflow 105 x c K); [lia | | exact Hin].
+  rewrite K_max_105. lia.
 Qed.
 
 (** ** The i32 loop as it runs *)

@@ -15,13 +15,13 @@
 //!
 //! ```text
 //! |y − y*| <= γ_K·Σ_k |w'_k·x_k|            (f32 activations)
-//! |y − y*| <= (γ_K + 4u)·Σ_k (|min| + |w'_k − min|)·|sx·x8_k|   (int8)
+//! |y − y*| <= (γ_K + 8u)·Σ_k (|min| + |w'_k − min|)·|sx·x8_k|   (int8)
 //! ```
 //!
 //! with `γ_K = K·u/(1 − K·u)`, `u = 2^-24`, plus the epilogue's roundings
 //! (the same bounds the kernels' unit tests use). The integer path's
-//! extra `4u` covers `min + q·s` standing in for `w'` and the roundings of
-//! `fl(s·sx)` and `fl(sx·Σx8)`.
+//! extra `8u` covers `min + q·range/L` standing in for `w'` (three
+//! roundings) and the roundings of `fl(range·sx/105)` and `fl(sx·Σx8)`.
 
 use std::collections::HashMap;
 
@@ -106,7 +106,7 @@ impl Dense {
                 (w * x).abs()
             };
         }
-        let extra = if int8 { 4.0 * u } else { 0.0 };
+        let extra = if int8 { 8.0 * u } else { 0.0 };
         (sum, (gamma + extra) * size + 1e-30)
     }
 }

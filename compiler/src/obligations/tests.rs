@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 fn k_max_matches_the_coq_constants() {
     assert_eq!(k_max(15), K_MAX_15);
     assert_eq!(k_max(7), K_MAX_7);
+    assert_eq!(k_max(SCALED_CODE_BOUND), K_MAX_105);
     assert!(1920 * K_MAX_15 <= I32_MAX && 1920 * (K_MAX_15 + 1) > I32_MAX);
 }
 
@@ -57,6 +58,12 @@ fn integer_path_is_refused_above_k_max() {
     assert!(e.contains("K_max = 2396745"), "{e}");
     let e = integer_matmul("synthetic", 8, 64, QuantKind::F16).unwrap_err();
     assert!(e.contains("needs integer codes"), "{e}");
+    // The CPU integer path's scaled codes (at most 7·15 = 15·7 = 105).
+    let at_limit = scaled_integer_matmul("synthetic", 8, K_MAX_105 as u64, QuantKind::Q35).unwrap();
+    assert_eq!(at_limit.params["code_bound"], Param::Int(105));
+    prove_all(&[at_limit]).unwrap();
+    let e = scaled_integer_matmul("synthetic", 8, K_MAX_105 as u64 + 1, QuantKind::Int4).unwrap_err();
+    assert!(e.contains("K_max = 159783") && e.contains("Accum.accum_no_overflow_C105"), "{e}");
 }
 
 /// A stored accumulator obligation with K above the bound is not proved.

@@ -1538,9 +1538,10 @@ pub(crate) mod kernel_tests {
         let u = 2f64.powi(-24);
         let gamma = k as f64 * u / (1.0 - k as f64 * u);
         // The integer path multiplies by what the int8 codes stand for
-        // (`sx·x8`, exact in f64), and by `min + q·s` instead of `w'`: two
-        // more f32 roundings per weight, and one for each of `fl(s·sx)`
-        // and `fl(sx·Σx8)`, so its terms are bounded through |min| + |q·s|.
+        // (`sx·x8`, exact in f64), and by `min + q·range/L` instead of `w'`
+        // (three f32 roundings per weight), with one rounding for each of
+        // `fl(range·sx/105)` and `fl(sx·Σx8)`: 8u more, on terms bounded
+        // through |min| + |q·s|.
         let width = q35_format::Layout::new(shape.quant, shape.group, k).group_width();
         let xs: Vec<f64> = if shape.int8_activations {
             x.chunks(k).flat_map(|row| q35_format::activations::dequantized_activations(row, width)).collect()
@@ -1555,7 +1556,7 @@ pub(crate) mod kernel_tests {
                         let (w, x) = (f64::from(w[r * k + c]), xs[m * k + c]);
                         let size = if shape.int8_activations {
                             let min = f64::from(weights[i].group_params(r, c / width).expect("coded").min);
-                            (min.abs() + (w - min).abs()) * x.abs() * (1.0 + 4.0 * u / gamma)
+                            (min.abs() + (w - min).abs()) * x.abs() * (1.0 + 8.0 * u / gamma)
                         } else {
                             (w * x).abs()
                         };

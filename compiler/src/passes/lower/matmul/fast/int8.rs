@@ -6,27 +6,31 @@
 //! `sx_g`, codes `x8_k`), then for each row and group computes
 //!
 //! ```text
-//! D4_g = Σ_even q4_k·x8_k,   D3_g = Σ_odd q3_k·x8_k        (int32, exact)
-//! y    = Σ_g [ fl(s4_g·sx_g)·D4_g + fl(s3_g·sx_g)·D3_g ] + Σ_g min_g·fl(sx_g·Σ_k x8_k)
+//! D_g = Σ_even 7·q4_k·x8_k + Σ_odd 15·q3_k·x8_k                 (int32, exact)
+//! y   = Σ_g fl32(range_g·sx_g/105)·D_g + Σ_g min_g·fl(sx_g·Σ_k x8_k)
 //! ```
 //!
-//! which is `Σ_g sx_g Σ_k x8_k·(min_g + q_k·s_g)`: the reference's
-//! `Σ_k w'_k·sx_g·x8_k` up to f32 rounding (the exact `min + q·s` differs from
-//! `w' = fl(min + fl(q·s))` by at most two roundings). The products are
-//! `vpdpbusd` (64 u8·i8 products per instruction, four summed into each
-//! i32 lane); each group's two sums stay in separate accumulators because
-//! their steps differ. `|x8| <= 127` and `q <= 15` (4-bit) or `<= 7`
-//! (3-bit), and a group has at most K terms, so the accumulators are the
-//! ones `Accum.accum_no_overflow_C15` / `_C7` cover (the artifact's
-//! `accumulator` obligations).
+//! which is `Σ_g sx_g Σ_k x8_k·(min_g + q_k·range_g/L_k)`: the reference's
+//! `Σ_k w'_k·sx_g·x8_k` up to f32 rounding (`min + q·range/L` differs from
+//! `w' = fl(min + fl(q·fl(range/L)))` by three roundings at most). Scaling
+//! the codes to the common step `range/105` (`7·q4`, `15·q3`, both at most
+//! 105) lets a group's two planes share one accumulator, converted and
+//! scaled once. The products are `vpdpbusd` (64 u8·i8 products per
+//! instruction, four summed into each i32 lane). `|x8| <= 127`, scaled
+//! codes `<= 105`, and an accumulator sums at most K terms, so it is the
+//! one `Accum.accum_no_overflow_C105` covers (the artifact's `accumulator`
+//! obligations).
 //!
 //! **Decode.** Per group and row, codes become one byte each, 64 to a
-//! vector. 4-bit plane: the 32 plane bytes in both halves of a vector, one
-//! 16-bit shift (0 or 4) and a mask. 3-bit plane: one byte permute puts
-//! the two `lo2` bytes and the `hi1` byte of codes 8h .. 8h+7 in quadword
-//! h; two `vpmultishiftqb` pick each code's two low bits (at bit 2i) and
-//! its high bit (bit 16+i) into byte i; a mask merges them. The
-//! activations are permuted once per workgroup into the same byte order.
+//! vector. 4-bit plane: the 32 plane bytes in both halves of a vector and
+//! one 16-bit shift (0 or 4). 3-bit plane: one byte permute puts the two
+//! `lo2` bytes and the `hi1` byte of codes 8h .. 8h+7 in quadword h; two
+//! `vpmultishiftqb` pick each code's two low bits (at bit 2i) and its high
+//! bit (bit 16+i) into byte i; one bit select merges them. In both, the
+//! bits above the code are left as they are: one `vpermb` lookup in a
+//! table that repeats every 16 (4-bit) or 8 (3-bit) entries scales the code
+//! and drops them. The activations are permuted once per workgroup into
+//! the same byte order.
 
 use super::*;
 
@@ -36,6 +40,11 @@ const DOT_U8_I8: &str = "llvm.x86.avx512.vpdpbusd.512";
 /// `vpmultishiftqb zmm`: byte i of each quadword of the result is the 8
 /// bits of the data's quadword (second operand) from bit `control[i]`.
 const MULTISHIFT: &str = "llvm.x86.avx512.pmultishift.qb.512";
+/// `vpermb zmm`: byte i of the result is `table[index[i] mod 64]`.
+const BYTE_LOOKUP: &str = "llvm.x86.avx512.permvar.qi.512";
+/// The common step of a group's scaled codes is `range / STEPS`: 4-bit
+/// codes are scaled by `STEPS / 15 = 7`, 3-bit codes by `STEPS / 7 = 15`.
+const STEPS: usize = 105;
 /// Codes per decode vector (bytes of a zmm register).
 const BYTES: usize = 64;
 /// Columns per quantization vector of activations.
@@ -128,7 +137,7 @@ pub(in super::super) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &B
     let sets = shape.epilogue.weights() * ROW_BLOCK.max(TOKEN_BLOCK);
     let codes = b.alloca_f32_aligned(body, TOKEN_BLOCK * slots * BYTES / 4, 64);
     let act = b.alloca_f32_aligned(body, TOKEN_BLOCK * 2 * stride, 64);
-    let params = b.alloca_f32_aligned(body, sets * 2 * stride, 64);
+    let params = b.alloca_f32_aligned(body, sets * stride, 64);
     let geo = Geometry {
         shape,
         layout,
@@ -157,7 +166,7 @@ struct Geometry<'s, 'c, 'a> {
     token_bytes: usize,
     /// Byte addresses (i64): the tokens' activation codes (chunk by chunk,
     /// in decode order), their `[sx, fl(sx·Σx8)]` per group, the rows'
-    /// `[fl(s4·sx), fl(s3·sx)]` per group, and x.
+    /// `fl(range·sx/105)` per group, and x.
     codes: Value<'c, 'a>,
     act: Value<'c, 'a>,
     params: Value<'c, 'a>,
@@ -177,10 +186,11 @@ impl<'c> Geometry<'_, 'c, '_> {
         param_stride(self.layout.groups())
     }
 
-    /// Byte address of f32 `index` of array `which` of block `base`, whose
-    /// blocks hold `arrays` arrays of [`Self::stride`] f32s.
-    fn at<'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, base: Value<'c, '_>, unit: usize, which: usize, index: Value<'c, '_>) -> Value<'c, 'b> {
-        let first = i64c(b, block, (unit * 2 + which) * self.stride() * 4);
+    /// Byte address of f32 `index` of array `which` of unit `unit` in a
+    /// scratch whose units hold `arrays` arrays of [`Self::stride`] f32s.
+    #[allow(clippy::too_many_arguments)]
+    fn at<'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, base: Value<'c, '_>, arrays: usize, unit: usize, which: usize, index: Value<'c, '_>) -> Value<'c, 'b> {
+        let first = i64c(b, block, (unit * arrays + which) * self.stride() * 4);
         let four = i64c(b, block, 4);
         let index = b.muli(block, index, four);
         let at = b.addi(block, base, first);
@@ -287,7 +297,7 @@ impl<'c> Geometry<'_, 'c, '_> {
         let sum = b.sitofp(block, sum);
         let ms = b.mulf(block, sx, sum);
         for (which, value) in [sx, ms].into_iter().enumerate() {
-            let at = self.at(b, block, self.act, t, which, g);
+            let at = self.at(b, block, self.act, 2, t, which, g);
             b.store_at(block, value, at, 4);
         }
         // Each chunk's lanes from (at most) two consecutive vectors of
@@ -385,9 +395,9 @@ impl<'c> Geometry<'_, 'c, '_> {
         }
     }
 
-    /// Writes `fl(s4·sx)` and `fl(s3·sx)` of every group of row n (weight
-    /// `set`) for each of the `count` tokens, and returns each token's
-    /// `Σ_g min_g·fl(sx_g·Σx8)`, vectorized over groups.
+    /// Writes `fl32(range·sx/105)` of every group of row n (weight `set`)
+    /// for each of the `count` tokens, and returns each token's `Σ_g
+    /// min_g·fl(sx_g·Σx8)`, vectorized over groups.
     #[allow(clippy::too_many_arguments)]
     fn row_params<'b>(
         &self,
@@ -405,22 +415,35 @@ impl<'c> Geometry<'_, 'c, '_> {
         let mut bias: Vec<Value> = vec![b.f32(block, 0.0); count];
         let mut g0 = 0;
         while g0 < groups {
-            let (lanes, [s4, s3, min]) = group_steps(b, block, groups, g0, rs, mins_at, codes_at);
+            let (lanes, [_, _, min]) = group_steps(b, block, groups, g0, rs, mins_at, codes_at);
             let v = lanes.next_power_of_two();
             let mask = group_mask(b, block, lanes);
             let g = i64c(b, block, g0);
+            // range/105 in f64: range (exact in f32) times fl64(1/105), one
+            // rounding at 2^-53; the product with sx then rounds once to f32.
+            let range_codes = {
+                let at = i64c(b, block, g0);
+                let at = b.addi(block, codes_at, at);
+                let codes = b.masked_load(block, at, mask, b.vector_type(v, "i8"), 1);
+                push(block, arith::uitofp(codes, b.vector_type(v, "f64"), b.location))
+            };
+            let rs64 = push(block, arith::extf(rs, b.f64_type(), b.location));
+            let rs64 = b.splat_of(block, rs64, v, "f64");
+            let inverse = b.dense(block, "f64", &vec![format!("{:e}", 1.0 / STEPS as f64); v]);
+            let range = b.mulf(block, rs64, range_codes);
+            let step = b.mulf(block, range, inverse);
             for (t, bias) in bias.iter_mut().enumerate() {
                 let load = |which| {
-                    let at = self.at(b, block, self.act, t, which, g);
+                    let at = self.at(b, block, self.act, 2, t, which, g);
                     b.masked_load(block, at, mask, b.vector_type(v, "f32"), 4)
                 };
                 let (sx, ms) = (load(0), load(1));
                 let unit = set * count + t;
-                for (which, step) in [s4, s3].into_iter().enumerate() {
-                    let scaled = b.mulf(block, step, sx);
-                    let at = self.at(b, block, self.params, unit, which, g);
-                    b.store_at(block, scaled, at, 4);
-                }
+                let sx64 = push(block, arith::extf(sx, b.vector_type(v, "f64"), b.location));
+                let scaled = b.mulf(block, step, sx64);
+                let scaled = push(block, arith::truncf(scaled, b.vector_type(v, "f32"), b.location));
+                let at = self.at(b, block, self.params, 1, unit, 0, g);
+                b.store_at(block, scaled, at, 4);
                 let terms = b.mulf(block, min, ms);
                 let part = b.reduce_add(block, terms);
                 *bias = b.addf(block, *bias, part);
@@ -458,34 +481,30 @@ impl<'c> Geometry<'_, 'c, '_> {
             let ahead = i64c(b, block, PREFETCH_BYTES);
             let ahead = b.addi(block, base, ahead);
             b.prefetch(block, ahead);
-            let decoded: Vec<(Plane, Value)> = plan.iter().map(|chunk| (chunk.plane, decode(b, block, base, chunk))).collect();
+            let decoded: Vec<Value> = plan.iter().map(|chunk| decode(b, block, base, chunk)).collect();
             for t in 0..count {
                 let unit = set * count + t;
-                let mut sums = [None, None];
-                for (s, &(plane, codes)) in decoded.iter().enumerate() {
+                let mut sum = zero_i32;
+                for (s, &codes) in decoded.iter().enumerate() {
                     let off = i64c(b, block, t * self.token_bytes + s * BYTES);
                     let at = b.addi(block, s_group, off);
                     let xs = b.load_at(block, at, vec_i8, 64);
-                    let which = usize::from(plane == Plane::Three);
-                    let acc = sums[which].unwrap_or(zero_i32);
-                    sums[which] = Some(b.intrinsic(block, DOT_U8_I8, &[acc, codes, xs], vec_i32));
+                    sum = b.intrinsic(block, DOT_U8_I8, &[sum, codes, xs], vec_i32);
                 }
-                for (which, sum) in sums.into_iter().enumerate() {
-                    let Some(sum) = sum else { continue };
-                    let at = self.at(b, block, self.params, unit, which, g);
-                    let c = b.load_at(block, at, b.f32_type(), 4);
-                    let c = b.splat(block, c, LANES);
-                    let sum = b.sitofp_to(block, sum, vec_f32);
-                    accs[unit] = b.fma(block, sum, c, accs[unit]);
-                }
+                let at = self.at(b, block, self.params, 1, unit, 0, g);
+                let c = b.load_at(block, at, b.f32_type(), 4);
+                let c = b.splat(block, c, LANES);
+                let sum = b.sitofp_to(block, sum, vec_f32);
+                accs[unit] = b.fma(block, sum, c, accs[unit]);
             }
         }
         accs
     }
 }
 
-/// The chunk's codes at the group block `base` (i64): one byte per lane,
-/// in `chunk.cols` order (zero where the chunk has no code).
+/// The chunk's codes at the group block `base` (i64), scaled to the step
+/// `range/105`: one byte per lane, in `chunk.cols` order (zero where the
+/// chunk has no code).
 fn decode<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, base: Value<'c, '_>, chunk: &Chunk) -> Value<'c, 'b> {
     let vec_i8 = b.vector_type(BYTES, "i8");
     let load = |at: usize, len: usize| {
@@ -512,8 +531,10 @@ fn decode<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, base: Value<'c, '_>, ch
             let shifts = b.dense(block, "i16", &shifts);
             let shifted = b.shrui(block, words, shifts);
             let bytes = b.bitcast(block, shifted, vec_i8);
-            let low = b.dense(block, "i8", &[15; BYTES]);
-            b.andi(block, bytes, low)
+            // Bits 4.. hold the other code: the table repeats every 16.
+            let table: Vec<usize> = (0..BYTES).map(|i| (STEPS / 15) * (i % 16)).collect();
+            let table = b.dense(block, "i8", &table);
+            b.intrinsic(block, BYTE_LOOKUP, &[table, bytes], vec_i8)
         }
         Plane::Three => {
             // 32 bytes: lo2 at 0.., hi1 at `hi` .., lane 31 zero.
@@ -550,11 +571,16 @@ fn decode<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, base: Value<'c, '_>, ch
             let high_at = b.dense(block, "i8", &high_at);
             let low = b.intrinsic(block, MULTISHIFT, &[low_at, gathered], vec_i8);
             let high = b.intrinsic(block, MULTISHIFT, &[high_at, gathered], vec_i8);
+            // Bits 0-1 from `low`, the rest from `high` (bit 2 is the
+            // code's; bits 3.. are not, and the table repeats every 8).
             let three = b.dense(block, "i8", &[3; BYTES]);
-            let four = b.dense(block, "i8", &[4; BYTES]);
+            let not_three = b.dense(block, "i8", &[-4; BYTES]);
             let low = b.andi(block, low, three);
-            let high = b.andi(block, high, four);
-            b.ori(block, low, high)
+            let high = b.andi(block, high, not_three);
+            let code = b.ori(block, low, high);
+            let table: Vec<usize> = (0..BYTES).map(|i| (STEPS / 7) * (i % 8)).collect();
+            let table = b.dense(block, "i8", &table);
+            b.intrinsic(block, BYTE_LOOKUP, &[table, code], vec_i8)
         }
     }
 }

@@ -1,6 +1,7 @@
 // q35-lower-to-kernels{activations=int8}: coded matmuls take the integer
-// path (int8 activations per weight group, u8 codes times i8 activations
-// in i32 with vpdpbusd); the embedding and f16 weights keep f32.
+// path (int8 activations per weight group, u8 codes scaled to a common
+// step times i8 activations in i32 with vpdpbusd); the embedding and f16
+// weights keep f32.
 // REQUIRES: int8-path
 // RUN: q35-opt %s --pass-pipeline='builtin.module(q35-lower-to-kernels{activations=int8})' | FileCheck %s
 // RUN: not q35-opt %s --pass-pipeline='builtin.module(q35-lower-to-kernels{activations=int4})' 2>&1 | FileCheck %s --check-prefix=BAD
@@ -19,18 +20,27 @@
 // CHECK: math.roundeven %{{.*}} : vector<64xf32>
 // CHECK: arith.fptosi %{{.*}} : vector<64xf32> to vector<64xi32>
 // CHECK: arith.trunci %{{.*}} : vector<64xi32> to vector<64xi8>
-// Codes: 4-bit planes shifted by 0 and 4 in 16-bit lanes, masked to 4 bits.
+// Each group's scale is range·sx/105, in f64, rounded once to f32.
+// CHECK: arith.constant dense<0.0095238095238095{{[0-9]*}}> : vector<{{[0-9]+}}xf64>
+// CHECK: arith.truncf %{{.*}} : vector<{{[0-9]+}}xf64> to vector<{{[0-9]+}}xf32>
+// Codes: 4-bit planes shifted by 0 and 4 in 16-bit lanes, then scaled to
+// the common step (7·q) by a byte lookup that repeats every 16.
 // CHECK: arith.shrui %{{.*}} : vector<32xi16>
-// CHECK: arith.andi %{{.*}} : vector<64xi8>
-// Integer dot products, one accumulator per plane, scaled once per group.
+// CHECK: arith.constant dense<[0, 7, 14, 21, 28, 35, 42, 49, 56, 63, 70, 77, 84, 91, 98, 105, 0, 7,
+// CHECK: llvm.call_intrinsic "llvm.x86.avx512.permvar.qi.512"
+// Integer dot products into one accumulator per group, scaled once.
 // CHECK: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"(%{{.*}}) : (vector<16xi32>, vector<64xi8>, vector<64xi8>) -> vector<16xi32>
 // CHECK: arith.sitofp %{{.*}} : vector<16xi32> to vector<16xf32>
 // CHECK: math.fma
 // CHECK-LABEL: func.func @dequant_matmul_i8_q35_128x32_g32_r64(
-// 3-bit planes: lo2 and hi1 bytes gathered per quadword, two multishifts.
+// 3-bit planes: lo2 and hi1 bytes gathered per quadword, two multishifts,
+// then 15·q by a lookup that repeats every 8; both planes in one chain.
 // CHECK: llvm.call_intrinsic "llvm.x86.avx512.pmultishift.qb.512"
 // CHECK: llvm.call_intrinsic "llvm.x86.avx512.pmultishift.qb.512"
-// CHECK: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"
+// CHECK: arith.constant dense<[0, 15, 30, 45, 60, 75, 90, 105, 0, 15,
+// CHECK: llvm.call_intrinsic "llvm.x86.avx512.permvar.qi.512"
+// CHECK: %[[D4:.*]] = llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"
+// CHECK: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"(%[[D4]],
 // CHECK-LABEL: func.func @embedding_q35_128x32_g32(
 // CHECK-NOT: vpdpbusd
 

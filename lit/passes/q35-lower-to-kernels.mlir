@@ -22,6 +22,12 @@
 // CHECK-SAME: kernel = @add_32
 // The model function is gone; kernels take (wg, tokens, start, buffers...).
 // CHECK-NOT: func.func @forward
+// Attention: the q·k dot products may reassociate (so they vectorize);
+// the softmax keeps exact arithmetic.
+// CHECK-LABEL: func.func @attention_h2_kv2_hd16_c32(
+// CHECK: arith.mulf {{.*}} fastmath<reassoc,contract> : f32
+// CHECK-NEXT: arith.addf {{.*}} fastmath<reassoc,contract> : f32
+// CHECK: math.exp %{{.*}} : f32
 // CHECK-LABEL: func.func @dequant_matmul_q35_128x32_g32_r64(%arg0: index, %arg1: index, %arg2: index, %arg3: memref<?x32xf32>, %arg4: memref<?xi8>, %arg5: memref<?xf16>, %arg6: memref<?xi8>, %arg7: memref<?xf16>, %arg8: memref<?x128xf32>) attributes {llvm.emit_c_interface}
 // CHECK: memref.alloca(){{.*}} : memref<{{[0-9]+}}xf32>
 // CHECK: scf.for

@@ -88,8 +88,9 @@ pub fn build_attention(b: &Builder<'_>, shape: &AttentionShape, body: &Block<'_>
                 let ki = b.addi(&dot, kv_base, d);
                 let qv = b.load(&dot, q, &[m, qi]);
                 let kv = b.load(&dot, k_cache, &[t, ki]);
-                let prod = b.mulf(&dot, qv, kv);
-                let sum = b.addf(&dot, acc, prod);
+                // A dot product: reassociated so that it vectorizes.
+                let prod = b.dot_op(&dot, "arith.mulf", qv, kv);
+                let sum = b.dot_op(&dot, "arith.addf", acc, prod);
                 b.yield_(&dot, &[sum]);
             }
             let raw: Value = b.for_op(&score_loop, zero, hd, one, &[fzero], dot).result(0).expect("one result").into();

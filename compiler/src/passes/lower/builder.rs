@@ -532,6 +532,24 @@ impl<'c> Builder<'c> {
         )
     }
 
+    /// The arith binary op `name` with `#arith.fastmath<reassoc,contract>`,
+    /// for the terms of dot products only: reassociation lets LLVM
+    /// vectorize the reduction (the order of f32 additions then differs
+    /// from the reference's, which the numerical tests bound);
+    /// dequantization and everything else keep exact IEEE arithmetic.
+    pub fn dot_op<'b>(&self, block: &'b Block<'c>, name: &str, x: Value<'c, '_>, y: Value<'c, '_>) -> Value<'c, 'b> {
+        let flags = melior::ir::Attribute::parse(self.context, "#arith.fastmath<reassoc,contract>").expect("valid fastmath attribute");
+        push(
+            block,
+            OperationBuilder::new(name, self.location)
+                .add_operands(&[x, y])
+                .add_results(&[x.r#type()])
+                .add_attributes(&[(melior::ir::Identifier::new(self.context, "fastmath"), flags)])
+                .build()
+                .expect("valid arith op"),
+        )
+    }
+
     /// `llvm.intr.vector.reduce.<kind>` of `vector` to a `result` scalar
     /// (`fmax`: maxnum semantics; `add`: integer sum).
     pub fn reduce<'b>(&self, block: &'b Block<'c>, kind: &str, vector: Value<'c, '_>, result: Type<'c>) -> Value<'c, 'b> {

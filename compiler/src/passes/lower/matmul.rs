@@ -63,7 +63,6 @@ use melior::dialect::arith;
 use melior::ir::{
     attribute::Attribute,
     block::BlockLike,
-    operation::OperationBuilder,
     Block, Type, Value,
 };
 use q35_format::{block_bytes, GroupSize, Layout, QuantKind};
@@ -230,25 +229,10 @@ impl MatmulShape {
     }
 }
 
-/// Fast-math flags for the dot products only: reassociation lets LLVM
-/// vectorize the reduction (the order of f32 additions then differs from
-/// the reference's, which the numerical tests bound); dequantization keeps
-/// the exact reference arithmetic.
-fn dot_flags<'c>(b: &Builder<'c>) -> Attribute<'c> {
-    Attribute::parse(b.context, "#arith.fastmath<reassoc,contract>").expect("valid fastmath attribute")
-}
-
+/// `name` (an arith binary op) for the dot products: see
+/// [`Builder::dot_op`].
 fn with_flags<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, name: &str, x: Value<'c, '_>, y: Value<'c, '_>) -> Value<'c, 'b> {
-    let ty = melior::ir::ValueLike::r#type(&x);
-    push(
-        block,
-        OperationBuilder::new(name, b.location)
-            .add_operands(&[x, y])
-            .add_results(&[ty])
-            .add_attributes(&[(melior::ir::Identifier::new(b.context, "fastmath"), dot_flags(b))])
-            .build()
-            .expect("valid arith op"),
-    )
+    b.dot_op(block, name, x, y)
 }
 
 /// Whether the host has AVX-512 (the fast path's `vpermps` on 16 lanes).

@@ -17,6 +17,11 @@ if ! cargo test --workspace 2>&1 | tee "$logs/cargo.txt"; then status=1; fi
 while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
   sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$logs/cargo.txt")
 
+echo "== cargo test (cuda feature: builds without CUDA; GPU tests skip without a driver)"
+if ! cargo test -p q35-rt -p q35-tests --features q35-rt/cuda,q35-tests/cuda 2>&1 | tee "$logs/cargo-cuda.txt"; then status=1; fi
+while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
+  sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$logs/cargo-cuda.txt")
+
 echo "== lit"
 # lit needs the binaries; cargo test built the libraries, not every bin.
 cargo build --workspace --bins --quiet

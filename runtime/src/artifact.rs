@@ -1,5 +1,6 @@
-//! Loading a `.q35` artifact for the CPU: validation, weights, buffers,
-//! descriptors and the code object, ready for [`crate::executor`].
+//! Loading a `.q35` artifact: the validation every backend shares, and the
+//! CPU backend's buffers, descriptors and code object, ready for
+//! [`crate::executor`].
 //!
 //! Loading checks everything before it runs anything (loading the shared
 //! object runs its initializers, so that comes last):
@@ -7,7 +8,7 @@
 //! 1. the container: [`Artifact::parse`] checks magic, version, every
 //!    offset and size, and every checksum;
 //! 2. the target: a `cpu` artifact for this architecture, whose CPU
-//!    features this machine has;
+//!    features this machine has (an `nvptx` artifact: [`crate::nvptx`]);
 //! 3. the model config and the buffer plan: every buffer has a known role
 //!    and element type, inputs are `tokens`/`positions`, there is one
 //!    `output` of `vocab_size` columns, caches divide into
@@ -16,11 +17,16 @@
 //!    validates lengths, parameters and padding) and agrees with the
 //!    buffer's type (shape, kind, group layout);
 //! 5. the code: an ELF shared object for this machine, loaded, and every
-//!    kernel's `_mlir_ciface_` symbol present.
+//!    kernel's `_mlir_ciface_` symbol present (for `nvptx`, the PTX and the
+//!    GPU: [`crate::nvptx`], `crate::cuda`).
 //!
+//! Steps 1, 3 and 4 are the same for every target ([`with_artifact`],
+//! `Validated`, [`ArtifactInfo`]); a backend adds its own steps 2 and 5.
 //! It plans nothing: sizes come from the manifest.
 //!
-//! Buffers become MLIR memref descriptors (docs/artifact.md):
+//! Buffers become MLIR memref descriptors (docs/artifact.md §5,
+//! [`BufferClass::descriptors`]; the GPU passes the same descriptors'
+//! fields as kernel parameters):
 //!
 //! | buffer | descriptors |
 //! |---|---|
@@ -43,6 +49,12 @@ use crate::host;
 use crate::kernel::{self, Trampoline, CIFACE_PREFIX, MAX_DESCRIPTORS};
 use crate::memref::{AlignedBuffer, MemRef1, MemRef2};
 
+/// The targets this build runs, for messages.
+#[cfg(not(feature = "cuda"))]
+const SUPPORTED_TARGETS: &str = "`cpu`";
+#[cfg(feature = "cuda")]
+const SUPPORTED_TARGETS: &str = "`cpu` and `nvptx`";
+
 /// Why an artifact cannot be loaded; every message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -54,7 +66,7 @@ pub enum LoadError {
     },
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
-    #[error("{path}: compiled for target `{target}`, but this q35-rt runs `cpu` artifacts{hint}")]
+    #[error("{path}: compiled for target `{target}`, but this q35-rt runs {SUPPORTED_TARGETS} artifacts{hint}")]
     Target {
         path: String,
         target: String,
@@ -91,6 +103,34 @@ pub enum LoadError {
         index: usize,
         kernel: String,
     },
+    #[error(
+        "{path}: dispatch {index} launches kernel `{kernel}`, but the PTX has no entry `{kernel}`"
+    )]
+    MissingEntry {
+        path: String,
+        index: usize,
+        kernel: String,
+    },
+    /// No usable GPU: the CUDA driver is missing or sees no device.
+    #[cfg(feature = "cuda")]
+    #[error("{path}: this nvptx artifact needs an NVIDIA GPU, but {what}")]
+    NoGpu { path: String, what: String },
+    #[cfg(feature = "cuda")]
+    #[error(
+        "{path}: compiled for {sm}, but {device} has compute capability {major}.{minor}; \
+         recompile with `q35c --target nvptx --gpu-arch sm_{major}{minor}`"
+    )]
+    ComputeCapability {
+        path: String,
+        sm: String,
+        device: String,
+        major: u32,
+        minor: u32,
+    },
+    /// The driver refused something (PTX compilation, memory, limits).
+    #[cfg(feature = "cuda")]
+    #[error("{path}: {what}")]
+    Cuda { path: String, what: String },
 }
 
 /// A `!q35.packed<N, K, G, "kind", "layout">` buffer element.
@@ -238,6 +278,301 @@ impl BufferClass {
             _ => 1,
         }
     }
+
+    /// The memref descriptors a buffer of this class passes to a kernel, in
+    /// argument order, given the byte length of each of its arrays:
+    /// descriptor `i` views array `i` (docs/artifact.md §5). Every backend
+    /// lays out its kernel arguments from this one table.
+    pub fn descriptors(&self, array_bytes: &[usize]) -> Vec<Descriptor> {
+        match self {
+            Self::Tokens | Self::Positions => vec![Descriptor::Vector {
+                len: 0,
+                per_token: true,
+            }],
+            Self::Activation { width } | Self::Output { width } => vec![Descriptor::Matrix {
+                rows: 0,
+                cols: *width,
+                per_token: true,
+            }],
+            Self::KvCache { rows, cols } => vec![Descriptor::Matrix {
+                rows: *rows,
+                cols: *cols,
+                per_token: false,
+            }],
+            Self::PackedWeight(p) => {
+                let element_sizes: &[usize] = match p.kind {
+                    QuantKind::F16 => &[2],
+                    QuantKind::F32 => &[4],
+                    // codes (u8), mins (f16), range codes (u8), range scales (f16)
+                    _ => &[1, 2, 1, 2],
+                };
+                array_bytes
+                    .iter()
+                    .zip(element_sizes)
+                    .map(|(bytes, size)| Descriptor::Vector {
+                        len: bytes / size,
+                        per_token: false,
+                    })
+                    .collect()
+            }
+            Self::VectorWeight { len } => vec![Descriptor::Vector {
+                len: *len,
+                per_token: false,
+            }],
+        }
+    }
+
+    /// Bytes of the single array of a buffer that is not a weight (per-token
+    /// buffers get `max_tokens` rows); `None` for weights, whose payloads
+    /// size them. `check_plan` has bounded every product.
+    fn array_bytes(&self, max_tokens: usize) -> Option<usize> {
+        match self {
+            Self::Tokens | Self::Positions => Some(max_tokens * 4),
+            Self::Activation { width } | Self::Output { width } => Some(max_tokens * width * 4),
+            Self::KvCache { rows, cols } => Some(rows * cols * 4),
+            Self::PackedWeight(_) | Self::VectorWeight { .. } => None,
+        }
+    }
+}
+
+/// The shape of one memref descriptor: offset 0, row-major strides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Descriptor {
+    /// Rank 1, `len` elements, stride 1.
+    Vector { len: usize, per_token: bool },
+    /// Rank 2, `rows × cols`, strides `[cols, 1]`.
+    Matrix {
+        rows: usize,
+        cols: usize,
+        per_token: bool,
+    },
+}
+
+impl Descriptor {
+    /// Whether the first size is the call's token count (set before every
+    /// call; the value above is a placeholder).
+    pub fn per_token(&self) -> bool {
+        match *self {
+            Self::Vector { per_token, .. } | Self::Matrix { per_token, .. } => per_token,
+        }
+    }
+}
+
+/// What every backend knows of a validated artifact: the manifest, each
+/// buffer's class and array sizes, which buffers each dispatch binds, and
+/// the tokenizer.
+#[derive(Debug)]
+pub struct ArtifactInfo {
+    path: String,
+    manifest: Manifest,
+    classes: Vec<BufferClass>,
+    /// Bytes of each buffer's arrays (four for coded weights, else one).
+    arrays: Vec<Vec<usize>>,
+    /// Each dispatch's buffers, as indices into the manifest's buffers.
+    bindings: Vec<Vec<usize>>,
+    /// Indices of the `tokens`, `positions` and `output` buffers.
+    pub(crate) tokens: usize,
+    pub(crate) positions: usize,
+    pub(crate) output: usize,
+    tokenizer_json: Option<String>,
+    file_bytes: u64,
+}
+
+impl ArtifactInfo {
+    /// The file it was loaded from, as given.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Every buffer's class, in manifest order.
+    pub fn classes(&self) -> &[BufferClass] {
+        &self.classes
+    }
+
+    /// Bytes of each array of buffer `buffer` (manifest order), in
+    /// descriptor order.
+    pub fn array_bytes(&self, buffer: usize) -> &[usize] {
+        &self.arrays[buffer]
+    }
+
+    /// For each dispatch, the indices of the buffers it binds, in order.
+    pub fn bindings(&self) -> &[Vec<usize>] {
+        &self.bindings
+    }
+
+    /// The artifact's `tokenizer.json`, if it has one.
+    pub fn tokenizer_json(&self) -> Option<&str> {
+        self.tokenizer_json.as_deref()
+    }
+
+    /// Size of the artifact file.
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes
+    }
+
+    fn buffer_bytes(&self, buffer: usize) -> usize {
+        self.arrays[buffer].iter().sum()
+    }
+
+    /// Bytes of weights in memory (codes and parameters, all buffers).
+    pub fn weight_bytes(&self) -> usize {
+        (0..self.classes.len())
+            .filter(|&b| {
+                matches!(
+                    self.classes[b],
+                    BufferClass::PackedWeight(_) | BufferClass::VectorWeight { .. }
+                )
+            })
+            .map(|b| self.buffer_bytes(b))
+            .sum()
+    }
+
+    /// Bytes of weights one decoded token reads: every weight once, except
+    /// that a table used only by `embedding_*` kernels contributes one row
+    /// (an untied embedding is looked up, not multiplied).
+    pub fn weight_bytes_per_token(&self) -> usize {
+        let mut uses: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
+        for d in &self.manifest.dispatches {
+            let embedding = d.kernel.starts_with("embedding_");
+            for name in &d.buffers {
+                let entry = uses.entry(name.as_str()).or_default();
+                if embedding {
+                    entry.0 = true;
+                } else {
+                    entry.1 = true;
+                }
+            }
+        }
+        (0..self.classes.len())
+            .map(|b| {
+                let name = self.manifest.buffers[b].name.as_str();
+                let bytes = self.buffer_bytes(b);
+                match (&self.classes[b], uses.get(name)) {
+                    (BufferClass::VectorWeight { .. }, Some(_)) => bytes,
+                    (BufferClass::PackedWeight(_), Some(&(_, true))) => bytes,
+                    (BufferClass::PackedWeight(p), Some(&(true, false))) => bytes / p.rows.max(1),
+                    _ => 0,
+                }
+            })
+            .sum()
+    }
+}
+
+/// Steps 3 and 4, shared by every backend: the plan and every weight
+/// checked, the weights decoded into host arrays that the backend binds
+/// (CPU) or copies to its memory (GPU).
+pub(crate) struct Validated {
+    pub info: ArtifactInfo,
+    /// Per buffer: its decoded weight arrays; empty for other buffers.
+    pub weights: Vec<Vec<AlignedBuffer>>,
+}
+
+impl Validated {
+    /// Checks the plan (step 3) and decodes every weight (step 4) of an
+    /// artifact whose container and target are checked; `path` names it in
+    /// errors.
+    pub(crate) fn new(
+        path: &str,
+        artifact: &Artifact<'_>,
+        file_bytes: u64,
+    ) -> Result<Self, LoadError> {
+        let manifest = &artifact.manifest;
+        let invalid = |what: String| LoadError::Invalid {
+            path: path.to_string(),
+            what,
+        };
+        manifest.model.validate().map_err(invalid)?;
+        let classes = check_plan(manifest).map_err(invalid)?;
+
+        // Weights: decode and check every one before any code runs.
+        let started = std::time::Instant::now();
+        let specs: HashMap<&str, &WeightSpec> = manifest
+            .weights
+            .iter()
+            .map(|w| (w.name.as_str(), w))
+            .collect();
+        let mut weights = Vec::with_capacity(manifest.buffers.len());
+        let mut arrays = Vec::with_capacity(manifest.buffers.len());
+        for (spec, class) in manifest.buffers.iter().zip(&classes) {
+            if let Some(bytes) = class.array_bytes(manifest.max_tokens) {
+                weights.push(Vec::new());
+                arrays.push(vec![bytes]);
+                continue;
+            }
+            let weight = specs.get(spec.name.as_str()).ok_or_else(|| {
+                invalid(format!(
+                    "weight buffer `{}` has no entry in the manifest's weights",
+                    spec.name
+                ))
+            })?;
+            let bytes = artifact.payload(&weight.tensor).ok_or_else(|| {
+                invalid(format!(
+                    "weight `{}`: payload `{}` is missing",
+                    weight.name, weight.tensor
+                ))
+            })?;
+            let decoded =
+                decode_weight(weight, class, bytes).map_err(|what| LoadError::Weight {
+                    path: path.to_string(),
+                    name: weight.name.clone(),
+                    what,
+                })?;
+            arrays.push(decoded.iter().map(AlignedBuffer::len).collect());
+            weights.push(decoded);
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), "weights decoded");
+
+        let tokenizer_json = match &manifest.tokenizer {
+            Some(name) => {
+                let bytes = artifact.payload(name).unwrap_or_default();
+                Some(String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    invalid(format!("tokenizer payload `{name}` is not UTF-8 text"))
+                })?)
+            }
+            None => None,
+        };
+
+        let index: HashMap<&str, usize> = manifest
+            .buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.name.as_str(), i))
+            .collect();
+        // check_plan guarantees every name resolves.
+        let bindings = manifest
+            .dispatches
+            .iter()
+            .map(|d| d.buffers.iter().map(|name| index[name.as_str()]).collect())
+            .collect();
+        let find = |class: fn(&BufferClass) -> bool| {
+            classes
+                .iter()
+                .position(class)
+                .expect("checked by check_plan")
+        };
+        let tokens = find(|c| matches!(c, BufferClass::Tokens));
+        let positions = find(|c| matches!(c, BufferClass::Positions));
+        let output = find(|c| matches!(c, BufferClass::Output { .. }));
+        Ok(Self {
+            info: ArtifactInfo {
+                path: path.to_string(),
+                manifest: manifest.clone(),
+                classes,
+                arrays,
+                bindings,
+                tokens,
+                positions,
+                output,
+                tokenizer_json,
+                file_bytes,
+            },
+            weights,
+        })
+    }
 }
 
 /// One dispatch, bound: the kernel entry, its trampoline and arguments.
@@ -256,19 +591,36 @@ pub(crate) struct BoundDispatch {
 struct Descriptors {
     rank1: Vec<*mut MemRef1>,
     rank2: Vec<*mut MemRef2>,
+    /// Those whose first size is the call's token count.
+    rank1_per_token: Vec<*mut MemRef1>,
+    rank2_per_token: Vec<*mut MemRef2>,
 }
 
 impl Descriptors {
-    fn vector(&mut self, data: *mut c_void, len: usize) -> *mut c_void {
-        let ptr = Box::into_raw(Box::new(MemRef1::vector(data, len)));
-        self.rank1.push(ptr);
-        ptr.cast()
-    }
-
-    fn matrix(&mut self, data: *mut c_void, rows: usize, cols: usize) -> *mut c_void {
-        let ptr = Box::into_raw(Box::new(MemRef2::matrix(data, rows, cols)));
-        self.rank2.push(ptr);
-        ptr.cast()
+    /// A descriptor of `shape` over `data`; returns the pointer kernels get.
+    fn bind(&mut self, data: *mut c_void, shape: Descriptor) -> *mut c_void {
+        match shape {
+            Descriptor::Vector { len, per_token } => {
+                let ptr = Box::into_raw(Box::new(MemRef1::vector(data, len)));
+                self.rank1.push(ptr);
+                if per_token {
+                    self.rank1_per_token.push(ptr);
+                }
+                ptr.cast()
+            }
+            Descriptor::Matrix {
+                rows,
+                cols,
+                per_token,
+            } => {
+                let ptr = Box::into_raw(Box::new(MemRef2::matrix(data, rows, cols)));
+                self.rank2.push(ptr);
+                if per_token {
+                    self.rank2_per_token.push(ptr);
+                }
+                ptr.cast()
+            }
+        }
     }
 }
 
@@ -284,52 +636,15 @@ impl Drop for Descriptors {
     }
 }
 
-/// One manifest buffer with its memory.
-pub struct BoundBuffer {
-    pub spec: BufferSpec,
-    pub class: BufferClass,
-    /// The arrays behind it (four for coded weights, else one).
-    storage: Vec<AlignedBuffer>,
-    /// Descriptor pointers, in kernel argument order.
-    descriptors: Vec<*mut c_void>,
-}
-
-impl BoundBuffer {
-    /// Bytes of memory it holds.
-    pub fn bytes(&self) -> usize {
-        self.storage.iter().map(AlignedBuffer::len).sum()
-    }
-
-    /// The first `tokens` rows of an activation or output buffer (`None`
-    /// for other classes). Valid while no dispatch runs.
-    pub fn rows(&self, tokens: usize) -> Option<&[f32]> {
-        match self.class {
-            BufferClass::Activation { width } | BufferClass::Output { width } => {
-                let data = self.storage[0].as_slice::<f32>();
-                Some(&data[..(tokens * width).min(data.len())])
-            }
-            _ => None,
-        }
-    }
-}
-
-/// A validated artifact with its buffers allocated, weights decoded and
+/// A validated cpu artifact with its buffers allocated, weights decoded and
 /// code loaded.
 pub struct LoadedArtifact {
-    path: String,
-    manifest: Manifest,
-    buffers: Vec<BoundBuffer>,
+    info: ArtifactInfo,
+    /// Each buffer's arrays (four for coded weights, else one).
+    storage: Vec<Vec<AlignedBuffer>>,
     pub(crate) dispatches: Vec<BoundDispatch>,
-    /// Descriptors whose first size is the call's token count.
-    rank1_per_token: Vec<*mut MemRef1>,
-    rank2_per_token: Vec<*mut MemRef2>,
-    tokens: usize,
-    positions: usize,
-    output: usize,
-    tokenizer_json: Option<String>,
-    file_bytes: u64,
-    // Dropped last: descriptors point into `buffers`, kernels live in `code`.
-    _descriptors: Descriptors,
+    // Dropped last: descriptors point into `storage`, kernels live in `code`.
+    descriptors: Descriptors,
     _code: CodeObject,
 }
 
@@ -341,8 +656,8 @@ unsafe impl Send for LoadedArtifact {}
 impl std::fmt::Debug for LoadedArtifact {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedArtifact")
-            .field("path", &self.path)
-            .field("buffers", &self.buffers.len())
+            .field("path", &self.info.path)
+            .field("buffers", &self.storage.len())
             .field("dispatches", &self.dispatches.len())
             .finish()
     }
@@ -377,15 +692,23 @@ pub fn with_artifact<T>(
     f(&Artifact::parse(&name, &map)?)
 }
 
+/// Step 1 on `path`, then `load(name, artifact, file size)` for the other
+/// steps, in a `load` span: what every backend's loader starts with.
+pub(crate) fn load_with<T>(
+    path: &Path,
+    load: impl FnOnce(&str, &Artifact<'_>, u64) -> Result<T, LoadError>,
+) -> Result<T, LoadError> {
+    let _span = tracing::info_span!("load", path = %path.display()).entered();
+    let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    with_artifact(path, |artifact| {
+        load(&path.display().to_string(), artifact, file_bytes)
+    })
+}
+
 impl LoadedArtifact {
     /// Loads and validates `path` (see the module docs for every step).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
-        let path = path.as_ref();
-        let _span = tracing::info_span!("load", path = %path.display()).entered();
-        let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        with_artifact(path, |artifact| {
-            Self::from_artifact(&path.display().to_string(), artifact, file_bytes)
-        })
+        load_with(path.as_ref(), Self::from_artifact)
     }
 
     /// Steps 2 to 5 on a parsed artifact; `path` names it in errors.
@@ -396,64 +719,7 @@ impl LoadedArtifact {
     ) -> Result<Self, LoadError> {
         let manifest = &artifact.manifest;
         check_target(path, manifest)?;
-        let invalid = |what: String| LoadError::Invalid {
-            path: path.to_string(),
-            what,
-        };
-        manifest.model.validate().map_err(invalid)?;
-        let classes = check_plan(manifest).map_err(invalid)?;
-
-        // Weights: decode and check every one before any code runs.
-        let started = std::time::Instant::now();
-        let specs: HashMap<&str, &WeightSpec> = manifest
-            .weights
-            .iter()
-            .map(|w| (w.name.as_str(), w))
-            .collect();
-        let mut storage: Vec<Vec<AlignedBuffer>> = Vec::with_capacity(manifest.buffers.len());
-        let rows_of = |width: usize| manifest.max_tokens.saturating_mul(width);
-        for (spec, class) in manifest.buffers.iter().zip(&classes) {
-            let arrays = match class {
-                BufferClass::Tokens | BufferClass::Positions => {
-                    vec![AlignedBuffer::zeroed(manifest.max_tokens * 4)]
-                }
-                BufferClass::Activation { width } | BufferClass::Output { width } => {
-                    vec![AlignedBuffer::zeroed(rows_of(*width).saturating_mul(4))]
-                }
-                BufferClass::KvCache { rows, cols } => vec![AlignedBuffer::zeroed(rows * cols * 4)],
-                BufferClass::PackedWeight(_) | BufferClass::VectorWeight { .. } => {
-                    let weight = specs.get(spec.name.as_str()).ok_or_else(|| {
-                        invalid(format!(
-                            "weight buffer `{}` has no entry in the manifest's weights",
-                            spec.name
-                        ))
-                    })?;
-                    let bytes = artifact.payload(&weight.tensor).ok_or_else(|| {
-                        invalid(format!(
-                            "weight `{}`: payload `{}` is missing",
-                            weight.name, weight.tensor
-                        ))
-                    })?;
-                    decode_weight(weight, class, bytes).map_err(|what| LoadError::Weight {
-                        path: path.to_string(),
-                        name: weight.name.clone(),
-                        what,
-                    })?
-                }
-            };
-            storage.push(arrays);
-        }
-        tracing::debug!(elapsed = ?started.elapsed(), "weights decoded");
-
-        let tokenizer_json = match &manifest.tokenizer {
-            Some(name) => {
-                let bytes = artifact.payload(name).unwrap_or_default();
-                Some(String::from_utf8(bytes.to_vec()).map_err(|_| {
-                    invalid(format!("tokenizer payload `{name}` is not UTF-8 text"))
-                })?)
-            }
-            None => None,
-        };
+        let Validated { info, weights } = Validated::new(path, artifact, file_bytes)?;
 
         // Code: last, since loading runs its initializers.
         let code_err = |what: String| LoadError::Code {
@@ -466,59 +732,29 @@ impl LoadedArtifact {
             .ok_or_else(|| code_err("the payload is missing".into()))?;
         let code = CodeObject::load(code_bytes).map_err(code_err)?;
 
-        // Descriptors.
+        // Memory and descriptors: weights as decoded, the rest zeroed.
         let mut descriptors = Descriptors::default();
-        let mut buffers = Vec::with_capacity(storage.len());
-        let (mut rank1_per_token, mut rank2_per_token) = (Vec::new(), Vec::new());
-        for ((spec, class), mut arrays) in manifest.buffers.iter().zip(classes).zip(storage) {
-            let mut ptrs = Vec::with_capacity(arrays.len());
-            match &class {
-                BufferClass::Tokens | BufferClass::Positions => {
-                    let d = descriptors.vector(arrays[0].as_mut_ptr(), 0);
-                    rank1_per_token.push(d.cast());
-                    ptrs.push(d);
-                }
-                BufferClass::Activation { width } | BufferClass::Output { width } => {
-                    let d = descriptors.matrix(arrays[0].as_mut_ptr(), 0, *width);
-                    rank2_per_token.push(d.cast());
-                    ptrs.push(d);
-                }
-                BufferClass::KvCache { rows, cols } => {
-                    ptrs.push(descriptors.matrix(arrays[0].as_mut_ptr(), *rows, *cols))
-                }
-                BufferClass::PackedWeight(p) => {
-                    let element_sizes: &[usize] = match p.kind {
-                        QuantKind::F16 => &[2],
-                        QuantKind::F32 => &[4],
-                        // codes (u8), mins (f16), range codes (u8), range scales (f16)
-                        _ => &[1, 2, 1, 2],
-                    };
-                    for (array, size) in arrays.iter_mut().zip(element_sizes) {
-                        let len = array.len() / size;
-                        ptrs.push(descriptors.vector(array.as_mut_ptr(), len));
-                    }
-                }
-                BufferClass::VectorWeight { len } => {
-                    ptrs.push(descriptors.vector(arrays[0].as_mut_ptr(), *len))
-                }
+        let mut storage = Vec::with_capacity(weights.len());
+        let mut bound: Vec<Vec<*mut c_void>> = Vec::with_capacity(weights.len());
+        for (b, mut arrays) in weights.into_iter().enumerate() {
+            let bytes = info.array_bytes(b);
+            if arrays.is_empty() {
+                arrays = bytes.iter().map(|&n| AlignedBuffer::zeroed(n)).collect();
             }
-            buffers.push(BoundBuffer {
-                spec: spec.clone(),
-                class,
-                storage: arrays,
-                descriptors: ptrs,
-            });
+            let shapes = info.classes()[b].descriptors(bytes);
+            bound.push(
+                arrays
+                    .iter_mut()
+                    .zip(shapes)
+                    .map(|(array, shape)| descriptors.bind(array.as_mut_ptr(), shape))
+                    .collect(),
+            );
+            storage.push(arrays);
         }
 
-        let index: HashMap<&str, usize> = manifest
-            .buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (b.name.as_str(), i))
-            .collect();
         let mut dispatches = Vec::with_capacity(manifest.dispatches.len());
         let mut entries: HashMap<&str, *const c_void> = HashMap::new();
-        for (i, d) in manifest.dispatches.iter().enumerate() {
+        for (i, (d, buffers)) in manifest.dispatches.iter().zip(info.bindings()).enumerate() {
             let entry = match entries.get(d.kernel.as_str()) {
                 Some(&entry) => entry,
                 None => {
@@ -533,12 +769,11 @@ impl LoadedArtifact {
                     entry
                 }
             };
-            // check_plan guarantees every name resolves and the count fits.
-            let args: Vec<*mut c_void> = d
-                .buffers
+            let args: Vec<*mut c_void> = buffers
                 .iter()
-                .flat_map(|name| buffers[index[name.as_str()]].descriptors.iter().copied())
+                .flat_map(|&b| bound[b].iter().copied())
                 .collect();
+            // check_plan bounds the descriptor count.
             let trampoline = kernel::trampoline(args.len()).expect("descriptor count checked");
             dispatches.push(BoundDispatch {
                 kernel: d.kernel.clone(),
@@ -549,113 +784,49 @@ impl LoadedArtifact {
                 workgroups_per_token: d.workgroups_per_token,
             });
         }
-        let find = |class: fn(&BufferClass) -> bool| {
-            buffers
-                .iter()
-                .position(|b| class(&b.class))
-                .expect("checked by check_plan")
-        };
-        let tokens = find(|c| matches!(c, BufferClass::Tokens));
-        let positions = find(|c| matches!(c, BufferClass::Positions));
-        let output = find(|c| matches!(c, BufferClass::Output { .. }));
         Ok(Self {
-            path: path.to_string(),
-            manifest: manifest.clone(),
-            buffers,
+            info,
+            storage,
             dispatches,
-            rank1_per_token,
-            rank2_per_token,
-            tokens,
-            positions,
-            output,
-            tokenizer_json,
-            file_bytes,
-            _descriptors: descriptors,
+            descriptors,
             _code: code,
         })
     }
 
-    /// The file it was loaded from, as given.
-    pub fn path(&self) -> &str {
-        &self.path
+    /// The validated manifest, buffers and tokenizer.
+    pub fn info(&self) -> &ArtifactInfo {
+        &self.info
     }
 
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
-    }
-
-    pub fn buffers(&self) -> &[BoundBuffer] {
-        &self.buffers
-    }
-
-    /// The artifact's `tokenizer.json`, if it has one.
-    pub fn tokenizer_json(&self) -> Option<&str> {
-        self.tokenizer_json.as_deref()
-    }
-
-    /// Size of the artifact file.
-    pub fn file_bytes(&self) -> u64 {
-        self.file_bytes
-    }
-
-    /// Bytes of weights in memory (codes and parameters, all buffers).
-    pub fn weight_bytes(&self) -> usize {
-        self.buffers
-            .iter()
-            .filter(|b| {
-                matches!(
-                    b.class,
-                    BufferClass::PackedWeight(_) | BufferClass::VectorWeight { .. }
-                )
-            })
-            .map(BoundBuffer::bytes)
-            .sum()
-    }
-
-    /// Bytes of weights one decoded token reads: every weight once, except
-    /// that a table used only by `embedding_*` kernels contributes one row
-    /// (an untied embedding is looked up, not multiplied).
-    pub fn weight_bytes_per_token(&self) -> usize {
-        let mut uses: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
-        for d in &self.manifest.dispatches {
-            let embedding = d.kernel.starts_with("embedding_");
-            for name in &d.buffers {
-                let entry = uses.entry(name.as_str()).or_default();
-                if embedding {
-                    entry.0 = true;
-                } else {
-                    entry.1 = true;
-                }
+    /// The first `tokens` rows of buffer `buffer` if it is an activation or
+    /// the output (`None` for other classes). Valid while no dispatch runs.
+    pub fn rows(&self, buffer: usize, tokens: usize) -> Option<&[f32]> {
+        match self.info.classes[buffer] {
+            BufferClass::Activation { width } | BufferClass::Output { width } => {
+                let data = self.storage[buffer][0].as_slice::<f32>();
+                Some(&data[..(tokens * width).min(data.len())])
             }
+            _ => None,
         }
-        self.buffers
-            .iter()
-            .map(|b| match (&b.class, uses.get(b.spec.name.as_str())) {
-                (BufferClass::VectorWeight { .. }, Some(_)) => b.bytes(),
-                (BufferClass::PackedWeight(_), Some(&(_, true))) => b.bytes(),
-                (BufferClass::PackedWeight(p), Some(&(true, false))) => b.bytes() / p.rows.max(1),
-                _ => 0,
-            })
-            .sum()
     }
 
     /// Sets the first dimension of every per-token descriptor and writes
     /// the call's token ids and positions. `ids.len()` ≤ max_tokens.
     pub(crate) fn bind_tokens(&mut self, ids: &[u32], start: usize) {
         let n = ids.len();
-        for &d in &self.rank1_per_token {
+        for &d in &self.descriptors.rank1_per_token {
             // SAFETY: descriptors are owned by self and no kernel runs now.
             unsafe { (*d).sizes[0] = n as i64 };
         }
-        for &d in &self.rank2_per_token {
+        for &d in &self.descriptors.rank2_per_token {
             // SAFETY: as above.
             unsafe { (*d).sizes[0] = n as i64 };
         }
-        let tokens = self.buffers[self.tokens].storage[0].as_mut_slice::<i32>();
+        let tokens = self.storage[self.info.tokens][0].as_mut_slice::<i32>();
         for (slot, &id) in tokens.iter_mut().zip(ids) {
             *slot = id as i32;
         }
-        let positions = self.buffers[self.positions].storage[0].as_mut_slice::<i32>();
+        let positions = self.storage[self.info.positions][0].as_mut_slice::<i32>();
         for (m, slot) in positions.iter_mut().take(n).enumerate() {
             *slot = (start + m) as i32;
         }
@@ -663,19 +834,23 @@ impl LoadedArtifact {
 
     /// The first `tokens` rows of the output buffer.
     pub(crate) fn output(&self, tokens: usize) -> &[f32] {
-        let width = self.manifest.model.vocab_size;
-        &self.buffers[self.output].storage[0].as_slice::<f32>()[..tokens * width]
+        let width = self.info.manifest.model.vocab_size;
+        &self.storage[self.info.output][0].as_slice::<f32>()[..tokens * width]
     }
 }
 
-/// Step 2: the artifact is for this machine.
+/// Step 2 (cpu): the artifact is for this machine.
 fn check_target(path: &str, manifest: &Manifest) -> Result<(), LoadError> {
     let target = &manifest.target;
     if target.kind != "cpu" {
         let hint = match target.kind.as_str() {
+            #[cfg(not(feature = "cuda"))]
             "nvptx" => {
                 "; an nvptx artifact needs a q35-rt built with the `cuda` feature and an NVIDIA GPU"
             }
+            // Only a caller of the CPU loader itself gets here.
+            #[cfg(feature = "cuda")]
+            "nvptx" => "; this is the CPU loader: load it with `Session::load`",
             "csl" => "; a csl artifact runs on the CSL simulator",
             "tsp" => "; a tsp artifact runs on the TSP simulator",
             _ => "",

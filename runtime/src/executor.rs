@@ -1,4 +1,5 @@
-//! The CPU executor: runs an artifact's dispatch list on a thread pool.
+//! The executor: runs an artifact's dispatch list, on the CPU's cores or
+//! (with the `cuda` feature) on an NVIDIA GPU.
 //!
 //! A [`Session`] is one loaded model with its KV cache. [`Session::forward`]
 //! runs `tokens` new tokens at positions `start..start + tokens.len()`:
@@ -10,6 +11,11 @@
 //! finished. More tokens than the artifact's `max_tokens` are run in
 //! chunks (the KV cache carries the context from one chunk to the next).
 //!
+//! On the CPU the workgroups are spread over a thread pool; on a GPU
+//! (`crate::cuda`) each dispatch is one kernel launch with that many
+//! blocks, on one stream. The backend is chosen by the artifact's target
+//! once, at load: the per-dispatch loops are each backend's own.
+//!
 //! The session holds no model logic: everything it does comes from the
 //! manifest.
 
@@ -17,11 +23,14 @@ use std::path::Path;
 
 use q35_format::artifact::{DispatchSpec, Manifest};
 
-use crate::artifact::{BoundDispatch, LoadError, LoadedArtifact};
+use crate::artifact::{load_with, ArtifactInfo, BoundDispatch, LoadError, LoadedArtifact};
+#[cfg(feature = "cuda")]
+use crate::cuda::CudaArtifact;
 use crate::thread_pool::ThreadPool;
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
-/// Why a forward call was refused. Nothing has run when it is returned.
+/// Why a forward call failed. Nothing has run when it is returned, except
+/// after `ForwardError::Device` (the `cuda` feature).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForwardError {
     #[error(
@@ -42,6 +51,12 @@ pub enum ForwardError {
         index: usize,
         vocab_size: usize,
     },
+    /// The GPU failed while running the call (the message names the file
+    /// and the driver's error); the KV cache past the call's start is
+    /// undefined, and CUDA keeps most such errors for every later call.
+    #[cfg(feature = "cuda")]
+    #[error("{0}")]
+    Device(String),
 }
 
 /// Called before each dispatch of [`Session::forward_observed`] runs, with
@@ -59,9 +74,21 @@ struct SharedDispatch<'a>(&'a BoundDispatch);
 // SAFETY: see above; the raw pointers inside are only passed to kernels.
 unsafe impl Sync for SharedDispatch<'_> {}
 
-/// A loaded model ready to run, with its KV cache and thread pool.
+/// Where a session runs its dispatch list.
+enum Engine {
+    /// On this machine's cores: the loaded shared object and a thread pool.
+    Cpu {
+        artifact: LoadedArtifact,
+        pool: ThreadPool,
+    },
+    /// On an NVIDIA GPU, through the CUDA driver.
+    #[cfg(feature = "cuda")]
+    Cuda(CudaArtifact),
+}
+
+/// A loaded model ready to run, with its KV cache.
 pub struct Session {
-    pool: ThreadPool,
+    engine: Engine,
     /// Positions held in the KV cache.
     cached: usize,
     /// Logits of a call that ran in several chunks.
@@ -70,45 +97,94 @@ pub struct Session {
     /// output buffer).
     last_chunked: bool,
     last_tokens: usize,
-    artifact: LoadedArtifact,
 }
 
 impl Session {
-    /// Loads `path` (validating it, see [`crate::artifact`]) and starts a
-    /// pool of `threads` threads (0: one per core).
+    /// Loads `path` (validating it, see [`crate::artifact`]). A `cpu`
+    /// artifact gets a pool of `threads` threads (0: one per core); with
+    /// the `cuda` feature an `nvptx` artifact runs on the first CUDA device
+    /// (`threads` is then unused).
     pub fn load(path: impl AsRef<Path>, threads: usize) -> Result<Self, LoadError> {
-        let artifact = LoadedArtifact::load(path)?;
-        Ok(Self::new(artifact, threads))
+        load_with(path.as_ref(), |name, artifact, file_bytes| {
+            #[cfg(feature = "cuda")]
+            if artifact.manifest.target.kind == "nvptx" {
+                let gpu = CudaArtifact::from_artifact(name, artifact, file_bytes)?;
+                return Ok(Self::with_engine(Engine::Cuda(gpu)));
+            }
+            let artifact = LoadedArtifact::from_artifact(name, artifact, file_bytes)?;
+            Ok(Self::new(artifact, threads))
+        })
     }
 
-    /// A session over an already loaded artifact.
+    /// A session over an already loaded cpu artifact.
     pub fn new(artifact: LoadedArtifact, threads: usize) -> Self {
-        Self {
+        Self::with_engine(Engine::Cpu {
+            artifact,
             pool: ThreadPool::new(threads),
+        })
+    }
+
+    fn with_engine(engine: Engine) -> Self {
+        Self {
+            engine,
             cached: 0,
             chunked_logits: Vec::new(),
             last_chunked: false,
             last_tokens: 0,
-            artifact,
         }
     }
 
     pub fn manifest(&self) -> &Manifest {
-        self.artifact.manifest()
+        self.artifact().manifest()
     }
 
-    pub fn artifact(&self) -> &LoadedArtifact {
-        &self.artifact
+    /// The validated artifact: manifest, buffers, tokenizer, sizes.
+    pub fn artifact(&self) -> &ArtifactInfo {
+        match &self.engine {
+            Engine::Cpu { artifact, .. } => artifact.info(),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(gpu) => gpu.info(),
+        }
     }
 
-    /// Threads running each dispatch.
+    /// Threads running each dispatch on the CPU; 0 when the session runs
+    /// on a GPU.
     pub fn threads(&self) -> usize {
-        self.pool.threads()
+        match &self.engine {
+            Engine::Cpu { pool, .. } => pool.threads(),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(_) => 0,
+        }
     }
 
-    /// The pool, for measurements that should use the same threads.
-    pub fn thread_pool(&mut self) -> &mut ThreadPool {
-        &mut self.pool
+    /// What runs the dispatches, for people: `cpu, 4 threads`, or the GPU's
+    /// name and compute capability.
+    pub fn backend(&self) -> String {
+        match &self.engine {
+            Engine::Cpu { pool, .. } => format!("cpu, {} threads", pool.threads()),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(gpu) => gpu.device().to_string(),
+        }
+    }
+
+    /// The CPU session's pool, for measurements that should use the same
+    /// threads (`None` on a GPU).
+    pub fn thread_pool(&mut self) -> Option<&mut ThreadPool> {
+        match &mut self.engine {
+            Engine::Cpu { pool, .. } => Some(pool),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(_) => None,
+        }
+    }
+
+    /// The GPU a CUDA session runs on (`None` on the CPU), for device-side
+    /// measurements such as [`CudaArtifact::measure_bandwidth`].
+    #[cfg(feature = "cuda")]
+    pub fn cuda(&mut self) -> Option<&mut CudaArtifact> {
+        match &mut self.engine {
+            Engine::Cpu { .. } => None,
+            Engine::Cuda(gpu) => Some(gpu),
+        }
     }
 
     /// The longest sequence the artifact can run (its KV cache rows).
@@ -133,11 +209,9 @@ impl Session {
 
     /// The artifact's tokenizer, parsed (`None` if it has none).
     pub fn tokenizer(&self) -> Result<Option<Tokenizer>, TokenizerError> {
-        self.artifact
-            .tokenizer_json()
-            .map(|json| {
-                Tokenizer::from_json_str(json, &format!("{}: tokenizer.json", self.artifact.path()))
-            })
+        let info = self.artifact();
+        info.tokenizer_json()
+            .map(|json| Tokenizer::from_json_str(json, &format!("{}: tokenizer.json", info.path())))
             .transpose()
     }
 
@@ -153,7 +227,9 @@ impl Session {
 
     /// [`Session::forward`], calling `observer` before every dispatch (for
     /// calibration: see [`crate::calibrate`]). Plain `forward` checks one
-    /// `Option` per dispatch and pays nothing else.
+    /// `Option` per dispatch and pays nothing else. On a GPU every
+    /// dispatch's activations are copied back to the host before it runs,
+    /// which makes the call much slower (calibration runs are short).
     pub fn forward_observed(
         &mut self,
         tokens: &[u32],
@@ -169,7 +245,7 @@ impl Session {
         start: usize,
         mut observer: Option<&mut DispatchObserver<'_>>,
     ) -> Result<&[f32], ForwardError> {
-        let manifest = self.artifact.manifest();
+        let manifest = self.manifest();
         let (context, vocab, max_tokens) = (
             manifest.context_length,
             manifest.model.vocab_size,
@@ -206,11 +282,15 @@ impl Session {
         self.chunked_logits.clear();
         for (i, chunk) in tokens.chunks(max_tokens).enumerate() {
             let at = start + i * max_tokens;
-            self.run_chunk(chunk, at, observer.as_deref_mut());
+            self.run_chunk(chunk, at, observer.as_deref_mut())?;
             self.cached = at + chunk.len();
             if self.last_chunked {
-                self.chunked_logits
-                    .extend_from_slice(self.artifact.output(chunk.len()));
+                let logits = match &self.engine {
+                    Engine::Cpu { artifact, .. } => artifact.output(chunk.len()),
+                    #[cfg(feature = "cuda")]
+                    Engine::Cuda(gpu) => gpu.output(chunk.len()),
+                };
+                self.chunked_logits.extend_from_slice(logits);
             }
         }
         Ok(self.logits())
@@ -219,9 +299,12 @@ impl Session {
     /// The logits of the last [`Session::forward`] call.
     pub fn logits(&self) -> &[f32] {
         if self.last_chunked {
-            &self.chunked_logits
-        } else {
-            self.artifact.output(self.last_tokens)
+            return &self.chunked_logits;
+        }
+        match &self.engine {
+            Engine::Cpu { artifact, .. } => artifact.output(self.last_tokens),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(gpu) => gpu.output(self.last_tokens),
         }
     }
 
@@ -230,57 +313,61 @@ impl Session {
         &mut self,
         ids: &[u32],
         start: usize,
-        mut observer: Option<&mut DispatchObserver<'_>>,
-    ) {
-        let n = ids.len();
-        self.artifact.bind_tokens(ids, start);
-        let (tokens, start_arg) = (n as i64, start as i64);
-        // Buffer indices of every dispatch's bound names, for the observer.
-        let bound: Vec<Vec<usize>> = match observer {
-            Some(_) => {
-                let manifest = self.artifact.manifest();
-                let index: std::collections::HashMap<&str, usize> = manifest
-                    .buffers
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| (b.name.as_str(), i))
-                    .collect();
-                manifest
-                    .dispatches
-                    .iter()
-                    .map(|d| d.buffers.iter().map(|b| index[b.as_str()]).collect())
-                    .collect()
+        observer: Option<&mut DispatchObserver<'_>>,
+    ) -> Result<(), ForwardError> {
+        match &mut self.engine {
+            Engine::Cpu { artifact, pool } => {
+                run_cpu_chunk(artifact, pool, ids, start, observer);
+                Ok(())
             }
-            None => Vec::new(),
-        };
-        for (index, dispatch) in self.artifact.dispatches.iter().enumerate() {
-            if let Some(observe) = observer.as_deref_mut() {
-                let buffers = self.artifact.buffers();
-                let views: Vec<Option<&[f32]>> =
-                    bound[index].iter().map(|&b| buffers[b].rows(n)).collect();
-                observe(index, &self.artifact.manifest().dispatches[index], &views);
-            }
-            let count = dispatch.workgroups + dispatch.workgroups_per_token * n;
-            let _span = tracing::trace_span!("dispatch", index, kernel = %dispatch.kernel, workgroups = count).entered();
-            let shared = SharedDispatch(dispatch);
-            let call = |wg: usize| {
-                let d = &shared;
-                // SAFETY: the entry was found in the loaded code under the
-                // kernel's name and its trampoline matches the argument
-                // count; the descriptors and buffers they point to are
-                // owned by the artifact and sized from the manifest.
-                unsafe { (d.0.trampoline)(d.0.entry, wg as i64, tokens, start_arg, &d.0.args) }
-            };
-            self.pool.run(count, &call);
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(gpu) => gpu.run_chunk(ids, start, observer),
         }
+    }
+}
+
+/// One call of the dispatch list on the CPU: each dispatch's workgroups
+/// spread over the pool, dispatches in order.
+fn run_cpu_chunk(
+    artifact: &mut LoadedArtifact,
+    pool: &mut ThreadPool,
+    ids: &[u32],
+    start: usize,
+    mut observer: Option<&mut DispatchObserver<'_>>,
+) {
+    let n = ids.len();
+    artifact.bind_tokens(ids, start);
+    let (tokens, start_arg) = (n as i64, start as i64);
+    for (index, dispatch) in artifact.dispatches.iter().enumerate() {
+        if let Some(observe) = observer.as_deref_mut() {
+            let views: Vec<Option<&[f32]>> = artifact.info().bindings()[index]
+                .iter()
+                .map(|&b| artifact.rows(b, n))
+                .collect();
+            observe(index, &artifact.info().manifest().dispatches[index], &views);
+        }
+        let count = dispatch.workgroups + dispatch.workgroups_per_token * n;
+        let _span =
+            tracing::trace_span!("dispatch", index, kernel = %dispatch.kernel, workgroups = count)
+                .entered();
+        let shared = SharedDispatch(dispatch);
+        let call = |wg: usize| {
+            let d = &shared;
+            // SAFETY: the entry was found in the loaded code under the
+            // kernel's name and its trampoline matches the argument
+            // count; the descriptors and buffers they point to are
+            // owned by the artifact and sized from the manifest.
+            unsafe { (d.0.trampoline)(d.0.entry, wg as i64, tokens, start_arg, &d.0.args) }
+        };
+        pool.run(count, &call);
     }
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("artifact", &self.artifact)
-            .field("threads", &self.pool.threads())
+            .field("artifact", &self.artifact().path())
+            .field("backend", &self.backend())
             .field("cached", &self.cached)
             .finish()
     }

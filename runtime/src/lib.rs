@@ -15,9 +15,14 @@
 //! Each module has its own error type, so a caller can tell a bad
 //! `tokenizer.json` from a bad weight file without string matching.
 //!
-//! - [`artifact`]: loading and validating a cpu artifact: weights, buffers,
-//!   descriptors, the code object;
-//! - [`executor`]: [`Session`], running the dispatch list on a thread pool;
+//! - [`artifact`]: loading and validating an artifact (the checks every
+//!   target shares) and binding a cpu one: weights, buffers, descriptors,
+//!   the code object;
+//! - [`nvptx`]: an nvptx artifact checked without a GPU, and its kernel
+//!   parameter lists; `cuda` (the `cuda` feature): running it on an NVIDIA
+//!   GPU through the CUDA driver API, loaded at run time;
+//! - [`executor`]: [`Session`], running the dispatch list on a thread pool
+//!   or a GPU;
 //! - [`thread_pool`], [`memref`], [`kernel`], [`code`], [`host`]: the pieces
 //!   the executor is made of (workgroup scheduling, memref descriptors, the
 //!   kernel calling convention, dlopen from memory, CPU compatibility);
@@ -39,11 +44,14 @@ pub mod bandwidth;
 pub mod calibrate;
 pub mod check;
 pub mod code;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod dispatch_check;
 pub mod executor;
 pub mod host;
 pub mod kernel;
 pub mod memref;
+pub mod nvptx;
 pub mod perplexity;
 pub mod prompt;
 pub mod reference;

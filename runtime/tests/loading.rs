@@ -66,6 +66,9 @@ fn truncation_is_caught() {
     );
 }
 
+/// Without the `cuda` feature an nvptx artifact is refused at the target
+/// step, with the way to run it.
+#[cfg(not(feature = "cuda"))]
 #[test]
 fn another_target_is_refused_with_a_hint() {
     let mut manifest = support::manifest();
@@ -79,10 +82,34 @@ fn another_target_is_refused_with_a_hint() {
         )
     );
     manifest.target.kind = "tsp".into();
-    let (_, err) = load_err(&support::artifact_with(&manifest, NOT_ELF));
-    assert!(
-        err.to_string().contains("compiled for target `tsp`"),
-        "{err}"
+    let (path, err) = load_err(&support::artifact_with(&manifest, NOT_ELF));
+    assert_eq!(
+        err.to_string(),
+        format!("{path}: compiled for target `tsp`, but this q35-rt runs `cpu` artifacts; a tsp artifact runs on the TSP simulator")
+    );
+}
+
+/// With the `cuda` feature an nvptx artifact goes to the nvptx checks (this
+/// one has no launch configurations); other targets are still refused.
+#[cfg(feature = "cuda")]
+#[test]
+fn another_target_is_refused_with_a_hint() {
+    let mut manifest = support::manifest();
+    manifest.target.kind = "nvptx".into();
+    manifest.target.cpu = "sm_80".into();
+    let (path, err) = load_err(&support::artifact_with(&manifest, NOT_ELF));
+    assert_eq!(
+        err.to_string(),
+        format!("{path}: the plan has 5 dispatches but 0 launch configurations")
+    );
+    manifest.target.kind = "tsp".into();
+    let (path, err) = load_err(&support::artifact_with(&manifest, NOT_ELF));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{path}: compiled for target `tsp`, but this q35-rt runs `cpu` and `nvptx` artifacts; \
+             a tsp artifact runs on the TSP simulator"
+        )
     );
 }
 

@@ -4,6 +4,7 @@ mod bandwidth;
 mod executor;
 mod loading;
 mod memref;
+mod nvptx;
 mod prompt;
 mod smollm2_reference;
 mod smollm2_tokenizer;

@@ -1,6 +1,6 @@
 //! Helpers for whole-path tests: write a tiny model, compile it with the
-//! q35c library exactly as `q35c MODEL --target cpu -o FILE` does, and load
-//! it in q35-rt.
+//! q35c library exactly as `q35c MODEL --target cpu|nvptx -o FILE` does,
+//! and load it in q35-rt.
 
 use anyhow::{Context, Result};
 use q35_dialect::Q35Context;
@@ -10,6 +10,7 @@ use q35c::{
     emit::{emit_module, EmitOptions, Group},
     front::{self, testmodel::TinySpec},
     graph::ModelGraph,
+    nvptx::{compile_nvptx, NvptxOptions},
     pipeline::{RunOptions, Timings},
 };
 use std::path::{Path, PathBuf};
@@ -48,6 +49,14 @@ impl TinyModel {
         Ok(path)
     }
 
+    /// Compiles the model for NVIDIA GPUs and writes `NAME.nvptx.q35`.
+    pub fn compile_nvptx(&self, quant: QuantKind, group: GroupSize, max_tokens: usize, fuse: bool) -> Result<PathBuf> {
+        let bytes = compile_nvptx_bytes(&self.model, quant, group, max_tokens, fuse)?;
+        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}-fuse{fuse}.nvptx.q35"));
+        std::fs::write(&path, bytes)?;
+        Ok(path)
+    }
+
     /// As [`TinyModel::compile`], with or without q35-fuse.
     pub fn compile_with(&self, quant: QuantKind, group: GroupSize, max_tokens: usize, fuse: bool) -> Result<PathBuf> {
         let bytes = compile_bytes(&self.model, quant, group, max_tokens, fuse)?;
@@ -57,7 +66,7 @@ impl TinyModel {
     }
 }
 
-/// Artifact bytes for `model`, compiled as the q35c driver does.
+/// Artifact bytes for `model`, compiled for the host CPU as the q35c driver does.
 pub fn compile_bytes(model: &Path, quant: QuantKind, group: GroupSize, max_tokens: usize, fuse: bool) -> Result<Vec<u8>> {
     compile_bytes_with(model, quant, group, max_tokens, |o| o.fuse = fuse)
 }
@@ -69,6 +78,24 @@ pub fn compile_bytes_with(
     group: GroupSize,
     max_tokens: usize,
     configure: impl FnOnce(&mut CpuOptions),
+) -> Result<Vec<u8>> {
+    compile_for(model, quant, group, max_tokens, configure, None)
+}
+
+/// Artifact bytes for `model`, compiled for NVIDIA GPUs (`--target nvptx`,
+/// the default SM) as the q35c driver does.
+pub fn compile_nvptx_bytes(model: &Path, quant: QuantKind, group: GroupSize, max_tokens: usize, fuse: bool) -> Result<Vec<u8>> {
+    compile_for(model, quant, group, max_tokens, |o| o.fuse = fuse, Some(&NvptxOptions::default()))
+}
+
+/// Compiles for the CPU, or for NVIDIA GPUs with `nvptx`.
+fn compile_for(
+    model: &Path,
+    quant: QuantKind,
+    group: GroupSize,
+    max_tokens: usize,
+    configure: impl FnOnce(&mut CpuOptions),
+    nvptx: Option<&NvptxOptions>,
 ) -> Result<Vec<u8>> {
     let q35 = Q35Context::new()?;
     let model = front::load(model)?;
@@ -89,5 +116,9 @@ pub fn compile_bytes_with(
         verify_each: true,
         print_ir_after_all: false,
     };
-    compile_cpu(&q35, module, &model, &graph, &options, &run, &mut Timings::default())
+    let mut timings = Timings::default();
+    match nvptx {
+        Some(nvptx) => compile_nvptx(&q35, module, &model, &graph, &options, nvptx, &run, &mut timings),
+        None => compile_cpu(&q35, module, &model, &graph, &options, &run, &mut timings),
+    }
 }

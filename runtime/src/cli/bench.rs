@@ -1,10 +1,12 @@
 //! `q35-rt bench`: prefill (pp) and decode (tg) speed, and how close decode
-//! comes to the memory-bandwidth roofline of this machine.
+//! comes to the memory-bandwidth roofline of the memory the weights are in.
 //!
 //! Decode reads every weight once per token, so its ceiling is
 //! `bandwidth / weight bytes per token`. The bandwidth is measured in the
-//! same run, with the same threads, by a streaming read (see
-//! `q35_rt::bandwidth`), so the fraction compares like with like.
+//! same run: on the CPU with the same threads, by a streaming read (see
+//! `q35_rt::bandwidth`); on a GPU by timed device-to-device copies,
+//! counting the bytes read and written (`CudaArtifact::measure_bandwidth`),
+//! so the fraction compares like with like.
 //!
 //! Token ids are pseudo-random (fixed seed) and decode feeds them without
 //! sampling: only forward passes are timed, as llama-bench does.
@@ -41,6 +43,9 @@ pub struct Args {
 #[derive(serde::Serialize, Debug)]
 struct Report {
     model: String,
+    /// What ran the model: `cpu, N threads` or the GPU.
+    backend: String,
+    /// CPU threads per dispatch (0 on a GPU).
     threads: usize,
     prompt_tokens: usize,
     decode_tokens: usize,
@@ -53,6 +58,8 @@ struct Report {
     bandwidth_gb_s: f64,
     bandwidth_runs_gb_s: Vec<f64>,
     bandwidth_buffer_bytes: usize,
+    /// How the bandwidth was measured.
+    bandwidth_method: String,
     /// decode_tok_s × weight_bytes_per_token / bandwidth, in percent.
     roofline_percent: f64,
 }
@@ -83,8 +90,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let decode = ids(args.decode_tokens);
     if !args.json {
         eprintln!(
-            "bench {path}: {} threads, pp{} tg{}, median of {}",
-            session.threads(),
+            "bench {path}: {}, pp{} tg{}, median of {}",
+            session.backend(),
             args.prompt_tokens,
             args.decode_tokens,
             args.repetitions
@@ -101,12 +108,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             tg.push(decode);
         }
     }
-    let measured = bandwidth::measure(session.thread_pool(), 5);
+    let measured = measure_bandwidth(&mut session)?;
     let weight_bytes = session.artifact().weight_bytes_per_token();
     let decode_tok_s = median(&tg);
     let roofline = 100.0 * decode_tok_s * weight_bytes as f64 / measured.bytes_per_second;
     let report = Report {
         model: path,
+        backend: session.backend(),
         threads: session.threads(),
         prompt_tokens: args.prompt_tokens,
         decode_tokens: args.decode_tokens,
@@ -116,9 +124,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         prefill_runs_tok_s: pp,
         decode_runs_tok_s: tg,
         weight_bytes_per_token: weight_bytes,
-        bandwidth_gb_s: measured.gb_per_second(),
+        bandwidth_gb_s: measured.bytes_per_second / 1e9,
         bandwidth_runs_gb_s: measured.runs.iter().map(|b| b / 1e9).collect(),
         bandwidth_buffer_bytes: measured.buffer_bytes,
+        bandwidth_method: measured.method,
         roofline_percent: roofline,
     };
     if args.json {
@@ -132,14 +141,53 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
         println!("bandwidth: {:.1} GB/s", report.bandwidth_gb_s);
         println!("roofline: {:.1} %", report.roofline_percent);
-        eprintln!(
-            "(bandwidth: streaming read of {:.0} MiB with {} threads, median of {} runs)",
+        eprintln!("(bandwidth: {})", report.bandwidth_method);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The bandwidth the roofline is measured against.
+struct Measured {
+    bytes_per_second: f64,
+    runs: Vec<f64>,
+    buffer_bytes: usize,
+    method: String,
+}
+
+/// The bandwidth of the memory the session's weights are in: the GPU's
+/// for a CUDA session, else this machine's with the session's threads.
+fn measure_bandwidth(session: &mut Session) -> Result<Measured> {
+    const RUNS: usize = 5;
+    #[cfg(feature = "cuda")]
+    if let Some(gpu) = session.cuda() {
+        let measured = gpu.measure_bandwidth(RUNS).map_err(anyhow::Error::msg)?;
+        return Ok(Measured {
+            method: format!(
+                "device-to-device copy of {:.0} MiB on {}, bytes read + bytes written, median of {} runs",
+                mib(measured.copy_bytes as f64),
+                gpu.device(),
+                measured.runs.len()
+            ),
+            bytes_per_second: measured.bytes_per_second,
+            runs: measured.runs,
+            buffer_bytes: measured.copy_bytes,
+        });
+    }
+    let Some(pool) = session.thread_pool() else {
+        bail!("this session has neither a thread pool nor a GPU to measure");
+    };
+    let measured = bandwidth::measure(pool, RUNS);
+    Ok(Measured {
+        method: format!(
+            "streaming read of {:.0} MiB with {} threads, median of {} runs",
             mib(measured.buffer_bytes as f64),
             measured.threads,
             measured.runs.len()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+        ),
+        bytes_per_second: measured.bytes_per_second,
+        runs: measured.runs,
+        buffer_bytes: measured.buffer_bytes,
+    })
 }
 
 /// Prefill `prompt` from an empty cache, then decode `decode` one token at

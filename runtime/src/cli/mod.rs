@@ -47,9 +47,9 @@ enum Command {
 /// Options every command that runs a model takes.
 #[derive(clap::Args, Debug)]
 struct ModelArgs {
-    /// The compiled model (`q35c ... --target cpu -o model.q35`)
+    /// The compiled model (`q35c ... --target cpu -o model.q35`; `--target nvptx` with the `cuda` feature)
     model: PathBuf,
-    /// Threads per dispatch (default: one per core)
+    /// Threads per dispatch of a cpu artifact (default: one per core)
     #[arg(long, default_value_t = 0)]
     threads: usize,
 }
@@ -124,10 +124,10 @@ fn load_session(path: &Path, threads: usize) -> Result<Session> {
     let started = std::time::Instant::now();
     let session = Session::load(path, threads)?;
     tracing::info!(
-        "loaded {} in {:.2} s ({} threads)",
+        "loaded {} in {:.2} s ({})",
         path.display(),
         started.elapsed().as_secs_f64(),
-        session.threads()
+        session.backend()
     );
     Ok(session)
 }

@@ -55,16 +55,26 @@
 // CHECK: %[[ROW0:.*]] = arith.muli %[[B]], %c4
 // CHECK: %[[N:.*]] = arith.addi %[[ROW0]], %[[WARP]]
 // CHECK: arith.cmpi ult, %[[N]], %c32
-// CHECK: scf.for %[[M:.*]] = %c0 to %arg0 step %c1 {
+// Tokens in tiles of 4 (a GEMM tiled over rows and tokens: each weight is
+// decoded once per tile), then the rest one at a time.
+// CHECK: %[[TILES:.*]] = arith.divui %arg0, %[[C4:c4[_0-9]*]]
+// CHECK: %[[TILED:.*]] = arith.muli %[[TILES]], %[[C4]]
+// CHECK: scf.for %[[M0:.*]] = %c0 to %[[TILED]] step %[[C4]] {
+// CHECK: %[[T0:.*]] = arith.addi %[[M0]], %c0
+// CHECK: %[[M1:.*]] = arith.addi %[[M0]], %c1
+// CHECK: %[[M2:.*]] = arith.addi %[[M0]], %c2
+// CHECK: %[[M3:.*]] = arith.addi %[[M0]], %c3
 // Per group: range = range_scale * range_code, s4 = range / 15, s3 = range / 7.
 // CHECK: %[[RS:.*]] = arith.extf {{.*}} : f16 to f32
+// CHECK: scf.for {{.*}} iter_args({{.*}}) -> (f32, f32, f32, f32)
 // CHECK: %[[MIN:.*]] = arith.extf {{.*}} : f16 to f32
 // CHECK: %[[CODE:.*]] = arith.uitofp {{.*}} : i8 to f32
 // CHECK: %[[RANGE:.*]] = arith.mulf %[[RS]], %[[CODE]] : f32
 // CHECK: %[[S4:.*]] = arith.divf %[[RANGE]], %cst{{.*}} : f32
 // CHECK: %[[S3:.*]] = arith.divf %[[RANGE]], %cst{{.*}} : f32
-// Lanes stride over the group's column pairs: 16 pairs in the full group.
-// CHECK: scf.for %[[P:.*]] = %[[LANE]] to %c16 step %c32{{.*}} iter_args
+// Lanes stride over the group's column pairs (16 pairs in the full group),
+// with one partial dot per token of the tile.
+// CHECK: scf.for %[[P:.*]] = %[[LANE]] to %c16 step %c32{{.*}} iter_args({{.*}}) -> (f32, f32, f32, f32)
 // The 4-bit code of column 2p (nibble p % 2 of byte p / 2) and the 3-bit
 // code of column 2p + 1 (lo2 bits | hi1 bit << 2), decoded in registers.
 // CHECK: arith.andi %{{.*}}, %c15_i32 : i32
@@ -77,11 +87,15 @@
 // CHECK-NEXT: %[[QS:.*]] = arith.mulf %[[QF]], %[[S4]] : f32
 // CHECK-NEXT: %[[W0:.*]] = arith.addf %[[MIN]], %[[QS]] : f32
 // CHECK: arith.mulf %{{.*}}, %[[S3]] : f32
-// CHECK: memref.load %arg2[%[[M]], %{{.*}}] : memref<?x40xf32>
-// CHECK: arith.mulf %[[W0]], %{{.*}} fastmath<contract> : f32
+// The decoded pair meets the activations of all four tokens.
+// CHECK: memref.load %arg2[%[[T0]], %{{.*}}] : memref<?x40xf32>
+// CHECK: arith.mulf %{{.*}}, %{{.*}} fastmath<contract> : f32
+// CHECK: memref.load %arg2[%[[M1]], %{{.*}}] : memref<?x40xf32>
+// CHECK: memref.load %arg2[%[[M2]], %{{.*}}] : memref<?x40xf32>
+// CHECK: memref.load %arg2[%[[M3]], %{{.*}}] : memref<?x40xf32>
 // The tail group of 8 columns: 4 pairs.
 // CHECK: scf.for %{{.*}} = %[[LANE]] to %c4{{.*}} step %c32
-// Warp reduction: five butterfly shuffles, then lane 0 stores.
+// Warp reduction: five butterfly shuffles per token, then lane 0 stores.
 // CHECK: gpu.shuffle xor %{{.*}}, %c16_i32, %c32_i32 : f32
 // CHECK: gpu.shuffle xor %{{.*}}, %c8_i32, %c32_i32 : f32
 // CHECK: gpu.shuffle xor %{{.*}}, %c4_i32, %c32_i32 : f32
@@ -89,7 +103,12 @@
 // CHECK: %[[RED:.*]], %{{.*}} = gpu.shuffle xor %{{.*}}, %c1_i32, %c32_i32 : f32
 // CHECK: %[[SUM:.*]] = arith.addf %{{.*}}, %[[RED]] : f32
 // CHECK: arith.cmpi eq, %[[LANE]], %c0
-// CHECK: memref.store %[[SUM]], %arg7[%[[M]], %[[N]]] : memref<?x32xf32>
+// CHECK: memref.store %[[SUM]], %arg7[%[[T0]], %[[N]]] : memref<?x32xf32>
+// CHECK: memref.store %{{.*}}, %arg7[%[[M3]], %[[N]]] : memref<?x32xf32>
+// The remaining tokens, one at a time (decode).
+// CHECK: scf.for %[[M:.*]] = %[[TILED]] to %arg0 step %c1
+// CHECK: scf.for {{.*}} iter_args({{.*}}) -> (f32) {
+// CHECK: memref.store %{{.*}}, %arg7[%[[M]], %[[N]]] : memref<?x32xf32>
 // CHECK: gpu.return
 // The embedding: a gpu.func whose one thread calls the CPU loop nest (now
 // a private device function) with its block id as the workgroup.

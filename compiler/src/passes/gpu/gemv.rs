@@ -7,7 +7,11 @@
 //! ```
 //!
 //! Block `b` has `W` warps; warp `w` computes output row `n = b·W + w` for
-//! every token of the call (`n ≥ N`: the warp does nothing). For coded
+//! every token of the call (`n ≥ N`: the warp does nothing). Tokens go
+//! [`TOKEN_TILE`] at a time, then the rest one by one: each weight is
+//! decoded once per tile and multiplied by every token of it (a GEMM tiled
+//! over rows and tokens, in registers), so prefill does not decode the
+//! row again for every token, and decode (one token) does no extra work. For coded
 //! weights (q35, int4, int3) the 32 lanes stride over the *pairs* of
 //! columns of each group: lane `l` takes pairs `l, l + 32, ...`, so
 //! neighbouring lanes read neighbouring plane bytes (coalesced) and
@@ -32,6 +36,9 @@ use q35_format::{Layout, QuantKind};
 
 /// Threads per warp.
 pub const WARP: usize = 32;
+
+/// Tokens that share each decoded weight in prefill.
+pub const TOKEN_TILE: usize = 4;
 
 /// Blocks (of `warps` rows each) for `shape`.
 pub fn workgroups(shape: &MatmulShape, warps: usize) -> usize {
@@ -134,28 +141,57 @@ pub fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, warps: usize, body: &Bloc
     let n_total = b.index(body, shape.n as i64);
     let in_range = cmpi(b, body, arith::CmpiPredicate::Ult, n, n_total);
     if_then(b, body, in_range, |inside| {
-        let zero = b.index(inside, 0);
-        let one = b.index(inside, 1);
-        let tok = b.loop_body(&[]);
-        {
-            let m = arg(&tok, 0);
-            let dots: Vec<Value> = weights
+        for_token_tiles(b, inside, tokens, |tile, ms| {
+            let dots: Vec<Vec<Value>> = weights
                 .iter()
                 .map(|&w| {
-                    let partial = match shape.quant {
-                        QuantKind::F16 | QuantKind::F32 => float_dot(b, shape, &tok, n, m, lane, x, arg(body, w)),
-                        _ => coded_dot(b, shape, &tok, n, m, lane, x, body, w),
+                    let partials = match shape.quant {
+                        QuantKind::F16 | QuantKind::F32 => float_dot(b, shape, tile, n, ms, lane, x, arg(body, w)),
+                        _ => coded_dot(b, shape, tile, n, ms, lane, x, body, w),
                     };
-                    warp_sum(b, &tok, partial)
+                    partials.into_iter().map(|p| warp_sum(b, tile, p)).collect()
                 })
                 .collect();
-            let zero_i = b.index(&tok, 0);
-            let lane0 = cmpi(b, &tok, arith::CmpiPredicate::Eq, lane, zero_i);
-            if_then(b, &tok, lane0, |store| finish(b, store, shape, &dots, residual, out, m, n));
-            b.yield_(&tok, &[]);
-        }
-        b.for_op(inside, zero, tokens, one, &[], tok);
+            let zero_i = b.index(tile, 0);
+            let lane0 = cmpi(b, tile, arith::CmpiPredicate::Eq, lane, zero_i);
+            if_then(b, tile, lane0, |store| {
+                for (t, &m) in ms.iter().enumerate() {
+                    let token_dots: Vec<Value> = dots.iter().map(|d| d[t]).collect();
+                    finish(b, store, shape, &token_dots, residual, out, m, n);
+                }
+            });
+        });
     });
+}
+
+/// Calls `each(block, ms)` for tokens `0 .. tokens`: tiles of
+/// [`TOKEN_TILE`] tokens `ms`, then the rest one at a time.
+fn for_token_tiles<'c>(b: &Builder<'c>, block: &Block<'c>, tokens: Value<'c, '_>, each: impl Fn(&Block<'c>, &[Value<'c, '_>])) {
+    let zero = b.index(block, 0);
+    let one = b.index(block, 1);
+    let tile = b.index(block, TOKEN_TILE as i64);
+    let tiles = b.divui(block, tokens, tile);
+    let tiled = b.muli(block, tiles, tile);
+    let body = b.loop_body(&[]);
+    {
+        let m0 = arg(&body, 0);
+        let ms: Vec<Value> = (0..TOKEN_TILE)
+            .map(|t| {
+                let tv = b.index(&body, t as i64);
+                b.addi(&body, m0, tv)
+            })
+            .collect();
+        each(&body, &ms);
+        b.yield_(&body, &[]);
+    }
+    b.for_op(block, zero, tiled, tile, &[], body);
+    let rest = b.loop_body(&[]);
+    {
+        let m = arg(&rest, 0);
+        each(&rest, &[m]);
+        b.yield_(&rest, &[]);
+    }
+    b.for_op(block, tiled, tokens, one, &[], rest);
 }
 
 /// Applies the epilogue to row n's dots for token m and stores out[m, n].
@@ -207,66 +243,72 @@ pub fn build_emulated<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>
     let x = arg(body, first_buffer);
     let out = arg(body, body.argument_count() - 1);
     let residual = (shape.epilogue == Epilogue::AddResidual).then(|| arg(body, after));
-    let zero = b.index(body, 0);
-    let one = b.index(body, 1);
-    let tok = b.loop_body(&[]);
-    {
-        let m = arg(&tok, 0);
-        let dots: Vec<Value> = weights
+    for_token_tiles(b, body, tokens, |tile, ms| {
+        let dots: Vec<Vec<Value>> = weights
             .iter()
             .map(|&w| {
-                let lanes = b.loop_body(&[b.f32_type()]);
+                let count = ms.len();
+                let lanes = b.loop_body(&vec![b.f32_type(); count]);
                 {
                     let lane = arg(&lanes, 0);
-                    let partial = match shape.quant {
-                        QuantKind::F16 | QuantKind::F32 => float_dot(b, shape, &lanes, n, m, lane, x, arg(body, w)),
-                        _ => coded_dot(b, shape, &lanes, n, m, lane, x, body, w),
+                    let partials = match shape.quant {
+                        QuantKind::F16 | QuantKind::F32 => float_dot(b, shape, &lanes, n, ms, lane, x, arg(body, w)),
+                        _ => coded_dot(b, shape, &lanes, n, ms, lane, x, body, w),
                     };
-                    let sum = b.addf(&lanes, arg(&lanes, 1), partial);
-                    b.yield_(&lanes, &[sum]);
+                    let sums: Vec<Value> = partials.iter().enumerate().map(|(t, &p)| b.addf(&lanes, arg(&lanes, t + 1), p)).collect();
+                    b.yield_(&lanes, &sums);
                 }
-                let zero = b.index(&tok, 0);
-                let one = b.index(&tok, 1);
-                let warp = b.index(&tok, WARP as i64);
-                let fzero = b.f32(&tok, 0.0);
-                b.for_op(&tok, zero, warp, one, &[fzero], lanes).result(0).expect("one result").into()
+                let zero = b.index(tile, 0);
+                let one = b.index(tile, 1);
+                let warp = b.index(tile, WARP as i64);
+                let fzero = b.f32(tile, 0.0);
+                let summed = b.for_op(tile, zero, warp, one, &vec![fzero; count], lanes);
+                (0..count).map(|t| summed.result(t).expect("one result per token").into()).collect()
             })
             .collect();
-        finish(b, &tok, shape, &dots, residual, out, m, n);
-        b.yield_(&tok, &[]);
-    }
-    b.for_op(body, zero, tokens, one, &[], tok);
+        for (t, &m) in ms.iter().enumerate() {
+            let token_dots: Vec<Value> = dots.iter().map(|d| d[t]).collect();
+            finish(b, tile, shape, &token_dots, residual, out, m, n);
+        }
+    });
 }
 
-/// This lane's part of Σ_k x[m, k] · w[n·K + k] (k = lane, lane + 32, ...).
+/// This lane's part of Σ_k x[m, k] · w[n·K + k] (k = lane, lane + 32,
+/// ...) for each token m of `ms`.
 #[allow(clippy::too_many_arguments)]
 fn float_dot<'c, 'b>(
     b: &Builder<'c>,
     shape: &MatmulShape,
     block: &'b Block<'c>,
     n: Value<'c, '_>,
-    m: Value<'c, '_>,
+    ms: &[Value<'c, '_>],
     lane: Value<'c, '_>,
     x: Value<'c, '_>,
     w: Value<'c, '_>,
-) -> Value<'c, 'b> {
+) -> Vec<Value<'c, 'b>> {
     let k_total = b.index(block, shape.k as i64);
     let step = b.index(block, WARP as i64);
     let base = b.muli(block, n, k_total);
     let fzero = b.f32(block, 0.0);
-    let dot = b.loop_body(&[b.f32_type()]);
+    let dot = b.loop_body(&vec![b.f32_type(); ms.len()]);
     {
         let k = arg(&dot, 0);
-        let acc = arg(&dot, 1);
-        let xi = b.load(&dot, x, &[m, k]);
         let idx = b.addi(&dot, base, k);
         let raw = b.load(&dot, w, &[idx]);
         let wi = if shape.quant == QuantKind::F16 { b.extf(&dot, raw) } else { raw };
-        let prod = dot_op(b, &dot, "arith.mulf", xi, wi);
-        let sum = dot_op(b, &dot, "arith.addf", acc, prod);
-        b.yield_(&dot, &[sum]);
+        let sums: Vec<Value> = ms
+            .iter()
+            .enumerate()
+            .map(|(t, &m)| {
+                let xi = b.load(&dot, x, &[m, k]);
+                let prod = dot_op(b, &dot, "arith.mulf", xi, wi);
+                dot_op(b, &dot, "arith.addf", arg(&dot, t + 1), prod)
+            })
+            .collect();
+        b.yield_(&dot, &sums);
     }
-    b.for_op(block, lane, k_total, step, &[fzero], dot).result(0).expect("one result").into()
+    let looped = b.for_op(block, lane, k_total, step, &vec![fzero; ms.len()], dot);
+    (0..ms.len()).map(|t| looped.result(t).expect("one result per token").into()).collect()
 }
 
 /// What one coded row needs while its groups are walked.
@@ -278,25 +320,26 @@ struct Row<'c, 'a> {
     rs: Value<'c, 'a>,
     row_base: Value<'c, 'a>,
     param_base: Value<'c, 'a>,
-    m: Value<'c, 'a>,
+    /// The tokens of the tile.
+    ms: Vec<Value<'c, 'a>>,
     lane: Value<'c, 'a>,
     x: Value<'c, 'a>,
 }
 
 /// This lane's part of the dot of row n of a coded weight (buffers from
-/// `first`) with token m's activations.
+/// `first`) with the activations of each token of `ms`.
 #[allow(clippy::too_many_arguments)]
 fn coded_dot<'c, 'b>(
     b: &Builder<'c>,
     shape: &MatmulShape,
     block: &'b Block<'c>,
     n: Value<'c, '_>,
-    m: Value<'c, '_>,
+    ms: &[Value<'c, '_>],
     lane: Value<'c, '_>,
     x: Value<'c, '_>,
     kernel: &Block<'c>,
     first: usize,
-) -> Value<'c, 'b> {
+) -> Vec<Value<'c, 'b>> {
     let layout = Layout::new(shape.quant, shape.group, shape.k);
     let groups = layout.groups();
     let width = layout.group_width();
@@ -314,41 +357,45 @@ fn coded_dot<'c, 'b>(
         rs,
         row_base,
         param_base,
-        m,
+        ms: ms.to_vec(),
         lane,
         x,
     };
-    let mut total = b.f32(block, 0.0);
+    let count = ms.len();
+    let mut total = vec![b.f32(block, 0.0); count];
     let full_groups = if layout.cols() % width == 0 { groups } else { groups - 1 };
     if full_groups > 0 {
         let zero = b.index(block, 0);
         let one = b.index(block, 1);
         let upper = b.index(block, full_groups as i64);
-        let body = b.loop_body(&[b.f32_type()]);
+        let body = b.loop_body(&vec![b.f32_type(); count]);
         {
             let g = arg(&body, 0);
             let block_bytes = b.index(&body, layout.block_len(0) as i64);
             let offset = b.muli(&body, g, block_bytes);
             let w = b.index(&body, width as i64);
             let k0 = b.muli(&body, g, w);
-            let sum = row.group(b, &body, g, offset, k0, width, arg(&body, 1));
-            b.yield_(&body, &[sum]);
+            let carried: Vec<Value> = (0..count).map(|t| arg(&body, t + 1)).collect();
+            let sums = row.group(b, &body, g, offset, k0, width, &carried);
+            b.yield_(&body, &sums);
         }
-        total = b.for_op(block, zero, upper, one, &[total], body).result(0).expect("one result").into();
+        let looped = b.for_op(block, zero, upper, one, &total, body);
+        total = (0..count).map(|t| looped.result(t).expect("one result per token").into()).collect();
     }
     if full_groups < groups {
         let g = groups - 1;
         let gv = b.index(block, g as i64);
         let offset = b.index(block, layout.block_offset(g) as i64);
         let k0 = b.index(block, (g * width) as i64);
-        total = row.group(b, block, gv, offset, k0, layout.cols() - g * width, total);
+        total = row.group(b, block, gv, offset, k0, layout.cols() - g * width, &total);
     }
     total
 }
 
 impl<'c> Row<'c, '_> {
-    /// `acc` plus this lane's part of the group of `width` columns from k0
-    /// whose block starts `offset` bytes into the row.
+    /// `acc` (one per token of the tile) plus this lane's part of the
+    /// group of `width` columns from k0 whose block starts `offset` bytes
+    /// into the row; each weight is decoded once for all the tokens.
     #[allow(clippy::too_many_arguments)]
     fn group<'b>(
         &self,
@@ -358,8 +405,9 @@ impl<'c> Row<'c, '_> {
         offset: Value<'c, '_>,
         k0: Value<'c, '_>,
         width: usize,
-        acc: Value<'c, '_>,
-    ) -> Value<'c, 'b> {
+        acc: &[Value<'c, '_>],
+    ) -> Vec<Value<'c, 'b>> {
+        let count = self.ms.len();
         let p = b.addi(block, self.param_base, g);
         let min_raw = b.load(block, self.mins, &[p]);
         let min = b.extf(block, min_raw);
@@ -380,10 +428,10 @@ impl<'c> Row<'c, '_> {
         let hi = b.addi(block, lo, hi);
         // Column 2p gets (q, s) from `even`, column 2p + 1 from `odd`.
         let pairs = width / 2;
-        let mut acc: Value<'c, 'b> = {
+        let mut acc: Vec<Value<'c, 'b>> = {
             let step = b.index(block, WARP as i64);
             let upper = b.index(block, pairs as i64);
-            let body = b.loop_body(&[b.f32_type()]);
+            let body = b.loop_body(&vec![b.f32_type(); count]);
             {
                 let pair = arg(&body, 0);
                 let (q_even, s_even) = self.even_code(b, &body, base, lo, hi, pair, s4, s3);
@@ -395,15 +443,23 @@ impl<'c> Row<'c, '_> {
                 let k_even = b.addi(&body, k0, twice);
                 let one = b.index(&body, 1);
                 let k_odd = b.addi(&body, k_even, one);
-                let x_even = b.load(&body, self.x, &[self.m, k_even]);
-                let x_odd = b.load(&body, self.x, &[self.m, k_odd]);
-                let p_even = dot_op(b, &body, "arith.mulf", w_even, x_even);
-                let sum = dot_op(b, &body, "arith.addf", arg(&body, 1), p_even);
-                let p_odd = dot_op(b, &body, "arith.mulf", w_odd, x_odd);
-                let sum = dot_op(b, &body, "arith.addf", sum, p_odd);
-                b.yield_(&body, &[sum]);
+                let sums: Vec<Value> = self
+                    .ms
+                    .iter()
+                    .enumerate()
+                    .map(|(t, &m)| {
+                        let x_even = b.load(&body, self.x, &[m, k_even]);
+                        let x_odd = b.load(&body, self.x, &[m, k_odd]);
+                        let p_even = dot_op(b, &body, "arith.mulf", w_even, x_even);
+                        let sum = dot_op(b, &body, "arith.addf", arg(&body, t + 1), p_even);
+                        let p_odd = dot_op(b, &body, "arith.mulf", w_odd, x_odd);
+                        dot_op(b, &body, "arith.addf", sum, p_odd)
+                    })
+                    .collect();
+                b.yield_(&body, &sums);
             }
-            b.for_op(block, self.lane, upper, step, &[acc], body).result(0).expect("one result").into()
+            let looped = b.for_op(block, self.lane, upper, step, acc, body);
+            (0..count).map(|t| looped.result(t).expect("one result per token").into()).collect()
         };
         if width % 2 == 1 {
             // The last column (even) of an odd-width group: every lane
@@ -413,13 +469,15 @@ impl<'c> Row<'c, '_> {
             let w = dequant(b, block, min, q, s);
             let k = b.index(block, (width - 1) as i64);
             let k = b.addi(block, k0, k);
-            let xk = b.load(block, self.x, &[self.m, k]);
-            let product = dot_op(b, block, "arith.mulf", w, xk);
             let owner = b.index(block, (pairs % WARP) as i64);
             let mine = cmpi(b, block, arith::CmpiPredicate::Eq, self.lane, owner);
             let zero = b.f32(block, 0.0);
-            let part = push(block, arith::select(mine, product, zero, b.location));
-            acc = dot_op(b, block, "arith.addf", acc, part);
+            for (t, &m) in self.ms.iter().enumerate() {
+                let xk = b.load(block, self.x, &[m, k]);
+                let product = dot_op(b, block, "arith.mulf", w, xk);
+                let part = push(block, arith::select(mine, product, zero, b.location));
+                acc[t] = dot_op(b, block, "arith.addf", acc[t], part);
+            }
         }
         acc
     }
@@ -620,10 +678,12 @@ mod tests {
             (QuantKind::F16, GroupSize::Channel, 40),
             (QuantKind::F32, GroupSize::Channel, 33),
         ] {
-            check(shape(13, k, quant, group, Epilogue::None), 3);
+            // Decode (one token), and a token tile plus the rest.
+            check(shape(13, k, quant, group, Epilogue::None), 1);
+            check(shape(13, k, quant, group, Epilogue::None), TOKEN_TILE + 2);
         }
-        check(shape(9, 192, QuantKind::Q35, GroupSize::G128, Epilogue::AddResidual), 2);
-        check(shape(7, 160, QuantKind::Q35, GroupSize::G64, Epilogue::SwiGlu), 2);
-        check(shape(7, 48, QuantKind::F16, GroupSize::Channel, Epilogue::SwiGlu), 1);
+        check(shape(9, 192, QuantKind::Q35, GroupSize::G128, Epilogue::AddResidual), 2 * TOKEN_TILE + 1);
+        check(shape(7, 160, QuantKind::Q35, GroupSize::G64, Epilogue::SwiGlu), TOKEN_TILE + 1);
+        check(shape(7, 48, QuantKind::F16, GroupSize::Channel, Epilogue::SwiGlu), TOKEN_TILE);
     }
 }

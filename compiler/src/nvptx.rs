@@ -285,10 +285,9 @@ mod tests {
             if dispatch.kernel.starts_with("dequant_matmul_") {
                 assert_eq!(launch.block, [128, 1, 1], "{}", dispatch.kernel);
                 assert!(dispatch.workgroups > 0 && dispatch.workgroups_per_token == 0);
-            } else if dispatch.kernel.starts_with("embedding_") {
-                assert_eq!(launch.block, [1, 1, 1], "{}", dispatch.kernel);
             } else {
-                // One warp per token, or per (token, head) for attention.
+                // One warp per token (the embedding too), or per (token,
+                // head) for attention.
                 assert_eq!(launch.block, [32, 1, 1], "{}", dispatch.kernel);
                 let per_token = if dispatch.kernel.starts_with("attention_") { 4 } else { 1 };
                 assert_eq!((dispatch.workgroups, dispatch.workgroups_per_token), (0, per_token), "{}", dispatch.kernel);

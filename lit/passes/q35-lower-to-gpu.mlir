@@ -11,10 +11,10 @@
 // workgroups become blocks of 4 warps, one output row per warp (N = 32
 // rows: 8 blocks of 128 threads); row kernels run one warp per token;
 // attention one warp per (token, head): 2 blocks per token instead of one
-// workgroup per head; the embedding keeps one thread per token.
+// workgroup per head; the embedding one warp per token.
 // CHECK: module attributes {gpu.container_module}
 // CHECK: "q35.plan"() {buffers = [{element = "i32", name = "tokens", role = "input", width = 1 : i64}
-// CHECK-SAME: dispatches = [{block = array<i32: 1, 1, 1>, buffers = ["tokens", "emb", "act{{[0-9]+}}"], kernel = @embedding_q35_128x40_g32, workgroups = 0 : i64, workgroups_per_token = 1 : i64}
+// CHECK-SAME: dispatches = [{block = array<i32: 32, 1, 1>, buffers = ["tokens", "emb", "act{{[0-9]+}}"], kernel = @embedding_q35_128x40_g32, workgroups = 0 : i64, workgroups_per_token = 1 : i64}
 // CHECK-SAME: {block = array<i32: 32, 1, 1>, buffers = ["act{{[0-9]+}}", "g", "act{{[0-9]+}}"], kernel = @rms_norm_40_eps1e_5, workgroups = 0 : i64, workgroups_per_token = 1 : i64}
 // CHECK-SAME: {block = array<i32: 128, 1, 1>, buffers = ["act{{[0-9]+}}", "wi", "act{{[0-9]+}}"], kernel = @dequant_matmul_q35_32x40_g32_r64, workgroups = 8 : i64, workgroups_per_token = 0 : i64}
 // CHECK-SAME: {block = array<i32: 128, 1, 1>, buffers = ["act{{[0-9]+}}", "wq", "act{{[0-9]+}}"], kernel = @dequant_matmul_f16_32x32_g32_r64, workgroups = 8 : i64
@@ -110,14 +110,20 @@
 // CHECK: scf.for {{.*}} iter_args({{.*}}) -> (f32) {
 // CHECK: memref.store %{{.*}}, %arg7[%[[M]], %[[N]]] : memref<?x32xf32>
 // CHECK: gpu.return
-// The embedding: a gpu.func whose one thread calls the CPU loop nest (now
-// a private device function) with its block id as the workgroup.
-// CHECK-LABEL: gpu.func @embedding_q35_128x40_g32(%arg0: index, %arg1: index, %arg2: memref<?xi32>, %arg3: memref<?xi8>, %arg4: memref<?xf16>, %arg5: memref<?xi8>, %arg6: memref<?xf16>, %arg7: memref<?x40xf32>) kernel attributes {known_block_size = array<i32: 1, 1, 1>}
-// CHECK-NEXT: %[[BID:.*]] = gpu.block_id x
-// CHECK-NEXT: call @embedding_q35_128x40_g32__body(%[[BID]], %arg0, %arg1, %arg2, %arg3, %arg4, %arg5, %arg6, %arg7)
-// CHECK-NEXT: gpu.return
-// CHECK: func.func private @embedding_q35_128x40_g32__body(%arg0: index, %arg1: index, %arg2: index,
-// CHECK-NOT: llvm.emit_c_interface
+// The embedding: block m is one warp that decodes row ids[m] with the
+// GEMV's decode (lanes over the column pairs of each group) and stores it.
+// CHECK-LABEL: gpu.func @embedding_q35_128x40_g32(%arg0: index, %arg1: index, %arg2: memref<?xi32>, %arg3: memref<?xi8>, %arg4: memref<?xf16>, %arg5: memref<?xi8>, %arg6: memref<?xf16>, %arg7: memref<?x40xf32>) kernel attributes {known_block_size = array<i32: 32, 1, 1>}
+// CHECK-NEXT: %[[EM:.*]] = gpu.block_id x
+// CHECK-NEXT: %[[ID:.*]] = memref.load %arg2[%[[EM]]] : memref<?xi32>
+// CHECK-NEXT: %[[ROW:.*]] = arith.index_cast %[[ID]] : i32 to index
+// CHECK-NEXT: %[[EL:.*]] = gpu.thread_id x
+// CHECK: arith.divf %{{.*}}, %cst{{.*}} : f32
+// CHECK: scf.for %{{.*}} = %[[EL]] to %c16{{.*}} step %c32
+// CHECK: memref.store %{{.*}}, %arg7[%[[EM]], %{{.*}}] : memref<?x40xf32>
+// CHECK: memref.store %{{.*}}, %arg7[%[[EM]], %{{.*}}] : memref<?x40xf32>
+// CHECK: gpu.return
+// No CPU loop nest is left behind.
+// CHECK-NOT: embedding_q35_128x40_g32__body
 
 // WARPS: dispatches =
 // WARPS-SAME: {block = array<i32: 256, 1, 1>, buffers = ["act{{[0-9]+}}", "wi", "act{{[0-9]+}}"], kernel = @dequant_matmul_q35_32x40_g32_r64, workgroups = 4 : i64

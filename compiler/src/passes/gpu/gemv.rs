@@ -408,25 +408,7 @@ impl<'c> Row<'c, '_> {
         acc: &[Value<'c, '_>],
     ) -> Vec<Value<'c, 'b>> {
         let count = self.ms.len();
-        let p = b.addi(block, self.param_base, g);
-        let min_raw = b.load(block, self.mins, &[p]);
-        let min = b.extf(block, min_raw);
-        let code = b.load(block, self.range_codes, &[p]);
-        let code_f = b.uitofp(block, code);
-        // range = range_scale · code is exact in f32 (11 × 8 bits).
-        let range = b.mulf(block, self.rs, code_f);
-        let l4 = b.f32(block, 15.0);
-        let s4 = b.divf(block, range, l4);
-        let l3 = b.f32(block, 7.0);
-        let s3 = b.divf(block, range, l3);
-        let base = b.addi(block, self.row_base, offset);
-        let (n4, n3) = self.quant.code_counts(width).expect("coded kind");
-        // Plane starts: q35 nib | lo2 | hi1; int4 nib; int3 lo2 | hi1.
-        let lo = b.index(block, n4.div_ceil(2) as i64);
-        let lo = b.addi(block, base, lo);
-        let hi = b.index(block, n3.div_ceil(4) as i64);
-        let hi = b.addi(block, lo, hi);
-        // Column 2p gets (q, s) from `even`, column 2p + 1 from `odd`.
+        let group = self.group_setup(b, block, g, offset, width);
         let pairs = width / 2;
         let mut acc: Vec<Value<'c, 'b>> = {
             let step = b.index(block, WARP as i64);
@@ -434,10 +416,7 @@ impl<'c> Row<'c, '_> {
             let body = b.loop_body(&vec![b.f32_type(); count]);
             {
                 let pair = arg(&body, 0);
-                let (q_even, s_even) = self.even_code(b, &body, base, lo, hi, pair, s4, s3);
-                let (q_odd, s_odd) = self.odd_code(b, &body, base, lo, hi, pair, s4, s3);
-                let w_even = dequant(b, &body, min, q_even, s_even);
-                let w_odd = dequant(b, &body, min, q_odd, s_odd);
+                let (w_even, w_odd) = self.pair_weights(b, &body, &group, pair);
                 let two = b.index(&body, 2);
                 let twice = b.muli(&body, pair, two);
                 let k_even = b.addi(&body, k0, twice);
@@ -465,8 +444,8 @@ impl<'c> Row<'c, '_> {
             // The last column (even) of an odd-width group: every lane
             // decodes it, the lane that owns pair `pairs` keeps it.
             let pair = b.index(block, pairs as i64);
-            let (q, s) = self.even_code(b, block, base, lo, hi, pair, s4, s3);
-            let w = dequant(b, block, min, q, s);
+            let (q, s) = self.even_code(b, block, group.base, group.lo, group.hi, pair, group.s4, group.s3);
+            let w = dequant(b, block, group.min, q, s);
             let k = b.index(block, (width - 1) as i64);
             let k = b.addi(block, k0, k);
             let owner = b.index(block, (pairs % WARP) as i64);
@@ -480,6 +459,77 @@ impl<'c> Row<'c, '_> {
             }
         }
         acc
+    }
+
+    /// Stores this lane's weights of the group of `width` columns from k0
+    /// (its block `offset` bytes into the row) to `out[m, k0 + ..]`.
+    #[allow(clippy::too_many_arguments)]
+    fn store_group(&self, b: &Builder<'c>, block: &Block<'c>, g: Value<'c, '_>, offset: Value<'c, '_>, k0: Value<'c, '_>, width: usize, out: Value<'c, '_>, m: Value<'c, '_>) {
+        let group = self.group_setup(b, block, g, offset, width);
+        let pairs = width / 2;
+        let step = b.index(block, WARP as i64);
+        let upper = b.index(block, pairs as i64);
+        let body = b.loop_body(&[]);
+        {
+            let pair = arg(&body, 0);
+            let (w_even, w_odd) = self.pair_weights(b, &body, &group, pair);
+            let two = b.index(&body, 2);
+            let twice = b.muli(&body, pair, two);
+            let k_even = b.addi(&body, k0, twice);
+            let one = b.index(&body, 1);
+            let k_odd = b.addi(&body, k_even, one);
+            b.store(&body, w_even, out, &[m, k_even]);
+            b.store(&body, w_odd, out, &[m, k_odd]);
+            b.yield_(&body, &[]);
+        }
+        b.for_op(block, self.lane, upper, step, &[], body);
+        if width % 2 == 1 {
+            // The last (even) column of an odd-width group: the lane that
+            // owns pair `pairs` stores it.
+            let owner = b.index(block, (pairs % WARP) as i64);
+            let mine = cmpi(b, block, arith::CmpiPredicate::Eq, self.lane, owner);
+            if_then(b, block, mine, |then| {
+                let pair = b.index(then, pairs as i64);
+                let (q, s) = self.even_code(b, then, group.base, group.lo, group.hi, pair, group.s4, group.s3);
+                let w = dequant(b, then, group.min, q, s);
+                let k = b.index(then, (width - 1) as i64);
+                let k = b.addi(then, k0, k);
+                b.store(then, w, out, &[m, k]);
+            });
+        }
+    }
+
+    /// Group g's parameters and plane addresses (its block starts `offset`
+    /// bytes into the row), with the reference's arithmetic: `range =
+    /// range_scale · code` (exact in f32: 11 × 8 bits), `s4 = range / 15`,
+    /// `s3 = range / 7`.
+    fn group_setup<'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, g: Value<'c, '_>, offset: Value<'c, '_>, width: usize) -> Group<'c, 'b> {
+        let p = b.addi(block, self.param_base, g);
+        let min_raw = b.load(block, self.mins, &[p]);
+        let min = b.extf(block, min_raw);
+        let code = b.load(block, self.range_codes, &[p]);
+        let code_f = b.uitofp(block, code);
+        let range = b.mulf(block, self.rs, code_f);
+        let l4 = b.f32(block, 15.0);
+        let s4 = b.divf(block, range, l4);
+        let l3 = b.f32(block, 7.0);
+        let s3 = b.divf(block, range, l3);
+        let base = b.addi(block, self.row_base, offset);
+        let (n4, n3) = self.quant.code_counts(width).expect("coded kind");
+        // Plane starts: q35 nib | lo2 | hi1; int4 nib; int3 lo2 | hi1.
+        let lo = b.index(block, n4.div_ceil(2) as i64);
+        let lo = b.addi(block, base, lo);
+        let hi = b.index(block, n3.div_ceil(4) as i64);
+        let hi = b.addi(block, lo, hi);
+        Group { min, s4, s3, base, lo, hi }
+    }
+
+    /// The weights of local columns 2·pair and 2·pair + 1, decoded in
+    /// registers.
+    fn pair_weights<'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, group: &Group<'c, 'b>, pair: Value<'c, '_>) -> (Value<'c, 'b>, Value<'c, 'b>) {
+        let (q_even, s_even) = self.even_code(b, block, group.base, group.lo, group.hi, pair, group.s4, group.s3);
+        let (q_odd, s_odd) = self.odd_code(b, block, group.base, group.lo, group.hi, pair, group.s4, group.s3);
+        (dequant(b, block, group.min, q_even, s_even), dequant(b, block, group.min, q_odd, s_odd))
     }
 
     /// The code and step of local column 2·pair.
@@ -586,6 +636,111 @@ impl<'c> Row<'c, '_> {
     }
 }
 
+/// The embedding lookup on a GPU: block m (one per token, as the CPU's
+/// workgroups) is one warp that decodes row `ids[m]` of the table with the
+/// GEMV's decode (lanes over column pairs of each group; f16/f32: over
+/// columns) and stores it to `out[m, ..]`, so the row is read coalesced
+/// and decoded 32 columns pairs at a time instead of by one thread.
+/// `emulated`: the CPU form for tests, `(wg, tokens, start, buffers...)`,
+/// block id = wg and the 32 lanes one after another.
+pub fn build_embedding<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>, emulated: bool) {
+    let first_buffer = if emulated { 3 } else { 2 };
+    let ids = arg(body, first_buffer);
+    let out = arg(body, body.argument_count() - 1);
+    let m = if emulated { arg(body, 0) } else { gpu_id(b, body, "gpu.block_id") };
+    let id = b.load(body, ids, &[m]);
+    let n = b.index_cast(body, id, b.index_type());
+    let lane_body = |block: &Block<'c>, lane: Value<'c, '_>| {
+        let w = first_buffer + 1;
+        match shape.quant {
+            QuantKind::F16 | QuantKind::F32 => {
+                let k_total = b.index(block, shape.k as i64);
+                let step = b.index(block, WARP as i64);
+                let base = b.muli(block, n, k_total);
+                let copy = b.loop_body(&[]);
+                {
+                    let k = arg(&copy, 0);
+                    let idx = b.addi(&copy, base, k);
+                    let raw = b.load(&copy, arg(body, w), &[idx]);
+                    let value = if shape.quant == QuantKind::F16 { b.extf(&copy, raw) } else { raw };
+                    b.store(&copy, value, out, &[m, k]);
+                    b.yield_(&copy, &[]);
+                }
+                b.for_op(block, lane, k_total, step, &[], copy);
+            }
+            _ => {
+                let layout = Layout::new(shape.quant, shape.group, shape.k);
+                let (groups, width) = (layout.groups(), layout.group_width());
+                let row_bytes = b.index(block, layout.row_bytes() as i64);
+                let ng = b.index(block, groups as i64);
+                let rs_raw = b.load(block, arg(body, w + 3), &[n]);
+                let row = Row {
+                    quant: shape.quant,
+                    codes: arg(body, w),
+                    mins: arg(body, w + 1),
+                    range_codes: arg(body, w + 2),
+                    rs: b.extf(block, rs_raw),
+                    row_base: b.muli(block, n, row_bytes),
+                    param_base: b.muli(block, n, ng),
+                    ms: Vec::new(),
+                    lane,
+                    // Not read: the lookup stores weights instead of dotting them.
+                    x: out,
+                };
+                let full_groups = if layout.cols() % width == 0 { groups } else { groups - 1 };
+                if full_groups > 0 {
+                    let zero = b.index(block, 0);
+                    let one = b.index(block, 1);
+                    let upper = b.index(block, full_groups as i64);
+                    let each = b.loop_body(&[]);
+                    {
+                        let g = arg(&each, 0);
+                        let block_bytes = b.index(&each, layout.block_len(0) as i64);
+                        let offset = b.muli(&each, g, block_bytes);
+                        let wv = b.index(&each, width as i64);
+                        let k0 = b.muli(&each, g, wv);
+                        row.store_group(b, &each, g, offset, k0, width, out, m);
+                        b.yield_(&each, &[]);
+                    }
+                    b.for_op(block, zero, upper, one, &[], each);
+                }
+                if full_groups < groups {
+                    let g = groups - 1;
+                    let gv = b.index(block, g as i64);
+                    let offset = b.index(block, layout.block_offset(g) as i64);
+                    let k0 = b.index(block, (g * width) as i64);
+                    row.store_group(b, block, gv, offset, k0, layout.cols() - g * width, out, m);
+                }
+            }
+        }
+    };
+    if emulated {
+        let zero = b.index(body, 0);
+        let one = b.index(body, 1);
+        let warp = b.index(body, WARP as i64);
+        let lanes = b.loop_body(&[]);
+        {
+            let lane = arg(&lanes, 0);
+            lane_body(&lanes, lane);
+            b.yield_(&lanes, &[]);
+        }
+        b.for_op(body, zero, warp, one, &[], lanes);
+    } else {
+        let lane = gpu_id(b, body, "gpu.thread_id");
+        lane_body(body, lane);
+    }
+}
+
+/// One group's decoded parameters and plane addresses (byte indices).
+struct Group<'c, 'a> {
+    min: Value<'c, 'a>,
+    s4: Value<'c, 'a>,
+    s3: Value<'c, 'a>,
+    base: Value<'c, 'a>,
+    lo: Value<'c, 'a>,
+    hi: Value<'c, 'a>,
+}
+
 /// fl(min + fl(q·s)): the reference's dequantization, two roundings.
 fn dequant<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, min: Value<'c, '_>, q: Value<'c, '_>, s: Value<'c, '_>) -> Value<'c, 'b> {
     let qf = b.uitofp(block, q);
@@ -660,6 +815,98 @@ mod tests {
             rows_per_workgroup: 1,
             epilogue,
             int8_activations: false,
+        }
+    }
+
+    /// The embedding's CPU form compiled for the host, like [`shared_object`].
+    fn embedding_object(shape: &MatmulShape) -> Vec<u8> {
+        let q35 = q35_dialect::Q35Context::new().unwrap();
+        let context = q35.context();
+        let location = Location::unknown(context);
+        let b = Builder { context, location };
+        let mut module = melior::ir::Module::new(location);
+        let mut types = vec![b.index_type(); 3];
+        types.push(melior::ir::Type::parse(context, "memref<?xi32>").unwrap());
+        let buffers = shape.buffer_types(&b);
+        types.extend_from_slice(&buffers[1..buffers.len() - 1]);
+        types.push(melior::ir::Type::parse(context, &format!("memref<?x{}xf32>", shape.k)).unwrap());
+        let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
+        build_embedding(&b, shape, &block, true);
+        block.append_operation(melior::dialect::func::r#return(&[], location));
+        let region = Region::new();
+        region.append_block(block);
+        module.body().append_operation(melior::dialect::func::func(
+            context,
+            StringAttribute::new(context, "embedding"),
+            TypeAttribute::new(FunctionType::new(context, &types, &[]).into()),
+            region,
+            &[(Identifier::new(context, "llvm.emit_c_interface"), Attribute::unit(context))],
+            location,
+        ));
+        assert!(melior::ir::operation::OperationLike::verify(&module.as_operation()));
+        let steps = crate::pipeline::parse(crate::codegen::TO_LLVM).unwrap();
+        crate::pipeline::run(&q35, &mut module, &steps, &Default::default(), &mut Default::default()).unwrap();
+        let llvm = q35_target_llvm::llvm_context();
+        let ir = q35_target_llvm::translate(&module, &llvm).unwrap();
+        let object = q35_target_llvm::compile_cpu(&ir, &q35_target_llvm::Options::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("embedding.so");
+        q35_target_llvm::link_shared_object(&object, &path).unwrap();
+        std::fs::read(&path).unwrap()
+    }
+
+    /// The warp-per-token lookup stores exactly the reference's dequantized
+    /// rows (the decode is the reference arithmetic, and nothing is summed),
+    /// for every kind, tail groups and odd widths.
+    #[test]
+    fn emulated_embedding_is_the_reference_row_bit_for_bit() {
+        use q35_format::{Payload, QuantizedTensor};
+        use q35_rt::{code::CodeObject, memref::{MemRef1, MemRef2}};
+        use std::ffi::c_void;
+        for (quant, group, k) in [
+            (QuantKind::Q35, GroupSize::G128, 576),
+            (QuantKind::Q35, GroupSize::G64, 99),
+            (QuantKind::Q35, GroupSize::Channel, 161),
+            (QuantKind::Int4, GroupSize::G32, 45),
+            (QuantKind::Int3, GroupSize::G32, 77),
+            (QuantKind::F16, GroupSize::Channel, 40),
+        ] {
+            let n = 50;
+            let shape = shape(n, k, quant, group, Epilogue::None);
+            let values: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1013) as f32 / 506.5 - 1.0) * 0.3).collect();
+            let table = QuantizedTensor::quantize("emb", n, k, &values, quant, group).unwrap();
+            let dense = table.dequantize();
+            let ids: Vec<i32> = vec![3, 49, 0, 17, 17];
+            let mut out = vec![f32::NAN; ids.len() * k];
+            let so = embedding_object(&shape);
+            let code = CodeObject::load(&so).unwrap();
+            let entry = code.symbol("_mlir_ciface_embedding").unwrap();
+            let ptr = |p: *const c_void| p as *mut c_void;
+            let mut descs: Vec<MemRef1> = vec![MemRef1::vector(ptr(ids.as_ptr().cast()), ids.len())];
+            match table.payload() {
+                Payload::Coded { codes, range_scale, mins, range_codes } => descs.extend([
+                    MemRef1::vector(ptr(codes.as_ptr().cast()), codes.len()),
+                    MemRef1::vector(ptr(mins.as_ptr().cast()), mins.len()),
+                    MemRef1::vector(ptr(range_codes.as_ptr().cast()), range_codes.len()),
+                    MemRef1::vector(ptr(range_scale.as_ptr().cast()), range_scale.len()),
+                ]),
+                Payload::F16(v) => descs.push(MemRef1::vector(ptr(v.as_ptr().cast()), v.len())),
+                Payload::F32(v) => descs.push(MemRef1::vector(ptr(v.as_ptr().cast()), v.len())),
+            }
+            let mut out_desc = MemRef2::matrix(out.as_mut_ptr().cast(), ids.len(), k);
+            let mut args: Vec<*mut c_void> = descs.iter_mut().map(|d| (d as *mut MemRef1).cast::<c_void>()).collect();
+            args.push((&mut out_desc as *mut MemRef2).cast());
+            let call = q35_rt::kernel::trampoline(args.len()).unwrap();
+            for m in 0..ids.len() {
+                // SAFETY: the kernel takes exactly these descriptors.
+                unsafe { call(entry, m as i64, ids.len() as i64, 0, &args) };
+            }
+            for (m, &id) in ids.iter().enumerate() {
+                let want = &dense[id as usize * k..(id as usize + 1) * k];
+                let got = &out[m * k..(m + 1) * k];
+                let first = want.iter().zip(got).position(|(a, b)| a.to_bits() != b.to_bits());
+                assert!(first.is_none(), "{quant} g{group} k={k}: row {id} differs first at column {first:?}: {:?}", first.map(|c| (want[c], got[c])));
+            }
         }
     }
 

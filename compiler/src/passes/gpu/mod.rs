@@ -13,9 +13,8 @@
 //!         kernel attributes {known_block_size = array<i32: 128, 1, 1>} { ... }
 //!     gpu.func @rms_norm_576_eps1e_5(%tokens: index, %start: index, ...) kernel
 //!         attributes {known_block_size = array<i32: 32, 1, 1>} { ... }
-//!     func.func private @embedding_q35_49152x576_g128__body(%wg: index, %tokens: index, %start: index, ...)
-//!     gpu.func @embedding_q35_49152x576_g128(%tokens: index, %start: index, ...) kernel
-//!         attributes {known_block_size = array<i32: 1, 1, 1>} { call @..._body(%block_id_x, ...) }
+//!     gpu.func @embedding_q35_49152x576_g128(%tokens: index, %start: index, %ids: memref<?xi32>, ...) kernel
+//!         attributes {known_block_size = array<i32: 32, 1, 1>} { ... }
 //!   }
 //! }
 //! ```
@@ -27,9 +26,9 @@
 //! become the warp-per-row fused dequant-GEMV of [`gemv`], with
 //! `workgroups = ceil(N / warps)`. RMSNorm, the elementwise ops, RoPE and
 //! the KV update become one-warp-per-token kernels and attention one warp
-//! per (token, head) ([`rows`]). Any other kernel (the embedding) keeps its
-//! CPU loop nest as a private device function, run by one thread per
-//! workgroup.
+//! per (token, head) ([`rows`]); the embedding one warp per token
+//! ([`gemv::build_embedding`]). Any other kernel keeps its CPU loop nest as
+//! a private device function, run by one thread per workgroup.
 
 // The op-building helpers of `q35-lower-to-kernels`.
 use super::lower::builder;
@@ -240,6 +239,29 @@ fn matmul_shape(context: &Context, kernel: &str, arguments: &[Type], dispatch: &
     })
 }
 
+/// The table of an `embedding_*` kernel as a [`MatmulShape`] (N = vocab,
+/// K = hidden, the weight's kind and group from the plan), if its
+/// arguments are `(ids: memref<?xi32>, <weight buffers>, out)`.
+fn embedding_shape(context: &Context, b: &Builder, arguments: &[Type], dispatch: &DispatchSpec, elements: &BTreeMap<String, String>) -> Option<MatmulShape> {
+    let packed = Type::parse(context, elements.get(dispatch.buffers.get(1)?)?).and_then(PackedType::from_type)?.ok()?;
+    let group = GroupSize::ALL.into_iter().find(|g| g.fixed() == Some(packed.group as usize)).unwrap_or(GroupSize::Channel);
+    let shape = MatmulShape {
+        n: packed.rows as usize,
+        k: packed.cols as usize,
+        quant: packed.quant,
+        group,
+        rows_per_workgroup: 1,
+        epilogue: Epilogue::None,
+        int8_activations: false,
+    };
+    // The matmul's weight buffers between the ids and a row of K.
+    let buffers = shape.buffer_types(b);
+    let mut expected = vec![Type::parse(context, "memref<?xi32>")?];
+    expected.extend_from_slice(&buffers[1..buffers.len() - 1]);
+    expected.push(Type::parse(context, &format!("memref<?x{}xf32>", shape.k))?);
+    (arguments.get(3..)? == expected.as_slice()).then_some(shape)
+}
+
 /// The warp-parallel kernels of [`rows`], recognized by the CPU kernel's
 /// name and checked against its argument types (and, for the parameters a
 /// name rounds, against the constants in its body).
@@ -409,10 +431,19 @@ fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, warps: u
             .then(|| matmul_shape(context, &name, &arguments, dispatch, &elements).ok())
             .flatten()
             .filter(|shape| shape.buffer_types(&b) == arguments[3..]);
+        let embedding = name
+            .starts_with("embedding_")
+            .then(|| embedding_shape(context, &b, &arguments, dispatch, &elements))
+            .flatten();
         if let Some(shape) = shape {
             let threads = (warps * gemv::WARP) as u32;
             device.append_operation(gpu_func(&b, &name, &gpu_arguments, threads, |block| gemv::build(&b, &shape, warps, block)));
             launch.insert(name.clone(), (threads, Some((gemv::workgroups(&shape, warps), 0))));
+        } else if let Some(shape) = embedding {
+            // One warp per token, as many blocks as the CPU's workgroups.
+            let threads = gemv::WARP as u32;
+            device.append_operation(gpu_func(&b, &name, &gpu_arguments, threads, |block| gemv::build_embedding(&b, &shape, block, false)));
+            launch.insert(name.clone(), (threads, None));
         } else if let Some(spec) = row_kernel(&b, &name, kernel, &arguments) {
             type Fill<'f, 'c> = Box<dyn FnOnce(&Block<'c>) + 'f>;
             let (grid, fill): (Option<(usize, usize)>, Fill<'_, 'c>) = match spec {

@@ -57,8 +57,10 @@
 // CHECK: arith.cmpi ult, %[[N]], %c32
 // Tokens in tiles of 4 (a GEMM tiled over rows and tokens: each weight is
 // decoded once per tile), then the rest one at a time.
-// CHECK: %[[TILES:.*]] = arith.divui %arg0, %[[C4:c4[_0-9]*]]
-// CHECK: %[[TILED:.*]] = arith.muli %[[TILES]], %[[C4]]
+// CHECK: %[[LEN:.*]] = arith.subi %arg0, %c0
+// CHECK: %[[TILES:.*]] = arith.divui %[[LEN]], %[[C4:c4[_0-9]*]]
+// CHECK: %[[SPAN:.*]] = arith.muli %[[TILES]], %[[C4]]
+// CHECK: %[[TILED:.*]] = arith.addi %c0, %[[SPAN]]
 // CHECK: scf.for %[[M0:.*]] = %c0 to %[[TILED]] step %[[C4]] {
 // CHECK: %[[T0:.*]] = arith.addi %[[M0]], %c0
 // CHECK: %[[M1:.*]] = arith.addi %[[M0]], %c1

@@ -168,30 +168,7 @@ pub fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, warps: usize, body: &Bloc
 /// [`TOKEN_TILE`] tokens `ms`, then the rest one at a time.
 fn for_token_tiles<'c>(b: &Builder<'c>, block: &Block<'c>, tokens: Value<'c, '_>, each: impl Fn(&Block<'c>, &[Value<'c, '_>])) {
     let zero = b.index(block, 0);
-    let one = b.index(block, 1);
-    let tile = b.index(block, TOKEN_TILE as i64);
-    let tiles = b.divui(block, tokens, tile);
-    let tiled = b.muli(block, tiles, tile);
-    let body = b.loop_body(&[]);
-    {
-        let m0 = arg(&body, 0);
-        let ms: Vec<Value> = (0..TOKEN_TILE)
-            .map(|t| {
-                let tv = b.index(&body, t as i64);
-                b.addi(&body, m0, tv)
-            })
-            .collect();
-        each(&body, &ms);
-        b.yield_(&body, &[]);
-    }
-    b.for_op(block, zero, tiled, tile, &[], body);
-    let rest = b.loop_body(&[]);
-    {
-        let m = arg(&rest, 0);
-        each(&rest, &[m]);
-        b.yield_(&rest, &[]);
-    }
-    b.for_op(block, tiled, tokens, one, &[], rest);
+    b.for_runs(block, zero, tokens, TOKEN_TILE, each);
 }
 
 /// Applies the epilogue to row n's dots for token m and stores out[m, n].
@@ -756,46 +733,12 @@ mod tests {
     //! tail groups, odd widths and every epilogue. What only a GPU can run
     //! (thread ids, shuffles) is pinned by the lit test and the PTX snapshot.
     use super::*;
-    use melior::ir::{
-        attribute::{StringAttribute, TypeAttribute},
-        r#type::FunctionType,
-        Location,
-    };
-    use crate::passes::lower::check_compiled_matmul;
+    use crate::passes::{gpu::emulation, lower::check_compiled_matmul};
     use q35_format::GroupSize;
 
     /// The emulated kernel compiled for the host: a shared object.
     fn shared_object(shape: &MatmulShape) -> Vec<u8> {
-        let q35 = q35_dialect::Q35Context::new().unwrap();
-        let context = q35.context();
-        let location = Location::unknown(context);
-        let b = Builder { context, location };
-        let mut module = melior::ir::Module::new(location);
-        let mut types = vec![b.index_type(); 3];
-        types.extend(shape.buffer_types(&b));
-        let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
-        build_emulated(&b, shape, &block);
-        block.append_operation(melior::dialect::func::r#return(&[], location));
-        let region = Region::new();
-        region.append_block(block);
-        module.body().append_operation(melior::dialect::func::func(
-            context,
-            StringAttribute::new(context, "gemv"),
-            TypeAttribute::new(FunctionType::new(context, &types, &[]).into()),
-            region,
-            &[(Identifier::new(context, "llvm.emit_c_interface"), Attribute::unit(context))],
-            location,
-        ));
-        assert!(melior::ir::operation::OperationLike::verify(&module.as_operation()));
-        let steps = crate::pipeline::parse(crate::codegen::TO_LLVM).unwrap();
-        crate::pipeline::run(&q35, &mut module, &steps, &Default::default(), &mut Default::default()).unwrap();
-        let llvm = q35_target_llvm::llvm_context();
-        let ir = q35_target_llvm::translate(&module, &llvm).unwrap();
-        let object = q35_target_llvm::compile_cpu(&ir, &q35_target_llvm::Options::default()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gemv.so");
-        q35_target_llvm::link_shared_object(&object, &path).unwrap();
-        std::fs::read(&path).unwrap()
+        emulation::shared_object(&emulation::buffer_types(shape), |b, block| build_emulated(b, shape, block))
     }
 
     /// Every output within the bound of a reordered, fused f32 dot
@@ -803,7 +746,7 @@ mod tests {
     /// CPU kernels' check, one workgroup per row.
     fn check(shape: MatmulShape, tokens: usize) {
         let label = format!("{} {}x{} g{} {:?}", shape.quant, shape.n, shape.k, shape.group, shape.epilogue);
-        check_compiled_matmul(&shape, tokens, &shared_object(&shape), "_mlir_ciface_gemv", 0x51ed_2701, false, &label);
+        check_compiled_matmul(&shape, tokens, &shared_object(&shape), "_mlir_ciface_k", 0x51ed_2701, false, &label);
     }
 
     fn shape(n: usize, k: usize, quant: QuantKind, group: GroupSize, epilogue: Epilogue) -> MatmulShape {
@@ -818,41 +761,14 @@ mod tests {
         }
     }
 
-    /// The embedding's CPU form compiled for the host, like [`shared_object`].
+    /// The embedding's CPU form compiled for the host: ids, the table's
+    /// buffers, a row of K.
     fn embedding_object(shape: &MatmulShape) -> Vec<u8> {
-        let q35 = q35_dialect::Q35Context::new().unwrap();
-        let context = q35.context();
-        let location = Location::unknown(context);
-        let b = Builder { context, location };
-        let mut module = melior::ir::Module::new(location);
-        let mut types = vec![b.index_type(); 3];
-        types.push(melior::ir::Type::parse(context, "memref<?xi32>").unwrap());
-        let buffers = shape.buffer_types(&b);
-        types.extend_from_slice(&buffers[1..buffers.len() - 1]);
-        types.push(melior::ir::Type::parse(context, &format!("memref<?x{}xf32>", shape.k)).unwrap());
-        let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
-        build_embedding(&b, shape, &block, true);
-        block.append_operation(melior::dialect::func::r#return(&[], location));
-        let region = Region::new();
-        region.append_block(block);
-        module.body().append_operation(melior::dialect::func::func(
-            context,
-            StringAttribute::new(context, "embedding"),
-            TypeAttribute::new(FunctionType::new(context, &types, &[]).into()),
-            region,
-            &[(Identifier::new(context, "llvm.emit_c_interface"), Attribute::unit(context))],
-            location,
-        ));
-        assert!(melior::ir::operation::OperationLike::verify(&module.as_operation()));
-        let steps = crate::pipeline::parse(crate::codegen::TO_LLVM).unwrap();
-        crate::pipeline::run(&q35, &mut module, &steps, &Default::default(), &mut Default::default()).unwrap();
-        let llvm = q35_target_llvm::llvm_context();
-        let ir = q35_target_llvm::translate(&module, &llvm).unwrap();
-        let object = q35_target_llvm::compile_cpu(&ir, &q35_target_llvm::Options::default()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("embedding.so");
-        q35_target_llvm::link_shared_object(&object, &path).unwrap();
-        std::fs::read(&path).unwrap()
+        let types = emulation::buffer_types(shape);
+        let mut buffers = vec!["memref<?xi32>".to_string()];
+        buffers.extend_from_slice(&types[1..types.len() - 1]);
+        buffers.push(format!("memref<?x{}xf32>", shape.k));
+        emulation::shared_object(&buffers, |b, block| build_embedding(b, shape, block, true))
     }
 
     /// The warp-per-token lookup stores exactly the reference's dequantized
@@ -880,7 +796,7 @@ mod tests {
             let mut out = vec![f32::NAN; ids.len() * k];
             let so = embedding_object(&shape);
             let code = CodeObject::load(&so).unwrap();
-            let entry = code.symbol("_mlir_ciface_embedding").unwrap();
+            let entry = code.symbol("_mlir_ciface_k").unwrap();
             let ptr = |p: *const c_void| p as *mut c_void;
             let mut descs: Vec<MemRef1> = vec![MemRef1::vector(ptr(ids.as_ptr().cast()), ids.len())];
             match table.payload() {

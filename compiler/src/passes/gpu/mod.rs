@@ -539,3 +539,59 @@ fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, warps: u
     module_mut.set_attribute("gpu.container_module", Attribute::unit(context));
     Ok((dispatches, launches))
 }
+
+/// Host builds of the GPU kernels' CPU forms, for the emulation tests.
+#[cfg(test)]
+pub(crate) mod emulation {
+    use super::builder::Builder;
+    use melior::ir::{
+        attribute::{Attribute, StringAttribute, TypeAttribute},
+        block::BlockLike,
+        r#type::FunctionType,
+        Block, Identifier, Location, Region, RegionLike, Type,
+    };
+
+    /// The shared object of one kernel `k(wg, tokens, start, buffers...)`
+    /// (memref types as text), its body built by `fill`, compiled like a
+    /// model's CPU kernels; it exports `_mlir_ciface_k`.
+    pub fn shared_object(buffers: &[String], fill: impl FnOnce(&Builder, &Block)) -> Vec<u8> {
+        let q35 = q35_dialect::Q35Context::new().unwrap();
+        let context = q35.context();
+        let location = Location::unknown(context);
+        let b = Builder { context, location };
+        let mut module = melior::ir::Module::new(location);
+        let mut types = vec![b.index_type(); 3];
+        types.extend(buffers.iter().map(|t| Type::parse(context, t).unwrap()));
+        let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
+        fill(&b, &block);
+        block.append_operation(melior::dialect::func::r#return(&[], location));
+        let region = Region::new();
+        region.append_block(block);
+        module.body().append_operation(melior::dialect::func::func(
+            context,
+            StringAttribute::new(context, "k"),
+            TypeAttribute::new(FunctionType::new(context, &types, &[]).into()),
+            region,
+            &[(Identifier::new(context, "llvm.emit_c_interface"), Attribute::unit(context))],
+            location,
+        ));
+        assert!(melior::ir::operation::OperationLike::verify(&module.as_operation()));
+        let steps = crate::pipeline::parse(crate::codegen::TO_LLVM).unwrap();
+        crate::pipeline::run(&q35, &mut module, &steps, &Default::default(), &mut Default::default()).unwrap();
+        let llvm = q35_target_llvm::llvm_context();
+        let ir = q35_target_llvm::translate(&module, &llvm).unwrap();
+        let object = q35_target_llvm::compile_cpu(&ir, &q35_target_llvm::Options::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.so");
+        q35_target_llvm::link_shared_object(&object, &path).unwrap();
+        std::fs::read(&path).unwrap()
+    }
+
+    /// The text of a matmul shape's buffer types (activations, weights,
+    /// residual, output).
+    pub fn buffer_types(shape: &crate::passes::lower::MatmulShape) -> Vec<String> {
+        let q35 = q35_dialect::Q35Context::new().unwrap();
+        let b = Builder { context: q35.context(), location: Location::unknown(q35.context()) };
+        shape.buffer_types(&b).iter().map(|t| t.to_string()).collect()
+    }
+}

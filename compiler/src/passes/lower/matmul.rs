@@ -305,23 +305,35 @@ pub fn build_with(b: &Builder<'_>, shape: &MatmulShape, body: &Block<'_>, fast: 
 
 /// Applies the epilogue to the dots of (m, n) and stores the result.
 fn finish<'c>(b: &Builder<'c>, block: &Block<'c>, shape: &MatmulShape, args: &Args<'c, '_>, dots: &[Value<'c, '_>], m: Value<'c, '_>, n: Value<'c, '_>) {
-    let value = match shape.epilogue {
+    store_epilogue(b, block, shape.epilogue, dots, args.residual, args.out, m, n);
+}
+
+/// `out[m, n]` from the dots of (m, n) (one per weight) after `epilogue`:
+/// the dot, `residual[m, n]` plus it, or `silu(gate)·up`. The CPU and GPU
+/// matmul kernels share it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn store_epilogue<'c>(
+    b: &Builder<'c>,
+    block: &Block<'c>,
+    epilogue: Epilogue,
+    dots: &[Value<'c, '_>],
+    residual: Option<Value<'c, '_>>,
+    out: Value<'c, '_>,
+    m: Value<'c, '_>,
+    n: Value<'c, '_>,
+) {
+    let value = match epilogue {
         Epilogue::None => dots[0],
         Epilogue::AddResidual => {
-            let residual = b.load(block, args.residual.expect("residual buffer"), &[m, n]);
+            let residual = b.load(block, residual.expect("residual buffer"), &[m, n]);
             b.addf(block, residual, dots[0])
         }
         Epilogue::SwiGlu => {
-            let g = dots[0];
-            let one = b.f32(block, 1.0);
-            let neg = b.negf(block, g);
-            let e = b.math1(block, "exp", neg);
-            let den = b.addf(block, one, e);
-            let silu = b.divf(block, g, den);
+            let silu = super::elementwise::silu(b, block, dots[0]);
             b.mulf(block, silu, dots[1])
         }
     };
-    b.store(block, value, args.out, &[m, n]);
+    b.store(block, value, out, &[m, n]);
 }
 
 /// The portable kernel: for each row and token, one dot per weight matrix

@@ -22,8 +22,8 @@
 
 mod attention;
 pub(crate) mod builder;
-mod elementwise;
-mod matmul;
+pub(crate) mod elementwise;
+pub(crate) mod matmul;
 pub(crate) mod rope;
 
 pub use attention::AttentionShape;

@@ -139,24 +139,7 @@ fn measure(o: &Options, shape: &MatmulShape, weights: &QuantizedTensor) -> anyho
         .map(|_| weights.payload().clone())
         .collect();
     let ptr = |p: *const c_void| p as *mut c_void;
-    let mut descs: Vec<Vec<MemRef1>> = copies
-        .iter()
-        .map(|payload| match payload {
-            Payload::Coded {
-                codes,
-                range_scale,
-                mins,
-                range_codes,
-            } => vec![
-                MemRef1::vector(ptr(codes.as_ptr().cast()), codes.len()),
-                MemRef1::vector(ptr(mins.as_ptr().cast()), mins.len()),
-                MemRef1::vector(ptr(range_codes.as_ptr().cast()), range_codes.len()),
-                MemRef1::vector(ptr(range_scale.as_ptr().cast()), range_scale.len()),
-            ],
-            Payload::F16(v) => vec![MemRef1::vector(ptr(v.as_ptr().cast()), v.len())],
-            Payload::F32(v) => vec![MemRef1::vector(ptr(v.as_ptr().cast()), v.len())],
-        })
-        .collect();
+    let mut descs: Vec<Vec<MemRef1>> = copies.iter().map(MemRef1::of_payload).collect();
     let mut x_desc = MemRef2::matrix(ptr(x.as_ptr().cast()), 1, o.k);
     let mut out_desc = MemRef2::matrix(out.as_mut_ptr().cast(), 1, o.n);
     let x_arg = &mut x_desc as *mut MemRef2 as usize;

@@ -52,6 +52,28 @@ impl MemRefDescriptor<1> {
             strides: [1],
         }
     }
+
+    /// The descriptors of a weight payload in kernel argument order
+    /// (docs/artifact.md §5): codes, mins, range codes, range scales for a
+    /// coded weight, the values for f16/f32. They point into `payload`,
+    /// which must outlive every call that uses them (kernels only read
+    /// weights).
+    pub fn of_payload(payload: &q35_format::Payload) -> Vec<Self> {
+        use q35_format::Payload;
+        fn of<T>(v: &[T]) -> MemRef1 {
+            MemRef1::vector(v.as_ptr() as *mut c_void, v.len())
+        }
+        match payload {
+            Payload::Coded {
+                codes,
+                range_scale,
+                mins,
+                range_codes,
+            } => vec![of(codes), of(mins), of(range_codes), of(range_scale)],
+            Payload::F16(v) => vec![of(v)],
+            Payload::F32(v) => vec![of(v)],
+        }
+    }
 }
 
 impl MemRefDescriptor<2> {

@@ -726,7 +726,7 @@ mod tests {
     /// for every kind, tail groups and odd widths.
     #[test]
     fn emulated_embedding_is_the_reference_row_bit_for_bit() {
-        use q35_format::{Payload, QuantizedTensor};
+        use q35_format::QuantizedTensor;
         use q35_rt::{code::CodeObject, memref::{MemRef1, MemRef2}};
         use std::ffi::c_void;
         for (quant, group, k) in [
@@ -749,16 +749,7 @@ mod tests {
             let entry = code.symbol("_mlir_ciface_k").unwrap();
             let ptr = |p: *const c_void| p as *mut c_void;
             let mut descs: Vec<MemRef1> = vec![MemRef1::vector(ptr(ids.as_ptr().cast()), ids.len())];
-            match table.payload() {
-                Payload::Coded { codes, range_scale, mins, range_codes } => descs.extend([
-                    MemRef1::vector(ptr(codes.as_ptr().cast()), codes.len()),
-                    MemRef1::vector(ptr(mins.as_ptr().cast()), mins.len()),
-                    MemRef1::vector(ptr(range_codes.as_ptr().cast()), range_codes.len()),
-                    MemRef1::vector(ptr(range_scale.as_ptr().cast()), range_scale.len()),
-                ]),
-                Payload::F16(v) => descs.push(MemRef1::vector(ptr(v.as_ptr().cast()), v.len())),
-                Payload::F32(v) => descs.push(MemRef1::vector(ptr(v.as_ptr().cast()), v.len())),
-            }
+            descs.extend(MemRef1::of_payload(table.payload()));
             let mut out_desc = MemRef2::matrix(out.as_mut_ptr().cast(), ids.len(), k);
             let mut args: Vec<*mut c_void> = descs.iter_mut().map(|d| (d as *mut MemRef1).cast::<c_void>()).collect();
             args.push((&mut out_desc as *mut MemRef2).cast());

@@ -1444,7 +1444,7 @@ pub(crate) mod kernel_tests {
     //! Compiled kernels against plain Rust on random weights: every
     //! epilogue, both paths, prefill and decode token counts, tails.
     use super::*;
-    use q35_format::{Payload, QuantizedTensor};
+    use q35_format::QuantizedTensor;
     use q35_rt::code::CodeObject;
     use q35_rt::memref::{MemRef1, MemRef2};
     use std::ffi::c_void;
@@ -1462,20 +1462,6 @@ pub(crate) mod kernel_tests {
     }
 
     /// The memrefs of one weight matrix, in kernel argument order.
-    fn weight_memrefs(q: &QuantizedTensor) -> Vec<MemRef1> {
-        let ptr = |p: *const c_void| p as *mut c_void;
-        match q.payload() {
-            Payload::Coded { codes, range_scale, mins, range_codes } => vec![
-                MemRef1::vector(ptr(codes.as_ptr().cast()), codes.len()),
-                MemRef1::vector(ptr(mins.as_ptr().cast()), mins.len()),
-                MemRef1::vector(ptr(range_codes.as_ptr().cast()), range_codes.len()),
-                MemRef1::vector(ptr(range_scale.as_ptr().cast()), range_scale.len()),
-            ],
-            Payload::F16(v) => vec![MemRef1::vector(ptr(v.as_ptr().cast()), v.len())],
-            Payload::F32(v) => vec![MemRef1::vector(ptr(v.as_ptr().cast()), v.len())],
-        }
-    }
-
     /// Runs `shape`'s kernel on `tokens` random tokens and checks every
     /// output against f64 arithmetic on the dequantized weights.
     fn check(shape: MatmulShape, tokens: usize, fast: bool, alias: bool) {
@@ -1511,7 +1497,7 @@ pub(crate) mod kernel_tests {
         let code = CodeObject::load(so).unwrap();
         let entry = code.symbol(symbol).expect("kernel symbol");
         let mut x_desc = MemRef2::matrix(x.as_ptr() as *mut c_void, tokens, k);
-        let mut descs: Vec<MemRef1> = weights.iter().flat_map(weight_memrefs).collect();
+        let mut descs: Vec<MemRef1> = weights.iter().flat_map(|q| MemRef1::of_payload(q.payload())).collect();
         let mut residual_desc = MemRef2::matrix(residual.as_ptr() as *mut c_void, tokens, n);
         let mut out_desc = MemRef2::matrix(out.as_mut_ptr().cast(), tokens, n);
         if alias {

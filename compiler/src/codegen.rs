@@ -11,11 +11,10 @@ use crate::{
     passes::lower::{LowerPass, DEFAULT_ROWS_PER_WORKGROUP},
     pipeline::{self, RunOptions, Timings},
 };
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use melior::{
     ir::{block::BlockLike, operation::OperationLike, Module},
-    pass::PassManager,
     IrRewriter,
 };
 use q35_dialect::Q35Context;
@@ -107,21 +106,9 @@ pub fn lower_to_llvm(
     if fuse {
         pipeline::run(q35, module, &pipeline::parse("q35-fuse")?, run, timings)?;
     }
-    let started = Instant::now();
     let lower = LowerPass::new(q35.context(), rows_per_workgroup).with_int8_activations(int8_activations);
     let (plan, findings) = (lower.plan(), lower.findings());
-    let manager = PassManager::new(q35.context());
-    manager.add_pass(lower.into_pass());
-    q35.diagnostics().take();
-    if manager.run(module).is_err() {
-        let mut lines = findings.take();
-        lines.extend(q35.diagnostics().take().into_iter().map(|d| d.to_string()));
-        bail!("q35-lower-to-kernels failed:\n{}", lines.join("\n"));
-    }
-    timings.record("q35-lower-to-kernels", started.elapsed());
-    if run.print_ir_after_all {
-        eprintln!("// -----// IR Dump After q35-lower-to-kernels //----- //\n{}", module.as_operation());
-    }
+    pipeline::run_pass(q35, module, "q35-lower-to-kernels", lower.into_pass(), &findings, run, timings)?;
     let plan = plan.take().ok_or_else(|| anyhow!("q35-lower-to-kernels produced no plan"))?;
     let steps = pipeline::parse(TO_LLVM)?;
     pipeline::run(q35, module, &steps, run, timings)?;

@@ -14,8 +14,8 @@ use crate::{
     passes::{gpu::GpuPass, lower::LowerPass},
     pipeline::{self, RunOptions, Timings},
 };
-use anyhow::{anyhow, bail, Result};
-use melior::{ir::Module, pass::PassManager};
+use anyhow::{anyhow, Result};
+use melior::ir::Module;
 use q35_dialect::Q35Context;
 use q35_format::artifact::{BufferSpec, DispatchSpec, LaunchSpec, TargetSpec};
 use std::time::Instant;
@@ -50,23 +50,6 @@ impl Default for NvptxOptions {
     }
 }
 
-fn run_pass(q35: &Q35Context, module: &mut Module, name: &str, pass: melior::pass::Pass, findings: &crate::passes::Findings, run: &RunOptions, timings: &mut Timings) -> Result<()> {
-    let started = Instant::now();
-    let manager = PassManager::new(q35.context());
-    manager.add_pass(pass);
-    q35.diagnostics().take();
-    if manager.run(module).is_err() {
-        let mut lines = findings.take();
-        lines.extend(q35.diagnostics().take().into_iter().map(|d| d.to_string()));
-        bail!("{name} failed:\n{}", lines.join("\n"));
-    }
-    timings.record(name, started.elapsed());
-    if run.print_ir_after_all {
-        eprintln!("// -----// IR Dump After {name} //----- //\n{}", module.as_operation());
-    }
-    Ok(())
-}
-
 /// Lowers `module` (the emitted q35 module) in place to GPU kernels
 /// (`gpu.module`, gpu/scf/arith/math/memref); returns the plan and launches.
 pub fn lower_to_gpu(
@@ -83,11 +66,11 @@ pub fn lower_to_gpu(
     // The CPU kernels' row blocks do not matter: matmuls are rebuilt.
     let lower = LowerPass::new(q35.context(), crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP);
     let (plan, findings) = (lower.plan(), lower.findings());
-    run_pass(q35, module, "q35-lower-to-kernels", lower.into_pass(), &findings, run, timings)?;
+    pipeline::run_pass(q35, module, "q35-lower-to-kernels", lower.into_pass(), &findings, run, timings)?;
     let (buffers, _) = plan.take().ok_or_else(|| anyhow!("q35-lower-to-kernels produced no plan"))?;
     let gpu = GpuPass::new(q35.context(), warps);
     let (launches, findings) = (gpu.launches(), gpu.findings());
-    run_pass(q35, module, "q35-lower-to-gpu", gpu.into_pass(), &findings, run, timings)?;
+    pipeline::run_pass(q35, module, "q35-lower-to-gpu", gpu.into_pass(), &findings, run, timings)?;
     let (dispatches, launches) = launches.take().ok_or_else(|| anyhow!("q35-lower-to-gpu produced no launches"))?;
     Ok((buffers, dispatches, launches))
 }

@@ -183,6 +183,49 @@ pub fn run(
     Ok(())
 }
 
+/// Runs one already built pass (one whose handles the caller keeps, as
+/// the lowering passes' plans) like a step of [`run`]: the same error,
+/// timing and IR dump, under `name`.
+pub fn run_pass(
+    context: &Q35Context,
+    module: &mut Module,
+    name: &str,
+    pass: melior::pass::Pass,
+    findings: &Findings,
+    options: &RunOptions,
+    timings: &mut Timings,
+) -> Result<()> {
+    let started = Instant::now();
+    let manager = PassManager::new(context.context());
+    manager.add_pass(pass);
+    run_manager(context, module, &manager, name, Some(findings.clone()))?;
+    timings.record(name, started.elapsed());
+    if options.print_ir_after_all {
+        eprintln!("// -----// IR Dump After {name} //----- //");
+        eprintln!("{}", module.as_operation());
+    }
+    Ok(())
+}
+
+/// Runs `manager` on `module`; a failure reports what the pass found and
+/// what MLIR said, under `step`.
+fn run_manager(context: &Q35Context, module: &mut Module, manager: &PassManager, step: &str, findings: Option<Findings>) -> Result<()> {
+    context.diagnostics().take();
+    manager.run(module).map_err(|_| {
+        let mut lines: Vec<String> = findings.map(|f| f.take()).unwrap_or_default();
+        let mlir = context.diagnostics().take();
+        lines.extend(mlir.into_iter().map(|d| d.to_string()));
+        Error::Failed {
+            step: step.to_string(),
+            diagnostics: if lines.is_empty() {
+                "no diagnostic was reported".into()
+            } else {
+                lines.join("\n")
+            },
+        }
+    })
+}
+
 fn run_step(context: &Q35Context, module: &mut Module, step: &Step) -> Result<()> {
     let manager = PassManager::new(context.context());
     let mut findings: Option<Findings> = None;
@@ -199,20 +242,7 @@ fn run_step(context: &Q35Context, module: &mut Module, step: &Step) -> Result<()
             }
         })?;
     }
-    context.diagnostics().take();
-    manager.run(module).map_err(|_| {
-        let mut lines: Vec<String> = findings.map(|f| f.take()).unwrap_or_default();
-        let mlir = context.diagnostics().take();
-        lines.extend(mlir.into_iter().map(|d| d.to_string()));
-        Error::Failed {
-            step: step.text.clone(),
-            diagnostics: if lines.is_empty() {
-                "no diagnostic was reported".into()
-            } else {
-                lines.join("\n")
-            },
-        }
-    })
+    run_manager(context, module, &manager, &step.text, findings)
 }
 
 #[cfg(test)]

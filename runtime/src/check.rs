@@ -6,7 +6,7 @@
 //! kernels use, so any difference comes from the compiled code (summation
 //! order, or a bug), never from quantization.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use q35_format::artifact::Artifact;
@@ -106,32 +106,74 @@ pub fn int8_activation_group(manifest: &q35_format::artifact::Manifest) -> Optio
     })
 }
 
-/// The reference model built from the artifact's dequantized weights.
-pub fn reference_for(path: &Path) -> Result<Reference, CheckError> {
-    let name = path.display().to_string();
-    let (weights, config, int8) = with_artifact(path, |artifact| {
-        let manifest = &artifact.manifest;
-        let int8 = int8_activation_group(manifest);
-        Ok((
-            dequantized_weights(&name, artifact),
-            manifest.model.clone(),
-            int8,
-        ))
-    })?;
-    let reference = Reference::new(config, &weights?)?;
-    Ok(match int8 {
-        Some(group) => reference.with_int8_activations(group),
-        None => reference,
-    })
+/// An artifact's weights, decoded once for a check: what the reference
+/// forward pass and the per-matmul check both need.
+pub struct ArtifactWeights {
+    /// Every weight, by name.
+    pub tensors: HashMap<String, QuantizedTensor>,
+    /// The integer path's activation group ([`int8_activation_group`]).
+    pub int8: Option<usize>,
+    config: q35_format::ModelConfig,
+    /// Weights the plan binds as f32 vectors (norm weights): `[cols]`.
+    vectors: HashSet<String>,
 }
 
-/// The artifact's decoded weights and its integer-path activation group
-/// (see [`int8_activation_group`]), for [`crate::dispatch_check`].
-#[allow(clippy::type_complexity)]
-pub fn weights_for(path: &Path) -> Result<(HashMap<String, QuantizedTensor>, Option<usize>), CheckError> {
-    let name = path.display().to_string();
-    let (weights, int8) = with_artifact(path, |artifact| Ok((decoded_weights(&name, artifact), int8_activation_group(&artifact.manifest))))?;
-    Ok((weights?, int8))
+impl ArtifactWeights {
+    /// Reads and decodes the weights of the artifact at `path`.
+    pub fn load(path: &Path) -> Result<Self, CheckError> {
+        let name = path.display().to_string();
+        let loaded = with_artifact(path, |artifact| {
+            let manifest = &artifact.manifest;
+            let vectors = manifest
+                .buffers
+                .iter()
+                .filter(|b| b.element == "f32")
+                .map(|b| b.name.clone())
+                .collect();
+            Ok((
+                decoded_weights(&name, artifact),
+                int8_activation_group(manifest),
+                manifest.model.clone(),
+                vectors,
+            ))
+        })?;
+        let (tensors, int8, config, vectors) = loaded;
+        Ok(Self {
+            tensors: tensors?,
+            int8,
+            config,
+            vectors,
+        })
+    }
+
+    /// The reference model on these weights, dequantized with
+    /// [`QuantizedTensor::dequantize`] (`[cols]` for the f32 vectors the
+    /// plan declares, `[rows, cols]` for matrices).
+    pub fn reference(&self) -> Result<Reference, CheckError> {
+        let dense: HashMap<String, WeightTensor> = self
+            .tensors
+            .iter()
+            .map(|(name, tensor)| {
+                let shape = if self.vectors.contains(name) && tensor.rows() == 1 {
+                    vec![tensor.cols()]
+                } else {
+                    vec![tensor.rows(), tensor.cols()]
+                };
+                let data = tensor.dequantize();
+                (name.clone(), WeightTensor { shape, data })
+            })
+            .collect();
+        let reference = Reference::new(self.config.clone(), &dense)?;
+        Ok(match self.int8 {
+            Some(group) => reference.with_int8_activations(group),
+            None => reference,
+        })
+    }
+}
+
+/// The reference model built from the artifact's dequantized weights.
+pub fn reference_for(path: &Path) -> Result<Reference, CheckError> {
+    ArtifactWeights::load(path)?.reference()
 }
 
 /// Every weight of `artifact` decoded, by name.
@@ -151,30 +193,6 @@ pub fn decoded_weights(path: &str, artifact: &Artifact<'_>) -> Result<HashMap<St
         out.insert(spec.name.clone(), tensor);
     }
     Ok(out)
-}
-
-/// Every weight of `artifact` as f32, by name, with the shape the reference
-/// expects (`[cols]` for the f32 vectors the plan declares as `f32`
-/// buffers, `[rows, cols]` for matrices).
-pub fn dequantized_weights(
-    path: &str,
-    artifact: &Artifact<'_>,
-) -> Result<HashMap<String, WeightTensor>, CheckError> {
-    let manifest = &artifact.manifest;
-    let decoded = decoded_weights(path, artifact)?;
-    Ok(decoded
-        .into_iter()
-        .map(|(name, tensor)| {
-            let vector = manifest.buffers.iter().any(|b| b.name == name && b.element == "f32");
-            let shape = if vector && tensor.rows() == 1 {
-                vec![tensor.cols()]
-            } else {
-                vec![tensor.rows(), tensor.cols()]
-            };
-            let data = tensor.dequantize();
-            (name, WeightTensor { shape, data })
-        })
-        .collect())
 }
 
 /// Runs `prompt` through both models from an empty cache, then

@@ -215,14 +215,11 @@ fn one_token_gives_the_normed_embedding_row_squared() {
     assert_eq!((report.tokens, report.windows), (1, 1));
     let tokenizer = session_tokenizer(&session).unwrap();
     let token = text_tokens(&session, &tokenizer, "Q").tokens[0] as usize;
-    let weights = q35_rt::artifact::with_artifact(&artifact, |a| {
-        Ok(q35_rt::check::dequantized_weights("tiny", a).unwrap())
-    })
-    .unwrap();
+    let weights = q35_rt::check::ArtifactWeights::load(&artifact).unwrap().tensors;
     let hidden = session.manifest().model.hidden_size;
     let eps = session.manifest().model.rms_norm_eps;
-    let embed = &weights["model.embed_tokens.weight"].data;
-    let gain = &weights["model.layers.0.input_layernorm.weight"].data;
+    let embed = &weights["model.embed_tokens.weight"].dequantize();
+    let gain = &weights["model.layers.0.input_layernorm.weight"].dequantize();
     let h = q35_rt::reference::rms_norm(&embed[token * hidden..(token + 1) * hidden], gain, eps);
     for proj in ["q_proj", "k_proj", "v_proj"] {
         let got = &report.importance[&format!("model.layers.0.self_attn.{proj}.weight")];

@@ -14,7 +14,7 @@
 
 use q35_format::{GroupSize, QuantKind};
 use q35_rt::{
-    check::{compare, reference_for, weights_for},
+    check::{compare, reference_for, ArtifactWeights},
     dispatch_check::check_matmuls,
     executor::Session,
 };
@@ -97,7 +97,7 @@ fn integer_path_matmuls_match_the_reference_on_their_inputs() {
             .map(|d| if d.kernel.ends_with("_swiglu") { 2 } else { 1 })
             .sum();
         assert_eq!(obligations.matches("\"accumulator\"").count(), weights_read, "{quant} g{group}: accumulator obligations");
-        let (weights, int8) = weights_for(&artifact).unwrap();
+        let ArtifactWeights { tensors: weights, int8, .. } = ArtifactWeights::load(&artifact).unwrap();
         assert_eq!(int8, width, "{quant} g{group}: activation group");
         let report = check_matmuls(&mut session, &weights, int8, &PROMPT, 8).unwrap();
         assert_eq!(report.checked, 9 * matmuls, "{quant} g{group}: one prefill and 8 decode calls");

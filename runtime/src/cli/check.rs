@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use q35_rt::check::{compare, reference_for, weights_for};
+use q35_rt::check::{compare, ArtifactWeights};
 use q35_rt::dispatch_check::check_matmuls;
 use q35_rt::sampling::Rng;
 
@@ -56,12 +56,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let prompt = prompt(&session, args.tokens)?;
     eprintln!("building the reference from {path}'s weights...");
-    let mut reference = reference_for(&args.model.model)?;
+    let weights = ArtifactWeights::load(&args.model.model)?;
+    let mut reference = weights.reference()?;
     let report = compare(&mut session, &mut reference, &prompt, args.steps)?;
     drop(reference);
     let ratio = report.relative_error();
-    let (weights, int8) = weights_for(&args.model.model)?;
-    let matmuls = check_matmuls(&mut session, &weights, int8, &prompt, args.steps)?;
+    let int8 = weights.int8;
+    let matmuls = check_matmuls(&mut session, &weights.tensors, int8, &prompt, args.steps)?;
     println!(
         "rows compared: {} ({} prompt tokens, {} decode steps)",
         report.rows, args.tokens, args.steps

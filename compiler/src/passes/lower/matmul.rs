@@ -1097,7 +1097,7 @@ mod fast {
                 // 16 groups at a time; the last vector's extra lanes are
                 // masked off the loads (never read past the row's
                 // parameters) and land in the scratch's padding.
-                let (count, [s4, s3, min]) = group_steps(b, block, groups, g0, rs, mins_at, codes_at);
+                let GroupSteps { count, s4, s3, min, .. } = group_steps(b, block, groups, g0, rs, mins_at, codes_at);
                 for (which, value) in [s4, s3, min].into_iter().enumerate() {
                     let at = i64c(b, block, (which * stride + g0) * 4);
                     let at = b.addi(block, out, at);
@@ -1308,6 +1308,17 @@ mod fast {
     /// past the row's parameters is read. `mins_at`, `codes_at`: byte
     /// addresses of the row's f16 mins and u8 range codes.
     #[allow(clippy::too_many_arguments)]
+    /// What [`group_steps`] decodes for up to [`LANES`] groups.
+    struct GroupSteps<'c, 'a> {
+        /// Groups decoded (the vectors' first lanes).
+        count: usize,
+        /// `range_scale · range_code`, exact, in f64.
+        range: Value<'c, 'a>,
+        s4: Value<'c, 'a>,
+        s3: Value<'c, 'a>,
+        min: Value<'c, 'a>,
+    }
+
     fn group_steps<'c, 'b>(
         b: &Builder<'c>,
         block: &'b Block<'c>,
@@ -1316,7 +1327,7 @@ mod fast {
         rs: Value<'c, '_>,
         mins_at: Value<'c, '_>,
         codes_at: Value<'c, '_>,
-    ) -> (usize, [Value<'c, 'b>; 3]) {
+    ) -> GroupSteps<'c, 'b> {
         let count = (groups - g0).min(LANES);
         let v = count.next_power_of_two();
         let mask = group_mask(b, block, count);
@@ -1345,7 +1356,7 @@ mod fast {
             push(block, arith::truncf(s, b.vector_type(v, "f32"), b.location))
         };
         let (s4, s3) = (step(15.0), step(7.0));
-        (count, [s4, s3, min])
+        GroupSteps { count, range, s4, s3, min }
     }
 
     /// Loads `len` bytes at `addr` as 16 lanes (lane l = byte lanes[l]).

@@ -349,22 +349,14 @@ impl<'c> Geometry<'_, 'c, '_> {
         let mut bias: Vec<Value> = vec![b.f32(block, 0.0); count];
         let mut g0 = 0;
         while g0 < groups {
-            let (lanes, [_, _, min]) = group_steps(b, block, groups, g0, rs, mins_at, codes_at);
+            // The f32 path's steps are not needed (LLVM drops them).
+            let GroupSteps { count: lanes, range, min, .. } = group_steps(b, block, groups, g0, rs, mins_at, codes_at);
             let v = lanes.next_power_of_two();
             let mask = group_mask(b, block, lanes);
             let g = i64c(b, block, g0);
             // range/105 in f64: range (exact in f32) times fl64(1/105), one
             // rounding at 2^-53; the product with sx then rounds once to f32.
-            let range_codes = {
-                let at = i64c(b, block, g0);
-                let at = b.addi(block, codes_at, at);
-                let codes = b.masked_load(block, at, mask, b.vector_type(v, "i8"), 1);
-                push(block, arith::uitofp(codes, b.vector_type(v, "f64"), b.location))
-            };
-            let rs64 = push(block, arith::extf(rs, b.f64_type(), b.location));
-            let rs64 = b.splat_of(block, rs64, v, "f64");
             let inverse = b.dense(block, "f64", &vec![format!("{:e}", 1.0 / STEPS as f64); v]);
-            let range = b.mulf(block, rs64, range_codes);
             let step = b.mulf(block, range, inverse);
             for (t, bias) in bias.iter_mut().enumerate() {
                 let load = |which| {

@@ -19,10 +19,10 @@ use q35_format::{GroupSize, Payload, QuantKind, QuantizedTensor};
 use q35_rt::{
     bandwidth,
     code::CodeObject,
-    memref::{MemRef1, MemRef2},
+    memref::{AlignedBuffer, MemRef1, MemRef2},
     thread_pool::ThreadPool,
 };
-use q35c::passes::lower::MatmulShape;
+use q35c::passes::lower::{ActivationCodes, MatmulShape};
 use std::{ffi::c_void, time::Instant};
 
 struct Options {
@@ -143,11 +143,18 @@ fn measure(o: &Options, shape: &MatmulShape, weights: &QuantizedTensor) -> anyho
     let mut x_desc = MemRef2::matrix(ptr(x.as_ptr().cast()), 1, o.k);
     let mut out_desc = MemRef2::matrix(out.as_mut_ptr().cast(), 1, o.n);
     let x_arg = &mut x_desc as *mut MemRef2 as usize;
+    // The integer path's matmul reads x quantized once per GEMV by its own
+    // kernel (as in a model, where q, k and v share it): timed with it.
+    let codes = ActivationCodes::of(shape);
+    let mut rows = AlignedBuffer::zeroed(codes.row_bytes());
+    let mut codes_desc = MemRef2::matrix(rows.as_mut_ptr(), 1, codes.row_bytes());
+    let codes_arg = &mut codes_desc as *mut MemRef2 as usize;
+    let input_arg = if shape.int8_activations { codes_arg } else { x_arg };
     let out_arg = &mut out_desc as *mut MemRef2 as usize;
     let args: Vec<Vec<usize>> = descs
         .iter_mut()
         .map(|set| {
-            let mut args = vec![x_arg];
+            let mut args = vec![input_arg];
             args.extend(set.iter_mut().map(|d| d as *mut MemRef1 as usize));
             args.push(out_arg);
             args
@@ -155,6 +162,16 @@ fn measure(o: &Options, shape: &MatmulShape, weights: &QuantizedTensor) -> anyho
         .collect();
     let call = q35_rt::kernel::trampoline(args[0].len()).expect("arity");
     let entry = entry as usize;
+    let quantize = if shape.int8_activations {
+        let symbol = code
+            .symbol(&format!("_mlir_ciface_{}", codes.kernel_name()))
+            .ok_or_else(|| anyhow::anyhow!("quantize kernel symbol missing"))?;
+        let args: Vec<*mut c_void> = vec![x_arg as *mut c_void, codes_arg as *mut c_void];
+        Some((symbol, args))
+    } else {
+        None
+    };
+    let quantize_call = q35_rt::kernel::trampoline(2).expect("arity");
 
     println!(
         "gemv {}x{} {} g{}, {activations} activations: {:.2} MiB of weights ({:.3} bits/weight, {} copies in rotation), kernel compiled in {:.1} s, {} rows/workgroup",
@@ -169,6 +186,7 @@ fn measure(o: &Options, shape: &MatmulShape, weights: &QuantizedTensor) -> anyho
         o.rows
     );
     let mut medians = Vec::new();
+    let mut single_thread_read = 0.0;
     for threads in [1, 2] {
         let mut pool = ThreadPool::new(threads);
         let mut turn = 0;
@@ -182,6 +200,10 @@ fn measure(o: &Options, shape: &MatmulShape, weights: &QuantizedTensor) -> anyho
                 unsafe { call(entry as *const c_void, wg as i64, 1, 0, &args) };
             };
             let t = Instant::now();
+            if let Some((symbol, args)) = &quantize {
+                // SAFETY: the quantize kernel takes x and the codes' rows.
+                unsafe { quantize_call(*symbol, 0, 1, 0, args) };
+            }
             pool.run(shape.workgroups(), &run);
             t.elapsed().as_secs_f64()
         };
@@ -192,8 +214,11 @@ fn measure(o: &Options, shape: &MatmulShape, weights: &QuantizedTensor) -> anyho
         let time = bandwidth::median(&times);
         let gbps = bytes as f64 / time / 1e9;
         let read = bandwidth::measure(&mut pool, 5).gb_per_second();
+        if threads == 1 {
+            single_thread_read = read;
+        }
         println!(
-            "gemv {}x{} {} g{}, {activations} activations, {} thread{}: {:.1} µs, {:.1} GB/s ({:.2} of read bandwidth {:.1} GB/s)",
+            "gemv {}x{} {} g{}, {activations} activations, {} thread{}: {:.1} µs, {:.1} GB/s ({:.2} of read bandwidth {:.1} GB/s; per thread {:.2} of one thread's)",
             o.n,
             o.k,
             o.quant,
@@ -203,7 +228,8 @@ fn measure(o: &Options, shape: &MatmulShape, weights: &QuantizedTensor) -> anyho
             time * 1e6,
             gbps,
             gbps / read,
-            read
+            read,
+            gbps / threads as f64 / single_thread_read
         );
         medians.push(time);
     }

@@ -1,25 +1,27 @@
 // q35-lower-to-kernels{activations=int8}: coded matmuls take the integer
 // path (int8 activations per weight group, u8 codes scaled to a common
 // step times i8 activations in i32 with vpdpbusd); the embedding and f16
-// weights keep f32.
+// weights keep f32. Each input is quantized once, by its own kernel, for
+// every integer-path matmul that reads it.
 // REQUIRES: int8-path
 // RUN: q35-opt %s --pass-pipeline='builtin.module(q35-lower-to-kernels{activations=int8})' | FileCheck %s
 // RUN: not q35-opt %s --pass-pipeline='builtin.module(q35-lower-to-kernels{activations=int4})' 2>&1 | FileCheck %s --check-prefix=BAD
 
+// The codes are an i8 activation buffer; one quantize dispatch serves
+// both matmuls of %x.
 // CHECK: "q35.plan"() {buffers = [
+// CHECK-SAME: {element = "i8", name = "{{act[0-9]+}}", role = "activation", width = 256 : i64}
 // CHECK-SAME: kernel = @embedding_q35_128x32_g32,
-// CHECK-SAME: kernel = @dequant_matmul_i8_q35_128x32_g32_r64,
+// CHECK-SAME: {buffers = ["{{act[0-9]+}}", "[[CODES:act[0-9]+]]"], kernel = @quantize_activations_q35_32_g32,
+// CHECK-SAME: {buffers = ["[[CODES]]", "w", "{{act[0-9]+}}"], kernel = @dequant_matmul_i8_q35_128x32_g32_r64,
+// CHECK-SAME: {buffers = ["[[CODES]]", "w2", "{{act[0-9]+}}"], kernel = @dequant_matmul_i8_q35_128x32_g32_r64,
+// CHECK-SAME: kernel = @add_128,
+// CHECK-SAME: kernel = @quantize_activations_int4_128_g32,
 // CHECK-SAME: kernel = @dequant_matmul_i8_int4_32x128_g32_r64,
 // CHECK-SAME: kernel = @[[F16:dequant_matmul_f16_32x32_g[^_]*_r64]],
 // CHECK: func.func @[[F16]](
 // CHECK-NOT: vpdpbusd
-// CHECK-LABEL: func.func @dequant_matmul_i8_int4_32x128_g32_r64(
-// Activations: |x| max per group, 127/max, round half to even, to i8.
-// CHECK: llvm.intr.vector.reduce.fmax
-// CHECK: arith.divf
-// CHECK: math.roundeven %{{.*}} : vector<64xf32>
-// CHECK: arith.fptosi %{{.*}} : vector<64xf32> to vector<64xi32>
-// CHECK: arith.trunci %{{.*}} : vector<64xi32> to vector<64xi8>
+// CHECK-LABEL: func.func @dequant_matmul_i8_int4_32x128_g32_r64(%{{.*}}: index, %{{.*}}: index, %{{.*}}: index, %{{.*}}: memref<?x384xi8>,
 // Each group's scale is range·sx/105, in f64, rounded once to f32.
 // CHECK: arith.constant dense<0.0095238095238095{{[0-9]*}}> : vector<{{[0-9]+}}xf64>
 // CHECK: arith.truncf %{{.*}} : vector<{{[0-9]+}}xf64> to vector<{{[0-9]+}}xf32>
@@ -43,17 +45,30 @@
 // CHECK: llvm.call_intrinsic "llvm.x86.avx512.vpdpbusd.512"(%[[D4]],
 // CHECK-LABEL: func.func @embedding_q35_128x32_g32(
 // CHECK-NOT: vpdpbusd
+// Activations: |x| max per group, 127/max, round half to even, to i8,
+// permuted into the decode's lane order.
+// CHECK-LABEL: func.func @quantize_activations_int4_128_g32(%{{.*}}: index, %{{.*}}: index, %{{.*}}: index, %{{.*}}: memref<?x128xf32>, %{{.*}}: memref<?x384xi8>)
+// CHECK: llvm.intr.vector.reduce.fmax
+// CHECK: arith.divf
+// CHECK: math.roundeven %{{.*}} : vector<64xf32>
+// CHECK: arith.fptosi %{{.*}} : vector<64xf32> to vector<64xi32>
+// CHECK: arith.trunci %{{.*}} : vector<64xi32> to vector<64xi8>
+// CHECK: llvm.shufflevector
+// CHECK-NOT: vpdpbusd
 
 // BAD: pass `q35-lower-to-kernels`: bad option `activations`: `int4` is neither f32 nor int8
 
 func.func @forward(%tokens: tensor<?xi32>, %pos: tensor<?xi32>, %start: index) -> tensor<?x32xf32> {
   %emb = "q35.weight"() {name = "emb"} : () -> !q35.packed<128 : i64, 32 : i64, 32 : i64, "q35", "planar">
   %w = "q35.weight"() {name = "w"} : () -> !q35.packed<128 : i64, 32 : i64, 32 : i64, "q35", "planar">
+  %w2 = "q35.weight"() {name = "w2"} : () -> !q35.packed<128 : i64, 32 : i64, 32 : i64, "q35", "planar">
   %wd = "q35.weight"() {name = "wd"} : () -> !q35.packed<32 : i64, 128 : i64, 32 : i64, "int4", "planar">
   %wf = "q35.weight"() {name = "wf"} : () -> !q35.packed<32 : i64, 32 : i64, 32 : i64, "f16", "planar">
   %x = "q35.embedding"(%tokens, %emb) : (tensor<?xi32>, !q35.packed<128 : i64, 32 : i64, 32 : i64, "q35", "planar">) -> tensor<?x32xf32>
   %u = "q35.dequant_matmul"(%x, %w) : (tensor<?x32xf32>, !q35.packed<128 : i64, 32 : i64, 32 : i64, "q35", "planar">) -> tensor<?x128xf32>
-  %d = "q35.dequant_matmul"(%u, %wd) : (tensor<?x128xf32>, !q35.packed<32 : i64, 128 : i64, 32 : i64, "int4", "planar">) -> tensor<?x32xf32>
+  %u2 = "q35.dequant_matmul"(%x, %w2) : (tensor<?x32xf32>, !q35.packed<128 : i64, 32 : i64, 32 : i64, "q35", "planar">) -> tensor<?x128xf32>
+  %s = "q35.add"(%u, %u2) : (tensor<?x128xf32>, tensor<?x128xf32>) -> tensor<?x128xf32>
+  %d = "q35.dequant_matmul"(%s, %wd) : (tensor<?x128xf32>, !q35.packed<32 : i64, 128 : i64, 32 : i64, "int4", "planar">) -> tensor<?x32xf32>
   %f = "q35.dequant_matmul"(%d, %wf) : (tensor<?x32xf32>, !q35.packed<32 : i64, 32 : i64, 32 : i64, "f16", "planar">) -> tensor<?x32xf32>
   return %f : tensor<?x32xf32>
 }

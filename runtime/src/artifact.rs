@@ -197,6 +197,10 @@ pub enum BufferClass {
     Positions,
     /// An activation, `[tokens, width]` f32.
     Activation { width: usize },
+    /// Activations quantized for the integer path (`element` i8): `width`
+    /// bytes per token, written by a quantize kernel from an f32
+    /// activation and read by the matmuls of that activation.
+    ActivationCodes { width: usize },
     /// The logits, `[tokens, width]` f32.
     Output { width: usize },
     /// A KV cache, `[rows, cols]` f32, persistent across calls.
@@ -237,6 +241,7 @@ impl BufferClass {
                     _ => Err(format!("input buffer `{name}`: this runtime provides only `tokens` and `positions`")),
                 }
             }
+            "activation" if element == "i8" => Ok(Self::ActivationCodes { width }),
             "activation" => need("f32").map(|()| Self::Activation { width }),
             "output" => need("f32").map(|()| Self::Output { width }),
             "kv_cache" => {
@@ -289,7 +294,7 @@ impl BufferClass {
                 len: 0,
                 per_token: true,
             }],
-            Self::Activation { width } | Self::Output { width } => vec![Descriptor::Matrix {
+            Self::Activation { width } | Self::ActivationCodes { width } | Self::Output { width } => vec![Descriptor::Matrix {
                 rows: 0,
                 cols: *width,
                 per_token: true,
@@ -329,6 +334,7 @@ impl BufferClass {
         match self {
             Self::Tokens | Self::Positions => Some(max_tokens * 4),
             Self::Activation { width } | Self::Output { width } => Some(max_tokens * width * 4),
+            Self::ActivationCodes { width } => Some(max_tokens * width),
             Self::KvCache { rows, cols } => Some(rows * cols * 4),
             Self::PackedWeight(_) | Self::VectorWeight { .. } => None,
         }
@@ -904,7 +910,9 @@ pub fn check_plan(manifest: &Manifest) -> Result<Vec<BufferClass>, String> {
         let class = BufferClass::of(spec, manifest.context_length)?;
         // Guard allocations against sizes no machine has.
         let elements = match &class {
-            BufferClass::Activation { width } | BufferClass::Output { width } => {
+            BufferClass::Activation { width }
+            | BufferClass::ActivationCodes { width }
+            | BufferClass::Output { width } => {
                 manifest.max_tokens.checked_mul(*width)
             }
             _ => Some(spec.width),

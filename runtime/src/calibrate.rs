@@ -9,8 +9,10 @@
 //! `_swiglu`; the residual of `_add` and the output are activations). A
 //! [`Calibration`] observes the session's dispatches
 //! ([`Session::forward_observed`]), reads `x` before the dispatch runs and
-//! adds `x²` per column to every weight the dispatch names; the result is
-//! that sum divided by the rows seen, per weight:
+//! adds `x²` per column to every weight the dispatch names (on the integer
+//! path, where matmuls bind their input's int8 codes, it reads `x` at the
+//! dispatch that quantizes it); the result is that sum divided by the rows
+//! seen, per weight:
 //!
 //! ```json
 //! {"model.layers.0.self_attn.q_proj.weight": [0.012, 0.31, ...], ...}
@@ -30,6 +32,7 @@ use std::path::{Path, PathBuf};
 use q35_format::artifact::{DispatchSpec, Manifest};
 
 use crate::artifact::PackedElement;
+use crate::dispatch_check::QUANTIZE_PREFIX;
 use crate::executor::{ForwardError, Session};
 use crate::prompt::adds_bos;
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -148,7 +151,7 @@ impl Calibration {
         let mut index: BTreeMap<String, usize> = BTreeMap::new();
         let mut names = Vec::new();
         let mut weights = Vec::new();
-        let mut plan = Vec::with_capacity(manifest.dispatches.len());
+        let mut plan: Vec<Vec<usize>> = Vec::with_capacity(manifest.dispatches.len());
         for (i, d) in manifest.dispatches.iter().enumerate() {
             let mut bound = Vec::new();
             if d.kernel.starts_with(MATMUL_PREFIX) {
@@ -158,11 +161,26 @@ impl Calibration {
                     kernel: d.kernel.clone(),
                     what,
                 };
-                let x = d
+                let mut x = d
                     .buffers
                     .first()
                     .and_then(|name| buffers.get(name.as_str()))
                     .ok_or_else(|| plan_err("binds no input buffer".into()))?;
+                // The integer path binds its input's codes: observe the f32
+                // rows where the quantize dispatch that wrote them reads them.
+                let mut at = i;
+                if x.element == "i8" {
+                    let writer = manifest.dispatches[..i].iter().rposition(|q| {
+                        q.kernel.starts_with(QUANTIZE_PREFIX) && q.buffers.get(1) == Some(&x.name)
+                    });
+                    let source = writer.and_then(|j| {
+                        let name = manifest.dispatches[j].buffers.first()?;
+                        Some((j, buffers.get(name.as_str())?))
+                    });
+                    (at, x) = source.ok_or_else(|| {
+                        plan_err(format!("no earlier dispatch quantizes its input `{}`", x.name))
+                    })?;
+                }
                 if x.role != "activation" {
                     return Err(plan_err(format!(
                         "its first buffer `{}` has role `{}`, expected an activation",
@@ -193,6 +211,9 @@ impl Calibration {
                         names.len() - 1
                     });
                     bound.push(w);
+                }
+                if at < i {
+                    plan[at].extend(bound.drain(..));
                 }
             }
             plan.push(bound);

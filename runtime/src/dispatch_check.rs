@@ -10,7 +10,9 @@
 //! part by quantization noise over 30 layers even when every kernel is
 //! right. Checking each matmul dispatch on the activations the compiled
 //! model actually fed it (observed before it runs, so both sides quantize
-//! the same values to the same codes) keeps the check tight: each output
+//! the same values to the same codes; an integer-path matmul binds its
+//! input's int8 codes, so its f32 input is the one the quantize dispatch
+//! that wrote them read) keeps the check tight: each output
 //! must lie within the rounding bound of a reordered f32 dot,
 //!
 //! ```text
@@ -31,6 +33,10 @@ use q35_format::QuantizedTensor;
 use crate::check::CheckError;
 use crate::executor::Session;
 use crate::sampling::greedy;
+
+/// Kernels that quantize an input for the integer path (binding the f32
+/// rows, then the codes).
+pub const QUANTIZE_PREFIX: &str = "quantize_activations";
 
 /// How close the compiled matmuls came to their bounds.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -137,6 +143,9 @@ pub fn check_matmuls(
     for step in 0..=decode_steps {
         let n = tokens.len();
         let mut pending: Vec<Pending> = Vec::new();
+        // The integer path's quantized inputs: the f32 rows each was
+        // quantized from, seen as the quantize kernel ran.
+        let mut sources: HashMap<String, Vec<f32>> = HashMap::new();
         let logits = session
             .forward_observed(&tokens, start, &mut |index, spec, views| {
                 // Outputs of earlier matmuls this dispatch reads.
@@ -147,11 +156,23 @@ pub fn check_matmuls(
                     compare(&mut report, p, view);
                     false
                 });
+                if spec.kernel.starts_with(QUANTIZE_PREFIX) {
+                    if let (Some(x), Some(codes)) = (views.first().copied().flatten(), spec.buffers.get(1)) {
+                        sources.insert(codes.clone(), x.to_vec());
+                    }
+                    return;
+                }
                 if !spec.kernel.starts_with("dequant_matmul") {
                     return;
                 }
-                if let Some(p) = expect(spec.kernel.as_str(), index, &spec.buffers, views, n, weights, &mut dense, int8) {
-                    pending.push(p);
+                let x = views.first().copied().flatten().or_else(|| sources.get(spec.buffers.first()?).map(Vec::as_slice));
+                match x.and_then(|x| expect(spec.kernel.as_str(), index, &spec.buffers, x, views, n, weights, &mut dense, int8)) {
+                    Some(p) => pending.push(p),
+                    // Nothing may go unchecked.
+                    None => {
+                        report.failures += 1;
+                        report.worst.get_or_insert((index, spec.kernel.clone()));
+                    }
                 }
             })?
             .to_vec();
@@ -168,13 +189,15 @@ pub fn check_matmuls(
     Ok(report)
 }
 
-/// The expected outputs of matmul dispatch `index` from its inputs
-/// `views` (`None` if a buffer it needs is not visible).
+/// The expected outputs of matmul dispatch `index` from its input rows
+/// `x` and the views of its buffers (`None` if a buffer it needs is not
+/// visible).
 #[allow(clippy::too_many_arguments)]
 fn expect(
     kernel: &str,
     index: usize,
     buffers: &[String],
+    x: &[f32],
     views: &[Option<&[f32]>],
     tokens: usize,
     weights: &HashMap<String, QuantizedTensor>,
@@ -184,7 +207,6 @@ fn expect(
     let swiglu = kernel.ends_with("_swiglu");
     let add = kernel.ends_with("_add");
     let out = buffers.last()?.clone();
-    let x = views.first().copied().flatten()?;
     let weight_names: &[String] = if swiglu { &buffers[1..3] } else { &buffers[1..2] };
     for name in weight_names {
         if !dense.contains_key(name) {

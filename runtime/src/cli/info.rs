@@ -185,6 +185,7 @@ fn plan_summary(m: &Manifest) -> String {
             BufferClass::Activation { width } | BufferClass::Output { width } => {
                 4 * m.max_tokens * width
             }
+            BufferClass::ActivationCodes { width } => m.max_tokens * width,
             BufferClass::KvCache { rows, cols } => 4 * rows * cols,
             // Weights: the payloads' size is reported under `sizes`.
             BufferClass::PackedWeight(_) | BufferClass::VectorWeight { .. } => 0,

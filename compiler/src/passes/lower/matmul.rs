@@ -157,7 +157,12 @@ impl MatmulShape {
     /// Buffer argument types (after the scalars).
     pub fn buffer_types<'c>(&self, b: &Builder<'c>) -> Vec<Type<'c>> {
         let parse = |t: &str| Type::parse(b.context, t).expect("valid memref type");
-        let mut types = vec![parse(&format!("memref<?x{}xf32>", self.k))];
+        let input = if self.int8_activations {
+            ActivationCodes::of(self).memref_type()
+        } else {
+            format!("memref<?x{}xf32>", self.k)
+        };
+        let mut types = vec![parse(&input)];
         for _ in 0..self.epilogue.weights() {
             match self.quant {
                 QuantKind::F16 => types.push(parse("memref<?xf16>")),
@@ -179,35 +184,30 @@ impl MatmulShape {
         types
     }
 
-    /// A module holding only this kernel, named [`Self::kernel_name`], for
-    /// benchmarks and tests that call one kernel through the C interface.
+    /// A module holding only this kernel, named [`Self::kernel_name`] (and
+    /// on the integer path its quantize kernel, named
+    /// [`ActivationCodes::kernel_name`]), for benchmarks and tests that
+    /// call kernels through the C interface.
     pub fn standalone_module<'c>(&self, context: &'c melior::Context) -> melior::ir::Module<'c> {
         self.standalone_module_with(context, fast_path_available())
     }
 
     fn standalone_module_with<'c>(&self, context: &'c melior::Context, fast: bool) -> melior::ir::Module<'c> {
-        use melior::ir::{
-            attribute::{StringAttribute, TypeAttribute},
-            r#type::FunctionType,
-            Identifier, Location, Region, RegionLike,
-        };
+        use melior::ir::Location;
         let location = Location::unknown(context);
         let b = Builder { context, location };
         let module = melior::ir::Module::new(location);
         let types = self.argument_types(&b);
         let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
         build_with(&b, self, &block, fast);
-        block.append_operation(melior::dialect::func::r#return(&[], location));
-        let region = Region::new();
-        region.append_block(block);
-        module.body().append_operation(melior::dialect::func::func(
-            context,
-            StringAttribute::new(context, &self.kernel_name()),
-            TypeAttribute::new(FunctionType::new(context, &types, &[]).into()),
-            region,
-            &[(Identifier::new(context, "llvm.emit_c_interface"), Attribute::unit(context))],
-            location,
-        ));
+        module.body().append_operation(super::kernel_function(&b, &self.kernel_name(), &types, block));
+        if self.int8_activations {
+            let codes = ActivationCodes::of(self);
+            let types = codes.argument_types(&b);
+            let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
+            build_quantize(&b, &codes, &block);
+            module.body().append_operation(super::kernel_function(&b, &codes.kernel_name(), &types, block));
+        }
         module
     }
 
@@ -253,6 +253,29 @@ pub fn fast_path_available() -> bool {
 /// `vpmultishiftqb`). Kernels are compiled for the host CPU.
 pub fn int8_path_available() -> bool {
     fast::int8::available()
+}
+
+pub use fast::int8::ActivationCodes;
+
+impl ActivationCodes {
+    /// Buffer argument types (after the scalars): x, then the codes.
+    pub fn buffer_types<'c>(&self, b: &Builder<'c>) -> Vec<Type<'c>> {
+        let parse = |t: &str| Type::parse(b.context, t).expect("valid memref type");
+        vec![parse(&format!("memref<?x{}xf32>", self.k)), parse(&self.memref_type())]
+    }
+
+    /// The quantize kernel's function argument types, scalars included.
+    pub fn argument_types<'c>(&self, b: &Builder<'c>) -> Vec<Type<'c>> {
+        let mut types = vec![b.index_type(); FIRST_BUFFER];
+        types.extend(self.buffer_types(b));
+        types
+    }
+}
+
+/// Fills the quantize kernel's body (arguments: wg, tokens, start, x, codes).
+pub fn build_quantize(b: &Builder<'_>, codes: &ActivationCodes, body: &Block<'_>) {
+    assert!(int8_path_available(), "the integer path needs AVX-512 VNNI and VBMI (checked by the driver)");
+    fast::int8::build_quantize(b, codes, body)
 }
 
 /// The kernel's arguments, by role.
@@ -1513,6 +1536,21 @@ pub(crate) mod kernel_tests {
         let mut out_desc = MemRef2::matrix(out.as_mut_ptr().cast(), tokens, n);
         if alias {
             residual_desc = out_desc;
+        }
+        // The integer path reads x quantized by its quantize kernel.
+        let mut rows = None;
+        if shape.int8_activations {
+            let codes = ActivationCodes::of(shape);
+            let rows = rows.insert(q35_rt::memref::AlignedBuffer::zeroed(tokens * codes.row_bytes()));
+            let mut codes_desc = MemRef2::matrix(rows.as_mut_ptr(), tokens, codes.row_bytes());
+            let quantize = code.symbol(&format!("_mlir_ciface_{}", codes.kernel_name())).expect("quantize kernel symbol");
+            let args: Vec<*mut c_void> = vec![(&mut x_desc as *mut MemRef2).cast(), (&mut codes_desc as *mut MemRef2).cast()];
+            let call = q35_rt::kernel::trampoline(args.len()).unwrap();
+            for m in 0..tokens {
+                // SAFETY: the quantize kernel takes x and the codes, as built above.
+                unsafe { call(quantize, m as i64, tokens as i64, 0, &args) };
+            }
+            x_desc = codes_desc;
         }
         let mut args: Vec<*mut c_void> = vec![(&mut x_desc as *mut MemRef2).cast()];
         args.extend(descs.iter_mut().map(|d| (d as *mut MemRef1).cast::<c_void>()));

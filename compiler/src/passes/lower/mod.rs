@@ -28,7 +28,7 @@ pub(crate) mod rope;
 
 pub use attention::AttentionShape;
 pub use elementwise::RowOp;
-pub use matmul::{int8_path_available, Epilogue, MatmulShape};
+pub use matmul::{int8_path_available, ActivationCodes, Epilogue, MatmulShape};
 #[cfg(test)]
 pub(crate) use matmul::kernel_tests::check_compiled as check_compiled_matmul;
 
@@ -61,9 +61,10 @@ pub const FIRST_BUFFER: usize = 3;
 /// cores get balanced work on every layer, large enough to amortize a call.
 pub const DEFAULT_ROWS_PER_WORKGROUP: usize = 64;
 
-/// The same for the integer path (`--activations int8`), whose workgroups
-/// each quantize their tokens' activations before any row: twice the rows
-/// halves that work (SmolLM2 decode, 1 thread: 163 vs 154 tok/s).
+/// The same for the integer path (`--activations int8`), whose rows take
+/// about half the time: twice the rows keep each thread's share of a
+/// matrix in longer runs (SmolLM2 decode, 2 threads: 435 and 419 tok/s
+/// against 352 and 373 at 64 rows).
 pub const DEFAULT_ROWS_PER_WORKGROUP_INT8: usize = 128;
 
 #[repr(align(8))]
@@ -186,17 +187,25 @@ impl Plan {
         name
     }
 
+    /// An f32 activation buffer of `width` per token.
     fn activation(&mut self, width: usize) -> String {
-        let key = ("f32".to_string(), width);
+        self.activation_of("f32", width)
+    }
+
+    fn activation_of(&mut self, element: &str, width: usize) -> String {
+        let key = (element.to_string(), width);
         if let Some(name) = self.free.get_mut(&key).and_then(Vec::pop) {
             return name;
         }
         let name = format!("act{}", self.buffers.len());
-        self.add(name, "f32", width, "activation")
+        self.add(name, element, width, "activation")
     }
 
-    fn release(&mut self, name: &str, width: usize) {
-        self.free.entry(("f32".to_string(), width)).or_default().push(name.to_string());
+    fn release(&mut self, name: &str) {
+        if let Some(b) = self.buffers.iter().find(|b| b.name == name && b.role == "activation") {
+            let key = (b.element.clone(), b.width);
+            self.free.entry(key).or_default().push(name.to_string());
+        }
     }
 }
 
@@ -208,6 +217,7 @@ enum KernelSpec {
     Rope { width: usize, head_dim: usize, theta: f64 },
     KvUpdate(AttentionShape),
     Attention(AttentionShape),
+    QuantizeActivations(ActivationCodes),
 }
 
 fn tensor_width(r#type: Type) -> Result<(usize, String), String> {
@@ -410,6 +420,9 @@ fn plan_function(
         names.insert(key(value), (name, 0));
     }
 
+    // The integer path's quantized forms of a value (its key and the
+    // quantize kernel), each computed once and released with the value.
+    let mut quantized: HashMap<(usize, String), String> = HashMap::new();
     let mut dispatches = Vec::new();
     let mut emit = |kernel: &str, workgroups: usize, per_token: usize, buffers: &[String]| {
         dispatches.push(DispatchSpec {
@@ -493,7 +506,24 @@ fn plan_function(
                 let out = plan.activation(width);
                 // The third operand is the residual (add) or the up weight
                 // (SwiGLU); either way it is bound after the first weight.
-                let mut buffers = vec![buffer_of(&names, input)?, buffer_of(&names, weight)?];
+                let mut x = buffer_of(&names, input)?;
+                if shape.int8_activations {
+                    // Quantized once, for every matmul that reads this input.
+                    let codes = ActivationCodes::of(&shape);
+                    let kernel = codes.kernel_name();
+                    let entry = (key(input), kernel.clone());
+                    x = match quantized.get(&entry) {
+                        Some(rows) => rows.clone(),
+                        None => {
+                            let rows = plan.activation_of("i8", codes.row_bytes());
+                            emit(&kernel, 0, 1, &[x, rows.clone()]);
+                            kernels.entry(kernel).or_insert(KernelSpec::QuantizeActivations(codes));
+                            quantized.insert(entry, rows.clone());
+                            rows
+                        }
+                    };
+                }
+                let mut buffers = vec![x, buffer_of(&names, weight)?];
                 if epilogue != Epilogue::None {
                     buffers.push(buffer_of(&names, operand(2)?)?);
                 }
@@ -605,15 +635,23 @@ fn plan_function(
         for (value, buffer, width) in results {
             names.insert(key(value), (buffer, width));
         }
-        // Release activations whose last use was this op.
+        // Release activations whose last use was this op, with their
+        // quantized forms (once, if an op reads a value twice).
+        let mut released = Vec::new();
         for operand in op.operands() {
-            if last_use.get(&key(operand)) == Some(&index) {
+            if last_use.get(&key(operand)) == Some(&index) && !released.contains(&key(operand)) {
+                released.push(key(operand));
                 if let Some((name, width)) = names.get(&key(operand)) {
-                    if *width > 0 && plan.buffers.iter().any(|b| &b.name == name && b.role == "activation") {
-                        let (name, width) = (name.clone(), *width);
-                        plan.release(&name, width);
+                    if *width > 0 {
+                        plan.release(&name.clone());
                     }
                 }
+                quantized.retain(|(value, _), rows| {
+                    if *value == key(operand) {
+                        plan.release(rows);
+                    }
+                    *value != key(operand)
+                });
             }
         }
     }
@@ -625,6 +663,7 @@ fn build_kernel<'c>(b: &Builder<'c>, name: &str, spec: &KernelSpec) -> melior::i
     let t = |text: &str| b.memref_type(text);
     let buffers: Vec<Type> = match spec {
         KernelSpec::Matmul(shape) => shape.buffer_types(b),
+        KernelSpec::QuantizeActivations(codes) => codes.buffer_types(b),
         KernelSpec::Embedding(shape) => {
             // Token ids in, one hidden-width row (k) per token out; the
             // table has `n` (vocabulary) rows of width `k`.
@@ -671,14 +710,21 @@ fn build_kernel<'c>(b: &Builder<'c>, name: &str, spec: &KernelSpec) -> melior::i
         KernelSpec::Rope { width, head_dim, theta } => rope::build(b, *width, *head_dim, *theta, &block),
         KernelSpec::KvUpdate(shape) => attention::build_kv_update(b, shape, &block),
         KernelSpec::Attention(shape) => attention::build_attention(b, shape, &block),
+        KernelSpec::QuantizeActivations(codes) => matmul::build_quantize(b, codes, &block),
     }
+    kernel_function(b, name, &arg_types, block)
+}
+
+/// The kernel `name` with the C interface, whose body `block` (arguments
+/// `arg_types`) is built up to its return.
+pub(crate) fn kernel_function<'c>(b: &Builder<'c>, name: &str, arg_types: &[Type<'c>], block: Block<'c>) -> melior::ir::Operation<'c> {
     block.append_operation(func::r#return(&[], b.location));
     let region = Region::new();
     region.append_block(block);
     func::func(
         b.context,
         StringAttribute::new(b.context, name),
-        TypeAttribute::new(FunctionType::new(b.context, &arg_types, &[]).into()),
+        TypeAttribute::new(FunctionType::new(b.context, arg_types, &[]).into()),
         region,
         &[(
             Identifier::new(b.context, "llvm.emit_c_interface"),

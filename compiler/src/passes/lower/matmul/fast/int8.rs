@@ -1,9 +1,11 @@
 //! The integer-path kernel (`q35c --activations int8`, x86-64 with AVX-512
 //! VNNI and VBMI): codes times int8 activations in integers.
 //!
-//! Each workgroup quantizes its tokens' activations group by group exactly
-//! as `q35_format::activations::quantize_activations` defines (scale
-//! `sx_g`, codes `x8_k`), then for each row and group computes
+//! The quantize kernel ([`build_quantize`], one workgroup per token, once
+//! per input however many matmuls read it) quantizes activations group by
+//! group exactly as `q35_format::activations::quantize_activations`
+//! defines (scale `sx_g`, codes `x8_k`) into [`ActivationCodes`]; the
+//! matmul then computes, for each row and group,
 //!
 //! ```text
 //! D_g = Σ_even 7·q4_k·x8_k + Σ_odd 15·q3_k·x8_k                 (int32, exact)
@@ -29,7 +31,7 @@
 //! bit (bit 16+i) into byte i; one bit select merges them. In both, the
 //! bits above the code are left as they are: one `vpermb` lookup in a
 //! table that repeats every 16 (4-bit) or 8 (3-bit) entries scales the code
-//! and drops them. The activations are permuted once per workgroup into
+//! and drops them. The quantize kernel permutes the activation codes into
 //! the same byte order.
 
 use super::*;
@@ -123,51 +125,226 @@ fn plan(quant: QuantKind, n: usize) -> Vec<Chunk> {
     chunks
 }
 
+/// The integer path's form of a matmul's input rows: written once per
+/// dispatch of an input by the quantize kernel ([`build_quantize`]) and
+/// read by every integer-path matmul of that input with the same code
+/// layout (the q, k and v projections share one).
+///
+/// Row m (token m) takes [`Self::row_bytes`] bytes, a multiple of 64: the
+/// int8 codes of each group permuted into the lane order of its decode
+/// plan's chunks (64 a chunk, zero in lanes without a column), then `sx_g`
+/// of every group and then `fl(sx_g·Σ_k x8_k)`, each array
+/// `param_stride(groups)` f32s long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ActivationCodes {
+    pub quant: QuantKind,
+    pub group: GroupSize,
+    pub k: usize,
+}
+
+impl ActivationCodes {
+    pub fn of(shape: &MatmulShape) -> Self {
+        Self {
+            quant: shape.quant,
+            group: shape.group,
+            k: shape.k,
+        }
+    }
+
+    /// The quantize kernel's name, unique per code layout.
+    pub fn kernel_name(&self) -> String {
+        format!("quantize_activations_{}_{}_g{}", self.quant, self.k, self.group)
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        Form::new(self).row_bytes()
+    }
+
+    /// The rows' memref type.
+    pub fn memref_type(&self) -> String {
+        format!("memref<?x{}xi8>", self.row_bytes())
+    }
+}
+
+/// The group walk shared by the quantize kernel and the matmul.
+struct Form {
+    layout: Layout,
+    full_groups: usize,
+    full_plan: Vec<Chunk>,
+    tail_plan: Option<Vec<Chunk>>,
+    per_group: usize,
+    /// Bytes of a row's codes.
+    codes_bytes: usize,
+}
+
+impl Form {
+    fn new(codes: &ActivationCodes) -> Self {
+        let layout = Layout::new(codes.quant, codes.group, codes.k);
+        let width = layout.group_width();
+        let groups = layout.groups();
+        let full_groups = if layout.cols() % width == 0 { groups } else { groups - 1 };
+        let full_plan = plan(codes.quant, width);
+        let tail_plan = (full_groups < groups).then(|| plan(codes.quant, layout.cols() - full_groups * width));
+        let per_group = full_plan.len();
+        let slots = full_groups * per_group + tail_plan.as_ref().map_or(0, Vec::len);
+        Self {
+            layout,
+            full_groups,
+            full_plan,
+            tail_plan,
+            per_group,
+            codes_bytes: slots * BYTES,
+        }
+    }
+
+    fn stride(&self) -> usize {
+        param_stride(self.layout.groups())
+    }
+
+    fn row_bytes(&self) -> usize {
+        (self.codes_bytes + 2 * self.stride() * 4).next_multiple_of(64)
+    }
+
+    /// Byte address (i64) of token t's `sx` (`which` 0) or `fl(sx·Σx8)`
+    /// (`which` 1) of group g (an i64), token 0's row at `rows`.
+    fn param_at<'c, 'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, rows: Value<'c, '_>, t: usize, which: usize, g: Value<'c, '_>) -> Value<'c, 'b> {
+        let first = i64c(b, block, t * self.row_bytes() + self.codes_bytes + which * self.stride() * 4);
+        let four = i64c(b, block, 4);
+        let index = b.muli(block, g, four);
+        let at = b.addi(block, rows, first);
+        b.addi(block, at, index)
+    }
+
+    /// Calls `each(block, at, plan)` for every group.
+    fn for_groups<'c>(&self, b: &Builder<'c>, block: &Block<'c>, each: impl for<'b> Fn(&'b Block<'c>, &GroupAt<'c, 'b>, &Vec<Chunk>)) {
+        let (full, tail) = (&self.full_plan, self.tail_plan.as_ref());
+        for_groups(b, block, &self.layout, self.full_groups, full, tail, self.per_group * BYTES, Vec::new(), |body, at, plan, _| {
+            each(body, at, plan);
+            Vec::new()
+        });
+    }
+}
+
+/// The quantize kernel (arguments: wg, tokens, start, x, codes): workgroup
+/// m quantizes token m's row of x into its row of codes.
+pub(in super::super) fn build_quantize<'c>(b: &Builder<'c>, codes: &ActivationCodes, body: &Block<'c>) {
+    let form = Form::new(codes);
+    let m = arg(body, 0);
+    let x = b.address(body, arg(body, FIRST_BUFFER));
+    let x_row = x_row(b, body, x, codes.k, m);
+    let m64 = to_i64(b, body, m);
+    let row_bytes = i64c(b, body, form.row_bytes());
+    let offset = b.muli(body, m64, row_bytes);
+    let rows = b.address(body, arg(body, FIRST_BUFFER + 1));
+    let row = b.addi(body, rows, offset);
+    form.for_groups(b, body, |block, at, plan| {
+        let x_group = b.addi(block, x_row, at.x_off);
+        let codes = b.addi(block, row, at.slots_off);
+        quantize_group(b, block, &form, plan, at.width, x_group, codes, row, at.g);
+    });
+}
+
+/// One group of `n` activations at `x_group`: its codes, permuted into
+/// `plan`'s chunks at `codes`, and `sx`, `fl(sx·Σx8)` (group `g`, an i64)
+/// in the parameters of the row at `row`.
+#[allow(clippy::too_many_arguments)]
+fn quantize_group<'c>(b: &Builder<'c>, block: &Block<'c>, form: &Form, plan: &[Chunk], n: usize, x_group: Value<'c, '_>, codes: Value<'c, '_>, row: Value<'c, '_>, g: Value<'c, '_>) {
+    let vec_f32 = b.vector_type(COLS, "f32");
+    let vec_i32 = b.vector_type(COLS, "i32");
+    let vec_i8 = b.vector_type(COLS, "i8");
+    // The group's activations, 64 columns a vector, zero past n.
+    let xs: Vec<Value> = (0..n.div_ceil(COLS))
+        .map(|c| {
+            let off = i64c(b, block, c * COLS * 4);
+            let at = b.addi(block, x_group, off);
+            let valid = (n - c * COLS).min(COLS);
+            if valid == COLS {
+                b.load_at(block, at, vec_f32, 4)
+            } else {
+                let lanes: Vec<&str> = (0..COLS).map(|i| if i < valid { "true" } else { "false" }).collect();
+                let mask = b.dense(block, "i1", &lanes);
+                b.masked_load(block, at, mask, vec_f32, 4)
+            }
+        })
+        .collect();
+    // a = max(max |x|, 2^-100); inv = fl(127/a); sx = fl(a/127).
+    let mut peak = b.math1(block, "absf", xs[0]);
+    for &x in &xs[1..] {
+        let abs = b.math1(block, "absf", x);
+        peak = b.maxf(block, peak, abs);
+    }
+    let a = b.reduce(block, "fmax", peak, b.f32_type());
+    let floor = b.f32(block, f64::from(q35_format::activations::ACT_FLOOR));
+    let a = b.maxf(block, a, floor);
+    let levels = b.f32(block, f64::from(q35_format::activations::ACT_LEVELS));
+    let inv = b.divf(block, levels, a);
+    let sx = b.divf(block, a, levels);
+    let inv_v = b.splat(block, inv, COLS);
+    let mut sum = b.int(block, 32, 0);
+    let q8: Vec<Value> = xs
+        .iter()
+        .map(|&x| {
+            let scaled = b.mulf(block, x, inv_v);
+            let rounded = b.math1(block, "roundeven", scaled);
+            let q = b.fptosi_to(block, rounded, vec_i32);
+            let part = b.reduce(block, "add", q, b.int_type(32));
+            sum = b.addi(block, sum, part);
+            b.trunci_to(block, q, vec_i8)
+        })
+        .collect();
+    let sum = b.sitofp(block, sum);
+    let ms = b.mulf(block, sx, sum);
+    for (which, value) in [sx, ms].into_iter().enumerate() {
+        let at = form.param_at(b, block, row, 0, which, g);
+        b.store_at(block, value, at, 4);
+    }
+    // Each chunk's lanes from (at most) two consecutive vectors of
+    // codes; a lane with no column reads a zero lane.
+    let zeros = zeros(b, block, COLS, "i8");
+    for (s, chunk) in plan.iter().enumerate() {
+        let first = chunk.cols.iter().flatten().min().map_or(0, |c| c / COLS);
+        let low = q8.get(first).copied().unwrap_or(zeros);
+        let high = q8.get(first + 1).copied().unwrap_or(zeros);
+        // (`plan`'s test checks one exists wherever a lane has no code.)
+        let zero_lane = (0..2 * COLS).find(|&l| (first * COLS + l) >= n).unwrap_or(0) as i32;
+        let mask: Vec<i32> = chunk
+            .cols
+            .iter()
+            .map(|c| match c {
+                Some(c) => {
+                    debug_assert!(c / COLS <= first + 1, "a chunk spans at most two vectors");
+                    (c - first * COLS) as i32
+                }
+                None => zero_lane,
+            })
+            .collect();
+        let v = b.shuffle(block, low, high, &mask, vec_i8);
+        let off = i64c(b, block, s * BYTES);
+        let at = b.addi(block, codes, off);
+        b.store_at(block, v, at, 64);
+    }
+}
+
 pub(in super::super) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>, args: &Args<'c, '_>) {
-    let layout = Layout::new(shape.quant, shape.group, shape.k);
-    let width = layout.group_width();
-    let groups = layout.groups();
-    let full_groups = if layout.cols() % width == 0 { groups } else { groups - 1 };
-    let full_plan = plan(shape.quant, width);
-    let tail_plan = (full_groups < groups).then(|| plan(shape.quant, layout.cols() - full_groups * width));
-    let per_group = full_plan.len();
-    let slots = full_groups * per_group + tail_plan.as_ref().map_or(0, Vec::len);
-    let stride = param_stride(groups);
+    let form = Form::new(&ActivationCodes::of(shape));
     let sets = shape.epilogue.weights() * ROW_BLOCK.max(TOKEN_BLOCK);
-    let codes = b.alloca_f32_aligned(body, TOKEN_BLOCK * slots * BYTES / 4, 64);
-    let act = b.alloca_f32_aligned(body, TOKEN_BLOCK * 2 * stride, 64);
-    let params = b.alloca_f32_aligned(body, sets * stride, 64);
+    let params = b.alloca_f32_aligned(body, sets * form.stride(), 64);
     let geo = Geometry {
         shape,
-        layout,
-        full_groups,
-        full_plan,
-        tail_plan,
-        per_group,
-        token_bytes: slots * BYTES,
-        codes: b.address(body, codes),
-        act: b.address(body, act),
+        form,
         params: b.address(body, params),
-        x: b.address(body, args.x),
+        codes: b.address(body, args.x),
     };
     for_token_blocks(b, body, args, |block, count, m0| geo.pass(b, block, body, args, count, m0));
 }
 
 struct Geometry<'s, 'c, 'a> {
     shape: &'s MatmulShape,
-    layout: Layout,
-    full_groups: usize,
-    full_plan: Vec<Chunk>,
-    tail_plan: Option<Vec<Chunk>>,
-    per_group: usize,
-    token_bytes: usize,
-    /// Byte addresses (i64): the tokens' activation codes (chunk by chunk,
-    /// in decode order), their `[sx, fl(sx·Σx8)]` per group, the rows'
-    /// `fl(range·sx/105)` per group, and x.
-    codes: Value<'c, 'a>,
-    act: Value<'c, 'a>,
+    form: Form,
+    /// Byte addresses (i64): the rows' `fl(range·sx/105)` per group (a
+    /// scratch), and the tokens' [`ActivationCodes`].
     params: Value<'c, 'a>,
-    x: Value<'c, 'a>,
+    codes: Value<'c, 'a>,
 }
 
 /// One (row, weight matrix) of a row block.
@@ -179,139 +356,39 @@ struct Row<'c, 'a> {
 }
 
 impl<'c> Geometry<'_, 'c, '_> {
-    fn stride(&self) -> usize {
-        param_stride(self.layout.groups())
-    }
-
-    /// Byte address of f32 `index` of array `which` of unit `unit` in a
-    /// scratch whose units hold `arrays` arrays of [`Self::stride`] f32s.
-    #[allow(clippy::too_many_arguments)]
-    fn at<'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, base: Value<'c, '_>, arrays: usize, unit: usize, which: usize, index: Value<'c, '_>) -> Value<'c, 'b> {
-        let first = i64c(b, block, (unit * arrays + which) * self.stride() * 4);
+    /// Byte address of f32 g (an i64) of row parameter set `unit` in the
+    /// parameter scratch.
+    fn param_at<'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, unit: usize, g: Value<'c, '_>) -> Value<'c, 'b> {
+        let first = i64c(b, block, unit * self.form.stride() * 4);
         let four = i64c(b, block, 4);
-        let index = b.muli(block, index, four);
-        let at = b.addi(block, base, first);
+        let index = b.muli(block, g, four);
+        let at = b.addi(block, self.params, first);
         b.addi(block, at, index)
     }
 
     fn pass(&self, b: &Builder<'c>, block: &Block<'c>, kernel: &Block<'c>, args: &Args<'c, '_>, count: usize, m0: Value<'c, '_>) {
-        for t in 0..count {
-            let tv = b.index(block, t as i64);
-            let m = b.addi(block, m0, tv);
-            self.prepare(b, block, m, t);
-        }
-        for_row_blocks(b, block, args, count, |block, ns| self.row(b, block, kernel, args, count, m0, ns));
+        let m0_64 = to_i64(b, block, m0);
+        let row_bytes = i64c(b, block, self.form.row_bytes());
+        let offset = b.muli(block, m0_64, row_bytes);
+        let rows = b.addi(block, self.codes, offset);
+        for_row_blocks(b, block, args, count, |block, ns| self.row(b, block, kernel, args, count, m0, rows, ns));
     }
 
-    /// Quantizes token m's activations (token slot t of the scratch).
-    fn prepare(&self, b: &Builder<'c>, block: &Block<'c>, m: Value<'c, '_>, t: usize) {
-        let x_row = x_row(b, block, self.x, self.layout.cols(), m);
-        let token_base = i64c(b, block, t * self.token_bytes);
-        let codes = b.addi(block, self.codes, token_base);
-        let (full, tail) = (&self.full_plan, self.tail_plan.as_ref());
-        for_groups(b, block, &self.layout, self.full_groups, full, tail, self.per_group * BYTES, Vec::new(), |body, at, plan, _| {
-            let x_group = b.addi(body, x_row, at.x_off);
-            let s_group = b.addi(body, codes, at.slots_off);
-            self.quantize_group(b, body, plan, at.width, x_group, s_group, t, at.g);
-            Vec::new()
-        });
-    }
-
-    /// One group of `n` activations at `x_group`: its codes, permuted into
-    /// `plan`'s chunks at `s_group`, and `sx`, `fl(sx·Σx8)` (group `g`, an
-    /// i64) in token t's parameters.
+    /// Rows `ns` for tokens m0 .. m0 + count (their codes' rows at `rows`).
     #[allow(clippy::too_many_arguments)]
-    fn quantize_group(&self, b: &Builder<'c>, block: &Block<'c>, plan: &[Chunk], n: usize, x_group: Value<'c, '_>, s_group: Value<'c, '_>, t: usize, g: Value<'c, '_>) {
-        let vec_f32 = b.vector_type(COLS, "f32");
-        let vec_i32 = b.vector_type(COLS, "i32");
-        let vec_i8 = b.vector_type(COLS, "i8");
-        // The group's activations, 64 columns a vector, zero past n.
-        let xs: Vec<Value> = (0..n.div_ceil(COLS))
-            .map(|c| {
-                let off = i64c(b, block, c * COLS * 4);
-                let at = b.addi(block, x_group, off);
-                let valid = (n - c * COLS).min(COLS);
-                if valid == COLS {
-                    b.load_at(block, at, vec_f32, 4)
-                } else {
-                    let lanes: Vec<&str> = (0..COLS).map(|i| if i < valid { "true" } else { "false" }).collect();
-                    let mask = b.dense(block, "i1", &lanes);
-                    b.masked_load(block, at, mask, vec_f32, 4)
-                }
-            })
-            .collect();
-        // a = max(max |x|, 2^-100); inv = fl(127/a); sx = fl(a/127).
-        let mut peak = b.math1(block, "absf", xs[0]);
-        for &x in &xs[1..] {
-            let abs = b.math1(block, "absf", x);
-            peak = b.maxf(block, peak, abs);
-        }
-        let a = b.reduce(block, "fmax", peak, b.f32_type());
-        let floor = b.f32(block, f64::from(q35_format::activations::ACT_FLOOR));
-        let a = b.maxf(block, a, floor);
-        let levels = b.f32(block, f64::from(q35_format::activations::ACT_LEVELS));
-        let inv = b.divf(block, levels, a);
-        let sx = b.divf(block, a, levels);
-        let inv_v = b.splat(block, inv, COLS);
-        let mut sum = b.int(block, 32, 0);
-        let q8: Vec<Value> = xs
-            .iter()
-            .map(|&x| {
-                let scaled = b.mulf(block, x, inv_v);
-                let rounded = b.math1(block, "roundeven", scaled);
-                let q = b.fptosi_to(block, rounded, vec_i32);
-                let part = b.reduce(block, "add", q, b.int_type(32));
-                sum = b.addi(block, sum, part);
-                b.trunci_to(block, q, vec_i8)
-            })
-            .collect();
-        let sum = b.sitofp(block, sum);
-        let ms = b.mulf(block, sx, sum);
-        for (which, value) in [sx, ms].into_iter().enumerate() {
-            let at = self.at(b, block, self.act, 2, t, which, g);
-            b.store_at(block, value, at, 4);
-        }
-        // Each chunk's lanes from (at most) two consecutive vectors of
-        // codes; a lane with no column reads a zero lane.
-        let zeros = zeros(b, block, COLS, "i8");
-        for (s, chunk) in plan.iter().enumerate() {
-            let first = chunk.cols.iter().flatten().min().map_or(0, |c| c / COLS);
-            let low = q8.get(first).copied().unwrap_or(zeros);
-            let high = q8.get(first + 1).copied().unwrap_or(zeros);
-            // (`plan`'s test checks one exists wherever a lane has no code.)
-            let zero_lane = (0..2 * COLS).find(|&l| (first * COLS + l) >= n).unwrap_or(0) as i32;
-            let mask: Vec<i32> = chunk
-                .cols
-                .iter()
-                .map(|c| match c {
-                    Some(c) => {
-                        debug_assert!(c / COLS <= first + 1, "a chunk spans at most two vectors");
-                        (c - first * COLS) as i32
-                    }
-                    None => zero_lane,
-                })
-                .collect();
-            let v = b.shuffle(block, low, high, &mask, vec_i8);
-            let off = i64c(b, block, s * BYTES);
-            let at = b.addi(block, s_group, off);
-            b.store_at(block, v, at, 64);
-        }
-    }
-
-    /// Rows `ns` for tokens m0 .. m0 + count.
-    #[allow(clippy::too_many_arguments)]
-    fn row(&self, b: &Builder<'c>, block: &Block<'c>, kernel: &Block<'c>, args: &Args<'c, '_>, count: usize, m0: Value<'c, '_>, ns: &[Value<'c, '_>]) {
-        let layout = &self.layout;
+    fn row(&self, b: &Builder<'c>, block: &Block<'c>, kernel: &Block<'c>, args: &Args<'c, '_>, count: usize, m0: Value<'c, '_>, rows: Value<'c, '_>, ns: &[Value<'c, '_>]) {
+        let form = &self.form;
+        let layout = &form.layout;
         let weights = args.weights.len();
         let sets: Vec<Row> = row_sets(b, block, kernel, args, layout, ns, |set, n, w, row_addr, rs| Row {
             row_addr,
-            bias: self.row_params(b, block, set, count, n, rs, arg(kernel, w + 1), arg(kernel, w + 2)),
+            bias: self.row_params(b, block, set, count, n, rs, rows, arg(kernel, w + 1), arg(kernel, w + 2)),
         });
         let acc_count = sets.len() * count;
         let zero_acc = zeros(b, block, LANES, "f32");
-        let (full, tail) = (&self.full_plan, self.tail_plan.as_ref());
-        let accs = for_groups(b, block, layout, self.full_groups, full, tail, self.per_group * BYTES, vec![zero_acc; acc_count], |body, at, plan, carried| {
-            let s_group = b.addi(body, self.codes, at.slots_off);
+        let (full, tail) = (&form.full_plan, form.tail_plan.as_ref());
+        let accs = for_groups(b, block, layout, form.full_groups, full, tail, form.per_group * BYTES, vec![zero_acc; acc_count], |body, at, plan, carried| {
+            let s_group = b.addi(body, rows, at.slots_off);
             self.group(b, body, plan, &sets, at.g, at.block_off, s_group, count, carried)
         });
         for (r, &n) in ns.iter().enumerate() {
@@ -330,8 +407,8 @@ impl<'c> Geometry<'_, 'c, '_> {
     }
 
     /// Writes `fl32(range·sx/105)` of every group of row n (weight `set`)
-    /// for each of the `count` tokens, and returns each token's `Σ_g
-    /// min_g·fl(sx_g·Σx8)`, vectorized over groups.
+    /// for each of the `count` tokens (codes' rows at `rows`), and returns
+    /// each token's `Σ_g min_g·fl(sx_g·Σx8)`, vectorized over groups.
     #[allow(clippy::too_many_arguments)]
     fn row_params<'b>(
         &self,
@@ -341,11 +418,13 @@ impl<'c> Geometry<'_, 'c, '_> {
         count: usize,
         n: Value<'c, '_>,
         rs: Value<'c, '_>,
+        rows: Value<'c, '_>,
         mins: Value<'c, '_>,
         range_codes: Value<'c, '_>,
     ) -> Vec<Value<'c, 'b>> {
-        let groups = self.layout.groups();
-        let (mins_at, codes_at) = row_param_streams(b, block, &self.layout, n, mins, range_codes);
+        let layout = &self.form.layout;
+        let groups = layout.groups();
+        let (mins_at, codes_at) = row_param_streams(b, block, layout, n, mins, range_codes);
         let mut bias: Vec<Value> = vec![b.f32(block, 0.0); count];
         let mut g0 = 0;
         while g0 < groups {
@@ -360,7 +439,7 @@ impl<'c> Geometry<'_, 'c, '_> {
             let step = b.mulf(block, range, inverse);
             for (t, bias) in bias.iter_mut().enumerate() {
                 let load = |which| {
-                    let at = self.at(b, block, self.act, 2, t, which, g);
+                    let at = self.form.param_at(b, block, rows, t, which, g);
                     b.masked_load(block, at, mask, b.vector_type(v, "f32"), 4)
                 };
                 let (sx, ms) = (load(0), load(1));
@@ -368,7 +447,7 @@ impl<'c> Geometry<'_, 'c, '_> {
                 let sx64 = push(block, arith::extf(sx, b.vector_type(v, "f64"), b.location));
                 let scaled = b.mulf(block, step, sx64);
                 let scaled = push(block, arith::truncf(scaled, b.vector_type(v, "f32"), b.location));
-                let at = self.at(b, block, self.params, 1, unit, 0, g);
+                let at = self.param_at(b, block, unit, g);
                 b.store_at(block, scaled, at, 4);
                 let terms = b.mulf(block, min, ms);
                 let part = b.reduce_add(block, terms);
@@ -412,12 +491,12 @@ impl<'c> Geometry<'_, 'c, '_> {
                 let unit = set * count + t;
                 let mut sum = zero_i32;
                 for (s, &codes) in decoded.iter().enumerate() {
-                    let off = i64c(b, block, t * self.token_bytes + s * BYTES);
+                    let off = i64c(b, block, t * self.form.row_bytes() + s * BYTES);
                     let at = b.addi(block, s_group, off);
                     let xs = b.load_at(block, at, vec_i8, 64);
                     sum = b.intrinsic(block, DOT_U8_I8, &[sum, codes, xs], vec_i32);
                 }
-                let at = self.at(b, block, self.params, 1, unit, 0, g);
+                let at = self.param_at(b, block, unit, g);
                 let c = b.load_at(block, at, b.f32_type(), 4);
                 let c = b.splat(block, c, LANES);
                 let sum = b.sitofp_to(block, sum, vec_f32);

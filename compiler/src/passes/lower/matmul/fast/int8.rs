@@ -351,7 +351,9 @@ struct Geometry<'s, 'c, 'a> {
 struct Row<'c, 'a> {
     /// Byte address of the row's codes (i64).
     row_addr: Value<'c, 'a>,
-    /// Per token: `Σ_g min_g·fl(sx_g·Σx8)`.
+    /// Per token: the terms `min_g·fl(sx_g·Σx8)`, summed into
+    /// [`LANES`] lanes: the row's accumulator starts from them, so that one
+    /// reduction gives the dot.
     bias: Vec<Value<'c, 'a>>,
 }
 
@@ -385,9 +387,10 @@ impl<'c> Geometry<'_, 'c, '_> {
             bias: self.row_params(b, block, set, count, n, rs, rows, arg(kernel, w + 1), arg(kernel, w + 2)),
         });
         let acc_count = sets.len() * count;
-        let zero_acc = zeros(b, block, LANES, "f32");
+        let init: Vec<Value> = sets.iter().flat_map(|set| set.bias.iter().copied()).collect();
+        debug_assert_eq!(init.len(), acc_count);
         let (full, tail) = (&form.full_plan, form.tail_plan.as_ref());
-        let accs = for_groups(b, block, layout, form.full_groups, full, tail, form.per_group * BYTES, vec![zero_acc; acc_count], |body, at, plan, carried| {
+        let accs = for_groups(b, block, layout, form.full_groups, full, tail, form.per_group * BYTES, init, |body, at, plan, carried| {
             let s_group = b.addi(body, rows, at.slots_off);
             self.group(b, body, plan, &sets, at.g, at.block_off, s_group, count, carried)
         });
@@ -396,10 +399,7 @@ impl<'c> Geometry<'_, 'c, '_> {
                 let tv = b.index(block, t as i64);
                 let m = b.addi(block, m0, tv);
                 let dots: Vec<Value> = (r * weights..(r + 1) * weights)
-                    .map(|set| {
-                        let dot = b.reduce_add(block, accs[set * count + t]);
-                        b.addf(block, dot, sets[set].bias[t])
-                    })
+                    .map(|set| b.reduce_add(block, accs[set * count + t]))
                     .collect();
                 finish(b, block, self.shape, args, &dots, m, n);
             }
@@ -408,7 +408,7 @@ impl<'c> Geometry<'_, 'c, '_> {
 
     /// Writes `fl32(range·sx/105)` of every group of row n (weight `set`)
     /// for each of the `count` tokens (codes' rows at `rows`), and returns
-    /// each token's `Σ_g min_g·fl(sx_g·Σx8)`, vectorized over groups.
+    /// each token's terms `min_g·fl(sx_g·Σx8)` summed into [`LANES`] lanes.
     #[allow(clippy::too_many_arguments)]
     fn row_params<'b>(
         &self,
@@ -425,7 +425,7 @@ impl<'c> Geometry<'_, 'c, '_> {
         let layout = &self.form.layout;
         let groups = layout.groups();
         let (mins_at, codes_at) = row_param_streams(b, block, layout, n, mins, range_codes);
-        let mut bias: Vec<Value> = vec![b.f32(block, 0.0); count];
+        let mut bias: Vec<Option<Value>> = vec![None; count];
         let mut g0 = 0;
         while g0 < groups {
             // The f32 path's steps are not needed (LLVM drops them).
@@ -450,12 +450,22 @@ impl<'c> Geometry<'_, 'c, '_> {
                 let at = self.param_at(b, block, unit, g);
                 b.store_at(block, scaled, at, 4);
                 let terms = b.mulf(block, min, ms);
-                let part = b.reduce_add(block, terms);
-                *bias = b.addf(block, *bias, part);
+                // Masked lanes loaded zeros: their terms are zero.
+                let terms = if v < LANES {
+                    let zero = zeros(b, block, v, "f32");
+                    let lanes: Vec<i32> = (0..LANES as i32).map(|i| if (i as usize) < v { i } else { v as i32 }).collect();
+                    b.shuffle(block, terms, zero, &lanes, b.vector_type(LANES, "f32"))
+                } else {
+                    terms
+                };
+                *bias = Some(match *bias {
+                    Some(sum) => b.addf(block, sum, terms),
+                    None => terms,
+                });
             }
             g0 += lanes;
         }
-        bias
+        bias.into_iter().map(|b| b.expect("a row has a group")).collect()
     }
 
     /// Adds group g (an i64; its block `block_off` bytes into each row,

@@ -23,11 +23,19 @@
 // The model function is gone; kernels take (wg, tokens, start, buffers...).
 // CHECK-NOT: func.func @forward
 // Attention: the q·k dot products may reassociate (so they vectorize);
-// the softmax keeps exact arithmetic.
+// the softmax's exp is inline arithmetic (Cephes' expf: round(x·log2 e),
+// the polynomial, 2^n in the exponent bits), no libm call, and its sum
+// may reassociate, so that loop vectorizes too.
 // CHECK-LABEL: func.func @attention_h2_kv2_hd16_c32(
 // CHECK: arith.mulf {{.*}} fastmath<reassoc,contract> : f32
 // CHECK-NEXT: arith.addf {{.*}} fastmath<reassoc,contract> : f32
-// CHECK: math.exp %{{.*}} : f32
+// CHECK-NOT: math.exp
+// CHECK: arith.maximumf
+// CHECK: math.roundeven %{{.*}} : f32
+// CHECK: arith.shli %{{.*}} : i32
+// CHECK: llvm.bitcast %{{.*}} : i32 to f32
+// CHECK: arith.addf {{.*}} fastmath<reassoc,contract> : f32
+// CHECK-NOT: math.exp
 // CHECK-LABEL: func.func @dequant_matmul_q35_128x32_g32_r64(%arg0: index, %arg1: index, %arg2: index, %arg3: memref<?x32xf32>, %arg4: memref<?xi8>, %arg5: memref<?xf16>, %arg6: memref<?xi8>, %arg7: memref<?xf16>, %arg8: memref<?x128xf32>) attributes {llvm.emit_c_interface}
 // CHECK: memref.alloca(){{.*}} : memref<{{[0-9]+}}xf32>
 // CHECK: scf.for
@@ -39,11 +47,19 @@
 // CHECK-NEXT: arith.addf %{{.*}}, %[[QS]] : [[T]]
 // The dot products may reassociate and fuse.
 // CHECK: {{arith.mulf .* fastmath<reassoc,contract>|math.fma}}
+// RMSNorm's sum of squares may reassociate (so it vectorizes).
 // CHECK-LABEL: func.func @rms_norm_32
+// CHECK: arith.mulf {{.*}} fastmath<reassoc,contract> : f32
+// CHECK-NEXT: arith.addf {{.*}} fastmath<reassoc,contract> : f32
 // CHECK: math.sqrt
 // CHECK-LABEL: func.func @rope_32_hd16_theta10000
 // CHECK: math.cos %{{.*}} : f64
 // CHECK: math.sin %{{.*}} : f64
+// SwiGLU's silu takes the inline exp too.
+// CHECK-LABEL: func.func @swiglu_128
+// CHECK-NOT: math.exp
+// CHECK: math.roundeven %{{.*}} : f32
+// CHECK: arith.divf
 
 // ROWS: kernel = @dequant_matmul_q35_128x32_g32_r16, workgroups = 8 : i64
 

@@ -27,7 +27,7 @@
 //! (residual add, or SwiGLU of the gate and up rows) and stores.
 
 use super::builder::{arg, push, Builder};
-use crate::passes::lower::{matmul::store_epilogue, Epilogue, MatmulShape};
+use crate::passes::lower::{elementwise::Exp, matmul::store_epilogue, Epilogue, MatmulShape};
 use melior::{
     dialect::{arith, scf},
     ir::{attribute::Attribute, block::BlockLike, operation::OperationBuilder, Block, Identifier, Region, RegionLike, Value, ValueLike},
@@ -157,7 +157,7 @@ pub fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, warps: usize, body: &Bloc
             if_then(b, tile, lane0, |store| {
                 for (t, &m) in ms.iter().enumerate() {
                     let token_dots: Vec<Value> = dots.iter().map(|d| d[t]).collect();
-                    store_epilogue(b, store, shape.epilogue, &token_dots, residual, out, m, n);
+                    store_epilogue(b, store, shape.epilogue, &token_dots, residual, out, m, n, Exp::Math);
                 }
             });
         });
@@ -214,7 +214,7 @@ pub fn build_emulated<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>
             .collect();
         for (t, &m) in ms.iter().enumerate() {
             let token_dots: Vec<Value> = dots.iter().map(|d| d[t]).collect();
-            store_epilogue(b, tile, shape.epilogue, &token_dots, residual, out, m, n);
+            store_epilogue(b, tile, shape.epilogue, &token_dots, residual, out, m, n, Exp::Math);
         }
     });
 }

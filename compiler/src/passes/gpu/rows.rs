@@ -14,7 +14,7 @@
 use super::builder::{arg, Builder};
 use super::gemv::{cmpi, gpu_id, if_then, warp_sum, WARP};
 use crate::passes::lower::{
-    elementwise::{rms_scale, silu},
+    elementwise::{rms_scale, silu, Exp},
     rope::{rotate_pair, Rotation},
     AttentionShape, RowOp,
 };
@@ -121,10 +121,10 @@ pub fn build_row<'c>(b: &Builder<'c>, op: RowOp, width: usize, body: &Block<'c>,
                 let y = b.load(row, other, &[m, i]);
                 b.mulf(row, x, y)
             }
-            RowOp::Silu => silu(b, row, x),
+            RowOp::Silu => silu(b, row, x, Exp::Math),
             RowOp::SwiGlu => {
                 let up = b.load(row, other, &[m, i]);
-                let s = silu(b, row, x);
+                let s = silu(b, row, x, Exp::Math);
                 b.mulf(row, s, up)
             }
             RowOp::RmsNorm { .. } => {

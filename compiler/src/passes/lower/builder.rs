@@ -567,6 +567,77 @@ impl<'c> Builder<'c> {
         }
     }
 
+    /// `e^x` for f32 `x` (a scalar or a vector) in plain arithmetic, for
+    /// the CPU kernels, where a libm call in an inner loop cannot vectorize
+    /// and spills every vector register around it. Cephes' `expf` (within
+    /// 2 ulp of e^x): `n = round(x·log2 e)`, `r = x − n·ln 2` (ln 2 in two
+    /// parts, the first exact in few bits, so `n·C1` is exact), `e^r` by
+    /// its polynomial, times `2^n` built in the exponent bits as two factors
+    /// (so that n = 128, just below the overflow cut, stays finite). Above
+    /// ln(FLT_MAX) the result is +inf; below −87.34 (results under the
+    /// smallest normal f32, 1.2e-38) it is 0; NaN stays NaN.
+    pub fn exp_f32<'b>(&self, block: &'b Block<'c>, x: Value<'c, '_>) -> Value<'c, 'b> {
+        // `vector<NxF32>` or `f32`.
+        let text = x.r#type().to_string();
+        let lanes: Option<usize> = text.strip_prefix("vector<").and_then(|t| t.split('x').next()).and_then(|n| n.parse().ok());
+        let c = |v: f64| -> Value<'c, 'b> {
+            match lanes {
+                Some(n) => self.dense(block, "f32", &vec![format!("{v:e}"); n]),
+                None => self.f32(block, v),
+            }
+        };
+        let ci = |v: i64| -> Value<'c, 'b> {
+            match lanes {
+                Some(n) => self.dense(block, "i32", &vec![v; n]),
+                None => self.int(block, 32, v),
+            }
+        };
+        let (hi, lo) = (88.722_839_052_068_35, -87.336_544_750_553_1);
+        let (hi_v, lo_v) = (c(hi), c(lo));
+        // maximumf/minimumf propagate NaN.
+        let xc = push(
+            block,
+            OperationBuilder::new("arith.maximumf", self.location)
+                .add_operands(&[x, lo_v])
+                .add_results(&[x.r#type()])
+                .build()
+                .expect("valid arith.maximumf"),
+        );
+        let xc = push(block, arith::minimumf(xc, hi_v, self.location));
+        let scaled = self.mulf(block, xc, c(std::f64::consts::LOG2_E));
+        let fx = self.math1(block, "roundeven", scaled);
+        let r = self.subf(block, xc, self.mulf(block, fx, c(0.693_359_375)));
+        let r = self.subf(block, r, self.mulf(block, fx, c(-2.121_944_400_546_905_8e-4)));
+        let z = self.mulf(block, r, r);
+        let mut y = c(1.987_569_150_0e-4);
+        for coefficient in [1.398_199_950_7e-3, 8.333_451_907_3e-3, 4.166_579_589_4e-2, 1.666_666_545_9e-1, 5.000_000_120_1e-1] {
+            y = self.mulf(block, y, r);
+            y = self.addf(block, y, c(coefficient));
+        }
+        y = self.mulf(block, y, z);
+        y = self.addf(block, y, r);
+        y = self.addf(block, y, c(1.0));
+        let int_type = match lanes {
+            Some(n) => self.vector_type(n, "i32"),
+            None => self.int_type(32),
+        };
+        let n = self.fptosi_to(block, fx, int_type);
+        let half = push(block, arith::shrsi(n, ci(1), self.location));
+        let rest = self.subi(block, n, half);
+        let float_type = x.r#type();
+        let power = |e: Value<'c, 'b>| {
+            let biased = self.addi(block, e, ci(127));
+            let bits = self.shli(block, biased, ci(23));
+            self.bitcast(block, bits, float_type)
+        };
+        let y = self.mulf(block, y, power(half));
+        let y = self.mulf(block, y, power(rest));
+        let above = push(block, arith::cmpf(self.context, arith::CmpfPredicate::Ogt, x, hi_v, self.location));
+        let below = push(block, arith::cmpf(self.context, arith::CmpfPredicate::Olt, x, lo_v, self.location));
+        let y = push(block, arith::select(above, c(f64::INFINITY), y, self.location));
+        push(block, arith::select(below, c(0.0), y, self.location))
+    }
+
     /// The arith binary op `name` with `#arith.fastmath<reassoc,contract>`,
     /// for the terms of dot products only: reassociation lets LLVM
     /// vectorize the reduction (the order of f32 additions then differs

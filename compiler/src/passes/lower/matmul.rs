@@ -216,16 +216,8 @@ impl MatmulShape {
     /// bytes of a shared object exporting `_mlir_ciface_<kernel_name>`.
     pub fn standalone_shared_object(&self, fast: bool) -> anyhow::Result<Vec<u8>> {
         let q35 = q35_dialect::Q35Context::new()?;
-        let mut module = self.standalone_module_with(q35.context(), fast && fast_path_available());
-        let steps = crate::pipeline::parse(crate::codegen::TO_LLVM)?;
-        crate::pipeline::run(&q35, &mut module, &steps, &Default::default(), &mut Default::default())?;
-        let llvm = q35_target_llvm::llvm_context();
-        let ir = q35_target_llvm::translate(&module, &llvm)?;
-        let object = q35_target_llvm::compile_cpu(&ir, &q35_target_llvm::Options::default())?;
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("kernel.so");
-        q35_target_llvm::link_shared_object(&object, &path)?;
-        Ok(std::fs::read(&path)?)
+        let module = self.standalone_module_with(q35.context(), fast && fast_path_available());
+        super::shared_object(&q35, module)
     }
 }
 
@@ -328,7 +320,7 @@ pub fn build_with(b: &Builder<'_>, shape: &MatmulShape, body: &Block<'_>, fast: 
 
 /// Applies the epilogue to the dots of (m, n) and stores the result.
 fn finish<'c>(b: &Builder<'c>, block: &Block<'c>, shape: &MatmulShape, args: &Args<'c, '_>, dots: &[Value<'c, '_>], m: Value<'c, '_>, n: Value<'c, '_>) {
-    store_epilogue(b, block, shape.epilogue, dots, args.residual, args.out, m, n);
+    store_epilogue(b, block, shape.epilogue, dots, args.residual, args.out, m, n, super::elementwise::Exp::Inline);
 }
 
 /// `out[m, n]` from the dots of (m, n) (one per weight) after `epilogue`:
@@ -344,6 +336,7 @@ pub(crate) fn store_epilogue<'c>(
     out: Value<'c, '_>,
     m: Value<'c, '_>,
     n: Value<'c, '_>,
+    exp: super::elementwise::Exp,
 ) {
     let value = match epilogue {
         Epilogue::None => dots[0],
@@ -352,7 +345,7 @@ pub(crate) fn store_epilogue<'c>(
             b.addf(block, residual, dots[0])
         }
         Epilogue::SwiGlu => {
-            let silu = super::elementwise::silu(b, block, dots[0]);
+            let silu = super::elementwise::silu(b, block, dots[0], exp);
             b.mulf(block, silu, dots[1])
         }
     };

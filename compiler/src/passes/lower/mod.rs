@@ -715,6 +715,21 @@ fn build_kernel<'c>(b: &Builder<'c>, name: &str, spec: &KernelSpec) -> melior::i
     kernel_function(b, name, &arg_types, block)
 }
 
+/// A module of kernels compiled like a model's (the CPU pipeline to the
+/// LLVM dialect, LLVM -O3 for the host, linked): the bytes of a shared
+/// object, for benchmarks and tests that call kernels one by one.
+pub(crate) fn shared_object(q35: &q35_dialect::Q35Context, mut module: melior::ir::Module<'_>) -> anyhow::Result<Vec<u8>> {
+    let steps = crate::pipeline::parse(crate::codegen::TO_LLVM)?;
+    crate::pipeline::run(q35, &mut module, &steps, &Default::default(), &mut Default::default())?;
+    let llvm = q35_target_llvm::llvm_context();
+    let ir = q35_target_llvm::translate(&module, &llvm)?;
+    let object = q35_target_llvm::compile_cpu(&ir, &q35_target_llvm::Options::default())?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("kernel.so");
+    q35_target_llvm::link_shared_object(&object, &path)?;
+    Ok(std::fs::read(&path)?)
+}
+
 /// The kernel `name` with the C interface, whose body `block` (arguments
 /// `arg_types`) is built up to its return.
 pub(crate) fn kernel_function<'c>(b: &Builder<'c>, name: &str, arg_types: &[Type<'c>], block: Block<'c>) -> melior::ir::Operation<'c> {

@@ -722,10 +722,20 @@ mod fast {
     /// Lanes of every decode vector (one `vpermps` on a zmm register).
     const LANES: usize = 16;
     /// How far ahead of the group being decoded its row's code stream is
-    /// prefetched (rows of a workgroup are back to back): ~70 groups of
-    /// g128, enough to cover memory latency at the decode rate (measured on
-    /// the GEMV benchmark: 2–8 KiB all help, 4 KiB is in the flat part).
-    const PREFETCH_BYTES: usize = 4096;
+    /// prefetched (rows of a workgroup are back to back), in rows: enough
+    /// bytes in flight to cover memory latency at the decode rate, few
+    /// enough rows that little of it spills past the workgroup into rows
+    /// another thread reads. Measured on Zen 5 (GEMV benchmark, int8
+    /// path, one thread): 4096x4096 (1888-byte rows) runs 330 us at 4 KiB
+    /// ahead, 195-200 us at 16-32 KiB; 16384x576 (266-byte rows, 128 rows
+    /// a workgroup) is best at ~4 KiB and, at 16 KiB, runs slower on two
+    /// threads than on one.
+    const PREFETCH_ROWS: usize = 16;
+
+    /// [`PREFETCH_ROWS`] rows of `layout`, in bytes, at least 4 KiB.
+    fn prefetch_bytes(layout: &Layout) -> usize {
+        (PREFETCH_ROWS * layout.row_bytes()).clamp(4096, 32768)
+    }
 
     /// f32s per parameter array in the parameter scratch: the groups,
     /// rounded up to whole vectors.
@@ -1209,7 +1219,7 @@ mod fast {
                 let t3 = has_three.then(|| table(1, (0..16).map(|q| (q % 8) as f32).collect()));
                 let base = b.addi(block, row.row_addr, block_off);
                 // One cache line ahead per group (56 bytes of codes at g128).
-                let ahead = i64c(b, block, PREFETCH_BYTES);
+                let ahead = i64c(b, block, prefetch_bytes(&self.layout));
                 let ahead = b.addi(block, base, ahead);
                 b.prefetch(block, ahead);
                 let mut slot_index = 0;
@@ -1301,7 +1311,7 @@ mod fast {
         let codes_at = b.addi(block, codes_at, first);
         // The parameter streams are prefetched as far ahead (in rows) as
         // the codes.
-        let rows_ahead = (PREFETCH_BYTES / layout.row_bytes()).max(1);
+        let rows_ahead = (prefetch_bytes(layout) / layout.row_bytes()).max(1);
         for (at, bytes) in [(mins_at, 2), (codes_at, 1)] {
             let ahead = i64c(b, block, rows_ahead * groups * bytes);
             let ahead = b.addi(block, at, ahead);

@@ -493,7 +493,7 @@ impl<'c> Geometry<'_, 'c, '_> {
         let zero_i32 = zeros(b, block, LANES, "i32");
         for (set, row) in sets.iter().enumerate() {
             let base = b.addi(block, row.row_addr, block_off);
-            let ahead = i64c(b, block, PREFETCH_BYTES);
+            let ahead = i64c(b, block, prefetch_bytes(&self.form.layout));
             let ahead = b.addi(block, base, ahead);
             b.prefetch(block, ahead);
             let decoded: Vec<Value> = plan.iter().map(|chunk| decode(b, block, base, chunk)).collect();

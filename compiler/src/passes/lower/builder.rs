@@ -567,9 +567,9 @@ impl<'c> Builder<'c> {
         }
     }
 
-    /// `e^x` for f32 `x` (a scalar or a vector) in plain arithmetic, for
-    /// the CPU kernels, where a libm call in an inner loop cannot vectorize
-    /// and spills every vector register around it. Cephes' `expf` (within
+    /// `e^x` for an f32 scalar `x` in plain arithmetic, for the CPU
+    /// kernels: a libm call in an inner loop cannot vectorize and spills
+    /// every vector register around it; this LLVM vectorizes. Cephes' `expf` (within
     /// 2 ulp of e^x): `n = round(x·log2 e)`, `r = x − n·ln 2` (ln 2 in two
     /// parts, the first exact in few bits, so `n·C1` is exact), `e^r` by
     /// its polynomial, times `2^n` built in the exponent bits as two factors
@@ -577,21 +577,8 @@ impl<'c> Builder<'c> {
     /// ln(FLT_MAX) the result is +inf; below −87.34 (results under the
     /// smallest normal f32, 1.2e-38) it is 0; NaN stays NaN.
     pub fn exp_f32<'b>(&self, block: &'b Block<'c>, x: Value<'c, '_>) -> Value<'c, 'b> {
-        // `vector<NxF32>` or `f32`.
-        let text = x.r#type().to_string();
-        let lanes: Option<usize> = text.strip_prefix("vector<").and_then(|t| t.split('x').next()).and_then(|n| n.parse().ok());
-        let c = |v: f64| -> Value<'c, 'b> {
-            match lanes {
-                Some(n) => self.dense(block, "f32", &vec![format!("{v:e}"); n]),
-                None => self.f32(block, v),
-            }
-        };
-        let ci = |v: i64| -> Value<'c, 'b> {
-            match lanes {
-                Some(n) => self.dense(block, "i32", &vec![v; n]),
-                None => self.int(block, 32, v),
-            }
-        };
+        let c = |v: f64| self.f32(block, v);
+        let ci = |v: i64| self.int(block, 32, v);
         let (hi, lo) = (88.722_839_052_068_35, -87.336_544_750_553_1);
         let (hi_v, lo_v) = (c(hi), c(lo));
         // maximumf/minimumf propagate NaN.
@@ -617,11 +604,7 @@ impl<'c> Builder<'c> {
         y = self.mulf(block, y, z);
         y = self.addf(block, y, r);
         y = self.addf(block, y, c(1.0));
-        let int_type = match lanes {
-            Some(n) => self.vector_type(n, "i32"),
-            None => self.int_type(32),
-        };
-        let n = self.fptosi_to(block, fx, int_type);
+        let n = self.fptosi_to(block, fx, self.int_type(32));
         let half = push(block, arith::shrsi(n, ci(1), self.location));
         let rest = self.subi(block, n, half);
         let float_type = x.r#type();

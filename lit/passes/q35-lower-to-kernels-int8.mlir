@@ -8,13 +8,14 @@
 // RUN: not q35-opt %s --pass-pipeline='builtin.module(q35-lower-to-kernels{activations=int4})' 2>&1 | FileCheck %s --check-prefix=BAD
 
 // The codes are an i8 activation buffer; one quantize dispatch serves
-// both matmuls of %x.
+// both matmuls of %x, which run as one concurrent group (neither writes
+// what the other binds).
 // CHECK: "q35.plan"() {buffers = [
 // CHECK-SAME: {element = "i8", name = "{{act[0-9]+}}", role = "activation", width = 256 : i64}
 // CHECK-SAME: kernel = @embedding_q35_128x32_g32,
 // CHECK-SAME: {buffers = ["{{act[0-9]+}}", "[[CODES:act[0-9]+]]"], kernel = @quantize_activations_q35_32_g32,
 // CHECK-SAME: {buffers = ["[[CODES]]", "w", "{{act[0-9]+}}"], kernel = @dequant_matmul_i8_q35_128x32_g32_r64,
-// CHECK-SAME: {buffers = ["[[CODES]]", "w2", "{{act[0-9]+}}"], kernel = @dequant_matmul_i8_q35_128x32_g32_r64,
+// CHECK-SAME: {buffers = ["[[CODES]]", "w2", "{{act[0-9]+}}"], concurrent, kernel = @dequant_matmul_i8_q35_128x32_g32_r64,
 // CHECK-SAME: kernel = @add_128,
 // CHECK-SAME: kernel = @quantize_activations_int4_128_g32,
 // CHECK-SAME: kernel = @dequant_matmul_i8_int4_32x128_g32_r64,

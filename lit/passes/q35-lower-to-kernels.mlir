@@ -6,7 +6,11 @@
 // RUN: q35-opt %s --pass-pipeline='builtin.module(q35-lower-to-kernels,convert-scf-to-cf,convert-math-to-llvm,expand-strided-metadata,finalize-memref-to-llvm,convert-arith-to-llvm,convert-func-to-llvm,convert-cf-to-llvm,reconcile-unrealized-casts)' | FileCheck %s --check-prefix=LLVM
 
 // The plan: inputs, cache, weights, activations (reused once dead), and
-// one dispatch per op, attention split into kv_update + attention.
+// one dispatch per op, attention split into kv_update + attention. A
+// dispatch that neither reads what the dispatches before it (back to the
+// last unmarked one) write nor writes what they bind is `concurrent`:
+// both matmuls of the norm's output run as one, and the SwiGLU with
+// attention.
 // CHECK: "q35.plan"() {buffers = [
 // CHECK-SAME: {element = "i32", name = "tokens", role = "input", width = 1 : i64}
 // CHECK-SAME: {element = "f32", name = "k_cache.0", role = "kv_cache", width = 1024 : i64}
@@ -14,11 +18,12 @@
 // CHECK-SAME: dispatches = [
 // CHECK-SAME: {buffers = ["tokens", "emb", "act{{[0-9]+}}"], kernel = @embedding_q35_128x32_g32, workgroups = 0 : i64, workgroups_per_token = 1 : i64}
 // CHECK-SAME: kernel = @rms_norm_32_eps{{[^,]*}}, workgroups = 0 : i64, workgroups_per_token = 1 : i64}
-// CHECK-SAME: {buffers = ["act{{[0-9]+}}", "w", "act{{[0-9]+}}"], kernel = @dequant_matmul_q35_128x32_g32_r64, workgroups = 2 : i64, workgroups_per_token = 0 : i64}
-// CHECK-SAME: kernel = @rope_32_hd16_theta10000
+// CHECK-SAME: {buffers = ["[[N:act[0-9]+]]", "w", "act{{[0-9]+}}"], kernel = @dequant_matmul_q35_128x32_g32_r64, workgroups = 2 : i64, workgroups_per_token = 0 : i64}
+// CHECK-SAME: {buffers = ["[[N]]", "wq", "act{{[0-9]+}}"], concurrent, kernel = @dequant_matmul_int3_32x32_g32_r64,
+// CHECK-SAME: {buffers = ["act{{[0-9]+}}", "positions", "act{{[0-9]+}}"], kernel = @rope_32_hd16_theta10000
 // CHECK-SAME: {buffers = ["act{{[0-9]+}}", "act{{[0-9]+}}", "k_cache.0", "v_cache.0"], kernel = @kv_update_h2_kv2_hd16_c32
 // CHECK-SAME: {buffers = ["act{{[0-9]+}}", "k_cache.0", "v_cache.0", "act{{[0-9]+}}"], kernel = @attention_h2_kv2_hd16_c32, workgroups = 2 : i64
-// CHECK-SAME: kernel = @swiglu_128
+// CHECK-SAME: concurrent, kernel = @swiglu_128
 // CHECK-SAME: kernel = @add_32
 // The model function is gone; kernels take (wg, tokens, start, buffers...).
 // CHECK-NOT: func.func @forward

@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
 use std::path::Path;
 
-use q35_format::artifact::{Artifact, ArtifactError, BufferSpec, Manifest, WeightSpec};
+use q35_format::artifact::{Artifact, ArtifactError, BufferSpec, DispatchSpec, Manifest, WeightSpec};
 use q35_format::{GroupSize, Layout, Payload, QuantKind, QuantizedTensor};
 
 use crate::code::CodeObject;
@@ -995,7 +995,48 @@ pub fn check_plan(manifest: &Manifest) -> Result<Vec<BufferClass>, String> {
             ));
         }
     }
+    check_concurrent(manifest, &index, &classes)?;
     Ok(classes)
+}
+
+/// Dispatches marked `concurrent` run at the same time as the rest of
+/// their group, so the runtime does not take the compiler's word for it:
+/// within a group, a buffer that is not a weight (nor a token input) may
+/// be bound by two dispatches only if none of them may write it. Checked
+/// conservatively: a dispatch may write its last buffer and any KV cache.
+fn check_concurrent(manifest: &Manifest, index: &HashMap<&str, usize>, classes: &[BufferClass]) -> Result<(), String> {
+    let mut start = 0;
+    for (i, d) in manifest.dispatches.iter().enumerate() {
+        if !d.concurrent {
+            start = i;
+            continue;
+        }
+        let mutable = |name: &String| {
+            matches!(
+                classes[index[name.as_str()]],
+                BufferClass::Activation { .. } | BufferClass::ActivationCodes { .. } | BufferClass::Output { .. } | BufferClass::KvCache { .. }
+            )
+        };
+        let written = |d: &DispatchSpec, name: &String| {
+            d.buffers.last() == Some(name) || matches!(classes[index[name.as_str()]], BufferClass::KvCache { .. })
+        };
+        for (j, other) in manifest.dispatches[start..i].iter().enumerate() {
+            if let Some(shared) = d
+                .buffers
+                .iter()
+                .filter(|b| mutable(b))
+                .find(|b| other.buffers.contains(b) && (written(d, b) || written(other, b)))
+            {
+                return Err(format!(
+                    "dispatch {i} (`{}`) is marked concurrent with dispatch {} (`{}`), but both bind `{shared}`, which one of them may write",
+                    d.kernel,
+                    start + j,
+                    other.kernel
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Step 4: one weight's payload, decoded into the arrays its descriptors

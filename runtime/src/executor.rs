@@ -326,8 +326,9 @@ impl Session {
     }
 }
 
-/// One call of the dispatch list on the CPU: each dispatch's workgroups
-/// spread over the pool, dispatches in order.
+/// One call of the dispatch list on the CPU: each group of dispatches
+/// (one, or several marked `concurrent`: independent, so their workgroups
+/// run as one) spread over the pool, groups in order.
 fn run_cpu_chunk(
     artifact: &mut LoadedArtifact,
     pool: &mut ThreadPool,
@@ -338,28 +339,47 @@ fn run_cpu_chunk(
     let n = ids.len();
     artifact.bind_tokens(ids, start);
     let (tokens, start_arg) = (n as i64, start as i64);
-    for (index, dispatch) in artifact.dispatches.iter().enumerate() {
+    let specs = &artifact.info().manifest().dispatches;
+    let mut first = 0;
+    while first < artifact.dispatches.len() {
+        let end = (first + 1..specs.len()).find(|&i| !specs[i].concurrent).unwrap_or(specs.len());
         if let Some(observe) = observer.as_deref_mut() {
-            let views: Vec<Option<&[f32]>> = artifact.info().bindings()[index]
-                .iter()
-                .map(|&b| artifact.rows(b, n))
-                .collect();
-            observe(index, &artifact.info().manifest().dispatches[index], &views);
+            // Independent: each dispatch's inputs are ready before the group runs.
+            for index in first..end {
+                let views: Vec<Option<&[f32]>> = artifact.info().bindings()[index]
+                    .iter()
+                    .map(|&b| artifact.rows(b, n))
+                    .collect();
+                observe(index, &specs[index], &views);
+            }
         }
-        let count = dispatch.workgroups + dispatch.workgroups_per_token * n;
-        let _span =
-            tracing::trace_span!("dispatch", index, kernel = %dispatch.kernel, workgroups = count)
-                .entered();
-        let shared = SharedDispatch(dispatch);
-        let call = |wg: usize| {
-            let d = &shared;
+        let group: Vec<(SharedDispatch, usize)> = artifact.dispatches[first..end]
+            .iter()
+            .map(|d| (SharedDispatch(d), d.workgroups + d.workgroups_per_token * n))
+            .collect();
+        let count: usize = group.iter().map(|(_, c)| c).sum();
+        let _span = tracing::trace_span!("dispatch", index = first, kernel = %artifact.dispatches[first].kernel, dispatches = end - first, workgroups = count).entered();
+        let call = |mut wg: usize| {
+            // The group's workgroups in order: dispatch by dispatch.
+            let Some((d, _)) = group.iter().find(|(_, c)| {
+                let here = wg < *c;
+                if !here {
+                    wg -= c;
+                }
+                here
+            }) else {
+                return;
+            };
             // SAFETY: the entry was found in the loaded code under the
             // kernel's name and its trampoline matches the argument
             // count; the descriptors and buffers they point to are
-            // owned by the artifact and sized from the manifest.
+            // owned by the artifact and sized from the manifest; the
+            // group's dispatches write no buffer another of them binds
+            // (`check_concurrent`).
             unsafe { (d.0.trampoline)(d.0.entry, wg as i64, tokens, start_arg, &d.0.args) }
         };
         pool.run(count, &call);
+        first = end;
     }
 }
 

@@ -186,7 +186,7 @@ fn a_broken_elf_object_gets_the_loaders_reason() {
 #[test]
 fn plan_errors_name_the_buffer_or_dispatch() {
     type Edit = fn(&mut q35_format::artifact::Manifest);
-    let cases: [(Edit, &str); 8] = [
+    let cases: [(Edit, &str); 10] = [
         (
             |m| m.dispatches[0].buffers[3] = "nope".into(),
             "dispatch 0 (`probe`) uses buffer `nope`, which the plan does not declare",
@@ -218,6 +218,15 @@ fn plan_errors_name_the_buffer_or_dispatch() {
         (
             |m| m.model.head_dim = 3,
             "model config: head_dim (3) must be even",
+        ),
+        // Concurrent dispatches may share only what neither writes.
+        (
+            |m| m.dispatches[1].concurrent = true,
+            "dispatch 1 (`bump`) is marked concurrent with dispatch 0 (`probe`), but both bind `logits`, which one of them may write",
+        ),
+        (
+            |m| m.dispatches[3].concurrent = true,
+            "dispatch 3 (`recall`) is marked concurrent with dispatch 2 (`remember`), but both bind `cache`, which one of them may write",
         ),
     ];
     for (edit, expected) in cases {

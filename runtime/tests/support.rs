@@ -85,6 +85,7 @@ fn dispatch(kernel: &str, workgroups: usize, per_token: usize, buffers: &[&str])
         workgroups,
         workgroups_per_token: per_token,
         buffers: buffers.iter().map(|b| b.to_string()).collect(),
+        concurrent: false,
     }
 }
 

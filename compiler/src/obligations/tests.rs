@@ -118,6 +118,7 @@ fn small_obligations() -> Vec<Obligation> {
         workgroups: 2,
         workgroups_per_token: 0,
         buffers: vec!["x".into(), "w".into(), "y".into()],
+        concurrent: false,
     };
     out.push(tiling_obligation(4, &dispatch, "w", &packed, 2));
     out.push(integer_matmul("w", 3, 80, QuantKind::Q35).unwrap());

@@ -53,6 +53,13 @@ pub struct DispatchSpec {
     pub workgroups: usize,
     pub workgroups_per_token: usize,
     pub buffers: Vec<String>,
+    /// Runs together with the dispatches before it back to the last one
+    /// without this flag, their workgroups spread over the threads as one
+    /// dispatch: none of them writes a buffer another reads or writes (a
+    /// kernel writes its last buffer; `kv_update` its last two). Absent
+    /// from the JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub concurrent: bool,
 }
 
 /// A stored weight: its payload tensor holds [`crate::QuantizedTensor`]'s

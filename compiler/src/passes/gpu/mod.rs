@@ -191,6 +191,8 @@ fn read_plan(plan: OperationRef) -> Result<(Vec<DispatchSpec>, BTreeMap<String, 
             workgroups: int_of(entry.element_by_name("workgroups")).ok_or("dispatch without workgroups")?,
             workgroups_per_token: int_of(entry.element_by_name("workgroups_per_token")).ok_or("dispatch without workgroups_per_token")?,
             buffers: names,
+            // One stream runs the launches in order.
+            concurrent: false,
         });
     }
     Ok((dispatches, elements))

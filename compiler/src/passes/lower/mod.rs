@@ -17,8 +17,9 @@
 //! manifest: `buffers` (every buffer with its element type, width and whether
 //! it holds a weight, an input, the KV cache or an activation; activations
 //! reuse buffers once their value is dead) and `dispatches` (kernel,
-//! workgroup count as `workgroups + workgroups_per_token · tokens`, and the
-//! buffers bound to its memref arguments, in order).
+//! workgroup count as `workgroups + workgroups_per_token · tokens`, the
+//! buffers bound to its memref arguments, in order, and whether it runs
+//! concurrently with the dispatches before it: [`Group`]).
 
 mod attention;
 pub(crate) mod builder;
@@ -316,11 +317,12 @@ fn lower_module<'c>(
         .map(|d| {
             let list: Vec<String> = d.buffers.iter().map(|b| format!("\"{b}\"")).collect();
             format!(
-                "{{kernel = @{}, workgroups = {} : i64, workgroups_per_token = {} : i64, buffers = [{}]}}",
+                "{{kernel = @{}, workgroups = {} : i64, workgroups_per_token = {} : i64, buffers = [{}]{}}}",
                 d.kernel,
                 d.workgroups,
                 d.workgroups_per_token,
-                list.join(", ")
+                list.join(", "),
+                if d.concurrent { ", concurrent" } else { "" }
             )
         })
         .collect();
@@ -424,12 +426,16 @@ fn plan_function(
     // quantize kernel), each computed once and released with the value.
     let mut quantized: HashMap<(usize, String), String> = HashMap::new();
     let mut dispatches = Vec::new();
+    let mut group = Group::default();
     let mut emit = |kernel: &str, workgroups: usize, per_token: usize, buffers: &[String]| {
+        let writes = if kernel.starts_with("kv_update") { 2 } else { 1 };
+        let concurrent = group.admit(buffers, writes);
         dispatches.push(DispatchSpec {
             kernel: kernel.to_string(),
             workgroups,
             workgroups_per_token: per_token,
             buffers: buffers.to_vec(),
+            concurrent,
         });
     };
 
@@ -656,6 +662,35 @@ fn plan_function(
         }
     }
     Ok((dispatches, plan))
+}
+
+/// The buffers read and written by the dispatches of the current
+/// concurrent group (docs/artifact.md §4: `concurrent`).
+#[derive(Default)]
+struct Group {
+    reads: std::collections::HashSet<String>,
+    writes: std::collections::HashSet<String>,
+}
+
+impl Group {
+    /// Adds a dispatch binding `buffers` whose last `writes` it writes:
+    /// to this group when it has no hazard with it (returns true), else as
+    /// the first of a new group.
+    fn admit(&mut self, buffers: &[String], writes: usize) -> bool {
+        let split = buffers.len() - writes;
+        let reads = &buffers[..split];
+        let written = &buffers[split..];
+        let independent = !self.writes.is_empty()
+            && reads.iter().all(|b| !self.writes.contains(b))
+            && written.iter().all(|b| !self.writes.contains(b) && !self.reads.contains(b));
+        if !independent {
+            self.reads.clear();
+            self.writes.clear();
+        }
+        self.reads.extend(reads.iter().cloned());
+        self.writes.extend(written.iter().cloned());
+        independent
+    }
 }
 
 /// Builds the kernel function `name`.

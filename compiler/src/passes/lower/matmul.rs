@@ -936,13 +936,20 @@ mod fast {
         push(block, arith::constant(b.context, attr, b.location))
     }
 
-    pub(super) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>, args: &Args<'c, '_>) {
-        let layout = Layout::new(shape.quant, shape.group, shape.k);
+    /// A layout's count of full groups, and `plan(columns)` of a full group
+    /// and of the partial last group, if there is one.
+    fn group_plans<T>(layout: &Layout, plan: impl Fn(usize) -> T) -> (usize, T, Option<T>) {
         let width = layout.group_width();
         let groups = layout.groups();
         let full_groups = if layout.cols() % width == 0 { groups } else { groups - 1 };
-        let full_plan = plan(shape.quant, width);
-        let tail_plan = (full_groups < groups).then(|| plan(shape.quant, layout.cols() - full_groups * width));
+        let tail = (full_groups < groups).then(|| plan(layout.cols() - full_groups * width));
+        (full_groups, plan(width), tail)
+    }
+
+    pub(super) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>, args: &Args<'c, '_>) {
+        let layout = Layout::new(shape.quant, shape.group, shape.k);
+        let groups = layout.groups();
+        let (full_groups, full_plan, tail_plan) = group_plans(&layout, |n| plan(shape.quant, n));
         let per_group = slot_count(&full_plan);
         let slots = full_groups * per_group + tail_plan.as_deref().map_or(0, slot_count);
         let scratch = b.alloca_f32_aligned(body, TOKEN_BLOCK * slots * LANES, 64);

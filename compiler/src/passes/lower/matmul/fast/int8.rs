@@ -180,11 +180,7 @@ struct Form {
 impl Form {
     fn new(codes: &ActivationCodes) -> Self {
         let layout = Layout::new(codes.quant, codes.group, codes.k);
-        let width = layout.group_width();
-        let groups = layout.groups();
-        let full_groups = if layout.cols() % width == 0 { groups } else { groups - 1 };
-        let full_plan = plan(codes.quant, width);
-        let tail_plan = (full_groups < groups).then(|| plan(codes.quant, layout.cols() - full_groups * width));
+        let (full_groups, full_plan, tail_plan) = group_plans(&layout, |n| plan(codes.quant, n));
         let per_group = full_plan.len();
         let slots = full_groups * per_group + tail_plan.as_ref().map_or(0, Vec::len);
         Self {

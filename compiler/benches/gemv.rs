@@ -11,7 +11,8 @@
 //!
 //! `cargo bench -p q35c --bench gemv` (options after `--`: `--n N --k K
 //! --quant q35|int4|int3|f16|f32 --group 32|64|128|256|channel --rows R
-//! --runs RUNS --copies C --so kernel.so --portable`). Coded weights are
+//! --runs RUNS --copies C --so kernel.so --portable`; `--rows` defaults to
+//! the compiler's rows per workgroup, 64, or 128 on the integer path). Coded weights are
 //! also timed on the integer path (int8 activations) where the host has
 //! AVX-512 VNNI and VBMI, with the ratio to the f32-activation kernel.
 
@@ -30,7 +31,8 @@ struct Options {
     k: usize,
     quant: QuantKind,
     group: GroupSize,
-    rows: usize,
+    /// Rows per workgroup; default: the compiler's for each path.
+    rows: Option<usize>,
     runs: usize,
     /// Where to write the kernel's shared object (for objdump).
     so: Option<String>,
@@ -46,7 +48,7 @@ fn options() -> Options {
         k: 4096,
         quant: QuantKind::Q35,
         group: GroupSize::G128,
-        rows: 64,
+        rows: None,
         runs: 200,
         so: None,
         copies: None,
@@ -61,7 +63,7 @@ fn options() -> Options {
             "--k" => o.k = value.parse().expect("--k K"),
             "--quant" => o.quant = value.parse().expect("--quant KIND"),
             "--group" => o.group = value.parse().expect("--group G"),
-            "--rows" => o.rows = value.parse().expect("--rows R"),
+            "--rows" => o.rows = Some(value.parse().expect("--rows R")),
             "--runs" => o.runs = value.parse().expect("--runs RUNS"),
             "--so" => o.so = Some(value),
             "--portable" => {
@@ -95,11 +97,13 @@ fn random(len: usize) -> Vec<f32> {
 fn main() -> anyhow::Result<()> {
     let o = options();
     let weights = QuantizedTensor::quantize("w", o.n, o.k, &random(o.n * o.k), o.quant, o.group)?;
-    let plain = MatmulShape::new(o.n, o.k, o.quant, o.group, o.rows);
+    let rows = o.rows.unwrap_or(q35c::passes::lower::DEFAULT_ROWS_PER_WORKGROUP);
+    let plain = MatmulShape::new(o.n, o.k, o.quant, o.group, rows);
     let mut shapes = vec![plain];
     let coded = !matches!(o.quant, QuantKind::F16 | QuantKind::F32);
     if coded && !o.portable && q35c::passes::lower::int8_path_available() {
-        shapes.push(MatmulShape { int8_activations: true, ..plain });
+        let rows = o.rows.unwrap_or(q35c::passes::lower::DEFAULT_ROWS_PER_WORKGROUP_INT8);
+        shapes.push(MatmulShape { int8_activations: true, rows_per_workgroup: rows, ..plain });
     }
     let mut medians = Vec::new();
     for shape in &shapes {
@@ -183,7 +187,7 @@ fn measure(o: &Options, shape: &MatmulShape, weights: &QuantizedTensor) -> anyho
         weights.bits_per_weight(),
         copies.len(),
         compile.as_secs_f64(),
-        o.rows
+        shape.rows_per_workgroup
     );
     let mut medians = Vec::new();
     let mut single_thread_read = 0.0;

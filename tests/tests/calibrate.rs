@@ -200,13 +200,31 @@ fn tied_head_is_calibrated_under_the_embedding_name() {
 
 #[test]
 fn one_token_gives_the_normed_embedding_row_squared() {
-    // Independent of the reference's forward pass: with one token, the
-    // first layer's q/k/v input is rms_norm(embedding row) · gain.
     let tiny = TinyModel::new().unwrap();
     let artifact = tiny
         .compile(QuantKind::F32, GroupSize::Channel, 16)
         .unwrap();
-    let mut session = Session::load(&artifact, 2).unwrap();
+    check_one_token(&artifact);
+}
+
+#[test]
+fn the_integer_path_is_calibrated_where_its_inputs_are_quantized() {
+    // Its matmuls bind int8 codes; calibration reads the f32 rows at the
+    // quantize dispatch. The first layer's input does not depend on the
+    // activation mode, so the check is the same.
+    if !q35c::passes::lower::int8_path_available() {
+        eprintln!("skipped: this host lacks AVX-512 VNNI/VBMI, which the integer path needs");
+        return;
+    }
+    let tiny = TinyModel::new().unwrap();
+    let artifact = tiny.compile_int8(QuantKind::Q35, GroupSize::G32, 16).unwrap();
+    check_one_token(&artifact);
+}
+
+/// Independent of the reference's forward pass: with one token, the first
+/// layer's q/k/v input is rms_norm(embedding row) · gain.
+fn check_one_token(artifact: &Path) {
+    let mut session = Session::load(artifact, 2).unwrap();
     let options = CalibrationOptions {
         tokens: 1,
         context: None,
@@ -215,7 +233,7 @@ fn one_token_gives_the_normed_embedding_row_squared() {
     assert_eq!((report.tokens, report.windows), (1, 1));
     let tokenizer = session_tokenizer(&session).unwrap();
     let token = text_tokens(&session, &tokenizer, "Q").tokens[0] as usize;
-    let weights = q35_rt::check::ArtifactWeights::load(&artifact).unwrap().tensors;
+    let weights = q35_rt::check::ArtifactWeights::load(artifact).unwrap().tensors;
     let hidden = session.manifest().model.hidden_size;
     let eps = session.manifest().model.rms_norm_eps;
     let embed = &weights["model.embed_tokens.weight"].dequantize();

@@ -41,6 +41,11 @@
 // CHECK: llvm.bitcast %{{.*}} : i32 to f32
 // CHECK: arith.addf {{.*}} fastmath<reassoc,contract> : f32
 // CHECK-NOT: math.exp
+// The weighted sum of V rows carries its accumulator (head_dim 16: one
+// vector) across positions and stores it once.
+// CHECK: scf.for {{.*}} iter_args({{.*}}) -> (vector<16xf32>)
+// CHECK: math.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
+// CHECK: llvm.store %{{.*}}, %{{.*}} {alignment = 4 : i64} : vector<16xf32>, !llvm.ptr
 // CHECK-LABEL: func.func @dequant_matmul_q35_128x32_g32_r64(%arg0: index, %arg1: index, %arg2: index, %arg3: memref<?x32xf32>, %arg4: memref<?xi8>, %arg5: memref<?xf16>, %arg6: memref<?xi8>, %arg7: memref<?xf16>, %arg8: memref<?x128xf32>) attributes {llvm.emit_c_interface}
 // CHECK: memref.alloca(){{.*}} : memref<{{[0-9]+}}xf32>
 // CHECK: scf.for

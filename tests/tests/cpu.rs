@@ -24,7 +24,10 @@ const BOUND: f64 = 1e-3;
 const PROMPT: [u32; 7] = [1, 17, 42, 99, 3, 250, 8];
 
 fn check(quant: QuantKind, group: GroupSize, threads: usize, decode_steps: usize) {
-    let tiny = TinyModel::new().unwrap();
+    check_model(&TinyModel::new().unwrap(), quant, group, threads, decode_steps);
+}
+
+fn check_model(tiny: &TinyModel, quant: QuantKind, group: GroupSize, threads: usize, decode_steps: usize) {
     let artifact = tiny.compile(quant, group, 16).unwrap();
     let mut session = Session::load(&artifact, threads).unwrap();
     let mut reference = reference_for(&artifact).unwrap();
@@ -50,6 +53,17 @@ fn f32_prefill_and_decode_match_the_reference() {
 fn q35_prefill_and_decode_match_the_reference() {
     // 32 decode steps: greedy tokens must be identical over 32 tokens.
     check(QuantKind::Q35, GroupSize::G32, 2, 32);
+}
+
+#[test]
+fn a_head_size_off_the_vector_width_matches_the_reference() {
+    // head_dim 18: attention's weighted sum keeps one 16-lane accumulator
+    // and two scalar ones per head.
+    let spec = q35c::front::testmodel::TinySpec {
+        hidden_size: 72,
+        ..Default::default()
+    };
+    check_model(&TinyModel::with(spec).unwrap(), QuantKind::F32, GroupSize::Channel, 2, 8);
 }
 
 #[test]

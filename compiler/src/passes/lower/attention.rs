@@ -119,37 +119,89 @@ pub fn build_attention(b: &Builder<'_>, shape: &AttentionShape, body: &Block<'_>
         let onef = b.f32(&tok, 1.0);
         let inv_total = b.divf(&tok, onef, total);
 
-        // out[m, h·d + i] = Σ_t p_t · v_t[i] / Σ p, accumulated in place.
-        let clear = b.loop_body(&[]);
-        {
-            let d = arg(&clear, 0);
-            let oi = b.addi(&clear, q_base, d);
-            let z = b.f32(&clear, 0.0);
-            b.store(&clear, z, out, &[m, oi]);
-            b.yield_(&clear, &[]);
-        }
-        b.for_op(&tok, zero, hd, one, &[], clear);
-        let mix = b.loop_body(&[]);
-        {
-            let t = arg(&mix, 0);
-            let p = b.load(&mix, scores, &[t]);
-            let w = b.mulf(&mix, p, inv_total);
-            let lane = b.loop_body(&[]);
-            {
-                let d = arg(&lane, 0);
-                let oi = b.addi(&lane, q_base, d);
-                let vi = b.addi(&lane, kv_base, d);
-                let vv = b.load(&lane, v_cache, &[t, vi]);
-                let old = b.load(&lane, out, &[m, oi]);
-                let new = b.fma(&lane, w, vv, old);
-                b.store(&lane, new, out, &[m, oi]);
-                b.yield_(&lane, &[]);
-            }
-            b.for_op(&mix, zero, hd, one, &[], lane);
-            b.yield_(&mix, &[]);
-        }
-        b.for_op(&tok, zero, visible, one, &[], mix);
+        // out[m, h·d + i] = Σ_t p_t · v_t[i] / Σ p.
+        weighted_sum(b, &tok, shape, &WeightedSum { m, visible, q_base, kv_base, scores, inv_total, v_cache, out });
         b.yield_(&tok, &[]);
     }
     b.for_op(body, zero, tokens, one, &[], tok);
+}
+
+/// Lanes of the weighted sum's accumulators.
+const LANES: usize = 16;
+
+/// What the weighted sum of V rows reads and writes, for token `m` of one
+/// head.
+#[derive(Clone, Copy)]
+struct WeightedSum<'c, 'a> {
+    m: Value<'c, 'a>,
+    visible: Value<'c, 'a>,
+    q_base: Value<'c, 'a>,
+    kv_base: Value<'c, 'a>,
+    scores: Value<'c, 'a>,
+    inv_total: Value<'c, 'a>,
+    v_cache: Value<'c, 'a>,
+    out: Value<'c, 'a>,
+}
+
+/// The weighted sum with the head's accumulators (vectors of 16, then one
+/// f32 for each column left over) carried in registers across positions
+/// and stored once: accumulated in place in `out`, each position's fma
+/// waited on the previous one's store. The same fmas in the same order,
+/// so the same values.
+fn weighted_sum<'c>(b: &Builder<'c>, block: &Block<'c>, shape: &AttentionShape, w: &WeightedSum<'c, '_>) {
+    let vectors = shape.head_dim / LANES;
+    let rest = shape.head_dim % LANES;
+    let vec_f32 = b.vector_type(LANES, "f32");
+    // Accumulator i covers columns from `column(i)`, 16 or one of them.
+    let column = |i: usize| if i < vectors { i * LANES } else { vectors * LANES + (i - vectors) };
+    let types: Vec<_> = (0..vectors + rest).map(|i| if i < vectors { vec_f32 } else { b.f32_type() }).collect();
+    let kv_width = (shape.num_kv_heads * shape.head_dim) as i64;
+    let q_width = (shape.num_heads * shape.head_dim) as i64;
+    let zero = b.index(block, 0);
+    let one = b.index(block, 1);
+    let zeros: Vec<Value> = (0..vectors + rest)
+        .map(|i| if i < vectors { b.dense(block, "f32", &vec!["0.0"; LANES]) } else { b.f32(block, 0.0) })
+        .collect();
+    let v_base = b.address(block, w.v_cache);
+    let kv_base = b.index_cast(block, w.kv_base, b.int_type(64));
+    let mix = b.loop_body(&types);
+    {
+        let t = arg(&mix, 0);
+        let p = b.load(&mix, w.scores, &[t]);
+        let weight = b.mulf(&mix, p, w.inv_total);
+        let splat = b.splat(&mix, weight, LANES);
+        let t64 = b.index_cast(&mix, t, b.int_type(64));
+        let row = b.int(&mix, 64, kv_width);
+        let first = b.muli(&mix, t64, row);
+        let first = b.addi(&mix, first, kv_base);
+        let next: Vec<Value> = (0..vectors + rest)
+            .map(|i| {
+                let offset = b.int(&mix, 64, column(i) as i64);
+                let element = b.addi(&mix, first, offset);
+                let four = b.int(&mix, 64, 4);
+                let bytes = b.muli(&mix, element, four);
+                let at = b.addi(&mix, v_base, bytes);
+                let (ty, weight) = if i < vectors { (vec_f32, splat) } else { (b.f32_type(), weight) };
+                let v = b.load_at(&mix, at, ty, 4);
+                b.fma(&mix, weight, v, arg(&mix, i + 1))
+            })
+            .collect();
+        b.yield_(&mix, &next);
+    }
+    let sums = b.for_op(block, zero, w.visible, one, &zeros, mix);
+    let out_base = b.address(block, w.out);
+    let m64 = b.index_cast(block, w.m, b.int_type(64));
+    let row = b.int(block, 64, q_width);
+    let first = b.muli(block, m64, row);
+    let q_base = b.index_cast(block, w.q_base, b.int_type(64));
+    let first = b.addi(block, first, q_base);
+    for i in 0..vectors + rest {
+        let sum: Value = sums.result(i).expect("one result per accumulator").into();
+        let offset = b.int(block, 64, column(i) as i64);
+        let element = b.addi(block, first, offset);
+        let four = b.int(block, 64, 4);
+        let bytes = b.muli(block, element, four);
+        let at = b.addi(block, out_base, bytes);
+        b.store_at(block, sum, at, 4);
+    }
 }

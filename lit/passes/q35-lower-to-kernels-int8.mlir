@@ -23,9 +23,11 @@
 // CHECK: func.func @[[F16]](
 // CHECK-NOT: vpdpbusd
 // CHECK-LABEL: func.func @dequant_matmul_i8_int4_32x128_g32_r64(%{{.*}}: index, %{{.*}}: index, %{{.*}}: index, %{{.*}}: memref<?x384xi8>,
-// Each group's scale is range·sx/105, in f64, rounded once to f32.
-// CHECK: arith.constant dense<0.0095238095238095{{[0-9]*}}> : vector<{{[0-9]+}}xf64>
-// CHECK: arith.truncf %{{.*}} : vector<{{[0-9]+}}xf64> to vector<{{[0-9]+}}xf32>
+// Each group's scale is range·fl(sx/105): range = range_scale·code, exact
+// in f32, times the quantize kernel's sx/105.
+// CHECK: %[[CODES:.*]] = arith.uitofp %{{.*}} : vector<{{[0-9]+}}xi8> to vector<{{[0-9]+}}xf32>
+// CHECK: %[[RANGE:.*]] = arith.mulf %{{.*}}, %[[CODES]] : vector<{{[0-9]+}}xf32>
+// CHECK: arith.mulf %[[RANGE]], %{{.*}} : vector<{{[0-9]+}}xf32>
 // Codes: 4-bit planes shifted by 0 and 4 in 16-bit lanes, then scaled to
 // the common step (7·q) by a byte lookup that repeats every 16.
 // CHECK: arith.shrui %{{.*}} : vector<32xi16>
@@ -54,6 +56,8 @@
 // CHECK: math.roundeven %{{.*}} : vector<64xf32>
 // CHECK: arith.fptosi %{{.*}} : vector<64xf32> to vector<64xi32>
 // CHECK: arith.trunci %{{.*}} : vector<64xi32> to vector<64xi8>
+// CHECK: %[[C105:.*]] = arith.constant 1.050000e+02 : f32
+// CHECK: arith.divf %{{.*}}, %[[C105]] : f32
 // CHECK: llvm.shufflevector
 // CHECK-NOT: vpdpbusd
 

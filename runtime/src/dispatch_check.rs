@@ -23,7 +23,8 @@
 //! with `γ_K = K·u/(1 − K·u)`, `u = 2^-24`, plus the epilogue's roundings
 //! (the same bounds the kernels' unit tests use). The integer path's
 //! extra `8u` covers `min + q·range/L` standing in for `w'` (three
-//! roundings) and the roundings of `fl(range·sx/105)` and `fl(sx·Σx8)`.
+//! roundings), the group scale `fl(range·fl(sx/105))` (two) and
+//! `fl(sx·Σx8)` (one).
 
 use std::collections::HashMap;
 

@@ -1345,8 +1345,6 @@ mod fast {
     struct GroupSteps<'c, 'a> {
         /// Groups decoded (the vectors' first lanes).
         count: usize,
-        /// `range_scale · range_code`, exact, in f64.
-        range: Value<'c, 'a>,
         s4: Value<'c, 'a>,
         s3: Value<'c, 'a>,
         min: Value<'c, 'a>,
@@ -1389,7 +1387,7 @@ mod fast {
             push(block, arith::truncf(s, b.vector_type(v, "f32"), b.location))
         };
         let (s4, s3) = (step(15.0), step(7.0));
-        GroupSteps { count, range, s4, s3, min }
+        GroupSteps { count, s4, s3, min }
     }
 
     /// Loads `len` bytes at `addr` as 16 lanes (lane l = byte lanes[l]).
@@ -1578,9 +1576,9 @@ pub(crate) mod kernel_tests {
         let gamma = k as f64 * u / (1.0 - k as f64 * u);
         // The integer path multiplies by what the int8 codes stand for
         // (`sx·x8`, exact in f64), and by `min + q·range/L` instead of `w'`
-        // (three f32 roundings per weight), with one rounding for each of
-        // `fl(range·sx/105)` and `fl(sx·Σx8)`: 8u more, on terms bounded
-        // through |min| + |q·s|.
+        // (three f32 roundings per weight), with two roundings for the
+        // group scale `fl(range·fl(sx/105))` and one for `fl(sx·Σx8)`: six,
+        // within 8u more, on terms bounded through |min| + |q·s|.
         let width = q35_format::Layout::new(shape.quant, shape.group, k).group_width();
         let xs: Vec<f64> = if shape.int8_activations {
             x.chunks(k).flat_map(|row| q35_format::activations::dequantized_activations(row, width)).collect()

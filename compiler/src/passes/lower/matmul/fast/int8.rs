@@ -9,12 +9,14 @@
 //!
 //! ```text
 //! D_g = Σ_even 7·q4_k·x8_k + Σ_odd 15·q3_k·x8_k                 (int32, exact)
-//! y   = Σ_g fl32(range_g·sx_g/105)·D_g + Σ_g min_g·fl(sx_g·Σ_k x8_k)
+//! y   = Σ_g fl32(range_g·fl32(sx_g/105))·D_g + Σ_g min_g·fl(sx_g·Σ_k x8_k)
 //! ```
 //!
 //! which is `Σ_g sx_g Σ_k x8_k·(min_g + q_k·range_g/L_k)`: the reference's
 //! `Σ_k w'_k·sx_g·x8_k` up to f32 rounding (`min + q·range/L` differs from
-//! `w' = fl(min + fl(q·fl(range/L)))` by three roundings at most). Scaling
+//! `w' = fl(min + fl(q·fl(range/L)))` by three roundings at most; the
+//! group's scale takes two, `fl32(sx/105)` once per token in the quantize
+//! kernel and its product with `range`, exact in f32, per row). Scaling
 //! the codes to the common step `range/105` (`7·q4`, `15·q3`, both at most
 //! 105) lets a group's two planes share one accumulator, converted and
 //! scaled once. The products are `vpdpbusd` (64 u8·i8 products per
@@ -132,8 +134,8 @@ fn plan(quant: QuantKind, n: usize) -> Vec<Chunk> {
 ///
 /// Row m (token m) takes [`Self::row_bytes`] bytes, a multiple of 64: the
 /// int8 codes of each group permuted into the lane order of its decode
-/// plan's chunks (64 a chunk, zero in lanes without a column), then `sx_g`
-/// of every group and then `fl(sx_g·Σ_k x8_k)`, each array
+/// plan's chunks (64 a chunk, zero in lanes without a column), then
+/// `fl(sx_g/105)` of every group and then `fl(sx_g·Σ_k x8_k)`, each array
 /// `param_stride(groups)` f32s long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ActivationCodes {
@@ -201,7 +203,7 @@ impl Form {
         (self.codes_bytes + 2 * self.stride() * 4).next_multiple_of(64)
     }
 
-    /// Byte address (i64) of token t's `sx` (`which` 0) or `fl(sx·Σx8)`
+    /// Byte address (i64) of token t's `fl(sx/105)` (`which` 0) or `fl(sx·Σx8)`
     /// (`which` 1) of group g (an i64), token 0's row at `rows`.
     fn param_at<'c, 'b>(&self, b: &Builder<'c>, block: &'b Block<'c>, rows: Value<'c, '_>, t: usize, which: usize, g: Value<'c, '_>) -> Value<'c, 'b> {
         let first = i64c(b, block, t * self.row_bytes() + self.codes_bytes + which * self.stride() * 4);
@@ -290,7 +292,11 @@ fn quantize_group<'c>(b: &Builder<'c>, block: &Block<'c>, form: &Form, plan: &[C
         .collect();
     let sum = b.sitofp(block, sum);
     let ms = b.mulf(block, sx, sum);
-    for (which, value) in [sx, ms].into_iter().enumerate() {
+    // The matmul scales a group by range·sx/105: sx/105 once here, so the
+    // rows only multiply.
+    let steps = b.f32(block, STEPS as f64);
+    let step = b.divf(block, sx, steps);
+    for (which, value) in [step, ms].into_iter().enumerate() {
         let at = form.param_at(b, block, row, 0, which, g);
         b.store_at(block, value, at, 4);
     }
@@ -337,7 +343,7 @@ pub(in super::super) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &B
 struct Geometry<'s, 'c, 'a> {
     shape: &'s MatmulShape,
     form: Form,
-    /// Byte addresses (i64): the rows' `fl(range·sx/105)` per group (a
+    /// Byte addresses (i64): the rows' `fl(range·fl(sx/105))` per group (a
     /// scratch), and the tokens' [`ActivationCodes`].
     params: Value<'c, 'a>,
     codes: Value<'c, 'a>,
@@ -402,7 +408,7 @@ impl<'c> Geometry<'_, 'c, '_> {
         }
     }
 
-    /// Writes `fl32(range·sx/105)` of every group of row n (weight `set`)
+    /// Writes `fl32(range·fl32(sx/105))` of every group of row n (weight `set`)
     /// for each of the `count` tokens (codes' rows at `rows`), and returns
     /// each token's terms `min_g·fl(sx_g·Σx8)` summed into [`LANES`] lanes.
     #[allow(clippy::too_many_arguments)]
@@ -425,24 +431,25 @@ impl<'c> Geometry<'_, 'c, '_> {
         let mut g0 = 0;
         while g0 < groups {
             // The f32 path's steps are not needed (LLVM drops them).
-            let GroupSteps { count: lanes, range, min, .. } = group_steps(b, block, groups, g0, rs, mins_at, codes_at);
+            let GroupSteps { count: lanes, min, .. } = group_steps(b, block, groups, g0, rs, mins_at, codes_at);
             let v = lanes.next_power_of_two();
             let mask = group_mask(b, block, lanes);
             let g = i64c(b, block, g0);
-            // range/105 in f64: range (exact in f32) times fl64(1/105), one
-            // rounding at 2^-53; the product with sx then rounds once to f32.
-            let inverse = b.dense(block, "f64", &vec![format!("{:e}", 1.0 / STEPS as f64); v]);
-            let step = b.mulf(block, range, inverse);
+            // range = range_scale · code: exact in f32 (11 × 8 bits).
+            let code_at = i64c(b, block, g0);
+            let code_at = b.addi(block, codes_at, code_at);
+            let codes = b.masked_load(block, code_at, mask, b.vector_type(v, "i8"), 1);
+            let codes = push(block, arith::uitofp(codes, b.vector_type(v, "f32"), b.location));
+            let rs_v = b.splat(block, rs, v);
+            let range = b.mulf(block, rs_v, codes);
             for (t, bias) in bias.iter_mut().enumerate() {
                 let load = |which| {
                     let at = self.form.param_at(b, block, rows, t, which, g);
                     b.masked_load(block, at, mask, b.vector_type(v, "f32"), 4)
                 };
-                let (sx, ms) = (load(0), load(1));
+                let (step, ms) = (load(0), load(1));
                 let unit = set * count + t;
-                let sx64 = push(block, arith::extf(sx, b.vector_type(v, "f64"), b.location));
-                let scaled = b.mulf(block, step, sx64);
-                let scaled = push(block, arith::truncf(scaled, b.vector_type(v, "f32"), b.location));
+                let scaled = b.mulf(block, range, step);
                 let at = self.param_at(b, block, unit, g);
                 b.store_at(block, scaled, at, 4);
                 let terms = b.mulf(block, min, ms);

@@ -1345,6 +1345,8 @@ mod fast {
     struct GroupSteps<'c, 'a> {
         /// Groups decoded (the vectors' first lanes).
         count: usize,
+        /// `range_scale · range_code`, exact in f32.
+        range: Value<'c, 'a>,
         s4: Value<'c, 'a>,
         s3: Value<'c, 'a>,
         min: Value<'c, 'a>,
@@ -1376,18 +1378,17 @@ mod fast {
         // divisor of 15 or 7, to any f32 rounding boundary: so
         // fl32(range · fl64(1/L)) = fl32(range / L), the
         // reference's s4 and s3, without a division.
-        let f64v = b.vector_type(v, "f64");
-        let codes = push(block, arith::uitofp(codes, f64v, b.location));
-        let rs = push(block, arith::extf(rs, b.f64_type(), b.location));
-        let rs_v = b.splat_of(block, rs, v, "f64");
+        let codes = push(block, arith::uitofp(codes, b.vector_type(v, "f32"), b.location));
+        let rs_v = b.splat(block, rs, v);
         let range = b.mulf(block, rs_v, codes);
+        let range64 = push(block, arith::extf(range, b.vector_type(v, "f64"), b.location));
         let step = |levels: f64| {
             let inverse = b.dense(block, "f64", &vec![format!("{:e}", 1.0 / levels); v]);
-            let s = b.mulf(block, range, inverse);
+            let s = b.mulf(block, range64, inverse);
             push(block, arith::truncf(s, b.vector_type(v, "f32"), b.location))
         };
         let (s4, s3) = (step(15.0), step(7.0));
-        GroupSteps { count, s4, s3, min }
+        GroupSteps { count, range, s4, s3, min }
     }
 
     /// Loads `len` bytes at `addr` as 16 lanes (lane l = byte lanes[l]).

@@ -431,17 +431,10 @@ impl<'c> Geometry<'_, 'c, '_> {
         let mut g0 = 0;
         while g0 < groups {
             // The f32 path's steps are not needed (LLVM drops them).
-            let GroupSteps { count: lanes, min, .. } = group_steps(b, block, groups, g0, rs, mins_at, codes_at);
+            let GroupSteps { count: lanes, range, min, .. } = group_steps(b, block, groups, g0, rs, mins_at, codes_at);
             let v = lanes.next_power_of_two();
             let mask = group_mask(b, block, lanes);
             let g = i64c(b, block, g0);
-            // range = range_scale · code: exact in f32 (11 × 8 bits).
-            let code_at = i64c(b, block, g0);
-            let code_at = b.addi(block, codes_at, code_at);
-            let codes = b.masked_load(block, code_at, mask, b.vector_type(v, "i8"), 1);
-            let codes = push(block, arith::uitofp(codes, b.vector_type(v, "f32"), b.location));
-            let rs_v = b.splat(block, rs, v);
-            let range = b.mulf(block, rs_v, codes);
             for (t, bias) in bias.iter_mut().enumerate() {
                 let load = |which| {
                     let at = self.form.param_at(b, block, rows, t, which, g);

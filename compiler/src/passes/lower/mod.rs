@@ -427,8 +427,9 @@ fn plan_function(
     let mut quantized: HashMap<(usize, String), String> = HashMap::new();
     let mut dispatches = Vec::new();
     let mut group = Group::default();
-    let mut emit = |kernel: &str, workgroups: usize, per_token: usize, buffers: &[String]| {
-        let writes = if kernel.starts_with("kv_update") { 2 } else { 1 };
+    // A dispatch writes its last `writes` buffers (one, or the two caches
+    // of kv_update) and reads the others.
+    let mut emit = |kernel: &str, workgroups: usize, per_token: usize, buffers: &[String], writes: usize| {
         let concurrent = group.admit(buffers, writes);
         dispatches.push(DispatchSpec {
             kernel: kernel.to_string(),
@@ -522,7 +523,7 @@ fn plan_function(
                         Some(rows) => rows.clone(),
                         None => {
                             let rows = plan.activation_of("i8", codes.row_bytes());
-                            emit(&kernel, 0, 1, &[x, rows.clone()]);
+                            emit(&kernel, 0, 1, &[x, rows.clone()], 1);
                             kernels.entry(kernel).or_insert(KernelSpec::QuantizeActivations(codes));
                             quantized.insert(entry, rows.clone());
                             rows
@@ -536,11 +537,11 @@ fn plan_function(
                 buffers.push(out.clone());
                 if op_name == "q35.embedding" {
                     let name = format!("embedding_{}_{}x{}_g{}", shape.quant, shape.n, shape.k, shape.group);
-                    emit(&name, 0, 1, &buffers);
+                    emit(&name, 0, 1, &buffers, 1);
                     kernels.entry(name).or_insert(KernelSpec::Embedding(shape));
                 } else {
                     let name = shape.kernel_name();
-                    emit(&name, shape.workgroups(), 0, &buffers);
+                    emit(&name, shape.workgroups(), 0, &buffers, 1);
                     kernels.entry(name).or_insert(KernelSpec::Matmul(shape));
                 }
                 results.push((result, out, width));
@@ -569,7 +570,7 @@ fn plan_function(
                     RowOp::RmsNorm { epsilon } => format!("rms_norm_{width}_eps{:e}", epsilon as f32).replace(['.', '-'], "_"),
                     _ => format!("{}_{width}", row_op.name()),
                 };
-                emit(&name, 0, 1, &buffers);
+                emit(&name, 0, 1, &buffers, 1);
                 kernels.entry(name).or_insert(KernelSpec::Row { op: row_op, width });
                 results.push((result, out, width));
             }
@@ -581,7 +582,7 @@ fn plan_function(
                 let out = plan.activation(width);
                 let buffers = vec![buffer_of(&names, operand(0)?)?, buffer_of(&names, operand(1)?)?, out.clone()];
                 let name = format!("rope_{width}_hd{head_dim}_theta{}", theta as u64);
-                emit(&name, 0, 1, &buffers);
+                emit(&name, 0, 1, &buffers, 1);
                 kernels.entry(name).or_insert(KernelSpec::Rope { width, head_dim, theta });
                 results.push((result, out, width));
             }
@@ -610,13 +611,13 @@ fn plan_function(
                 );
                 let suffix = format!("h{}_kv{}_hd{}_c{}", shape.num_heads, shape.num_kv_heads, shape.head_dim, shape.context);
                 let update = format!("kv_update_{suffix}");
-                emit(&update, 0, 1, &[k, v, kc.clone(), vc.clone()]);
+                emit(&update, 0, 1, &[k, v, kc.clone(), vc.clone()], 2);
                 kernels.entry(update).or_insert(KernelSpec::KvUpdate(shape));
                 let result: Value = op.result(0).map_err(|e| e.to_string())?.into();
                 let (width, _) = tensor_width(result.r#type())?;
                 let out = plan.activation(width);
                 let attend = format!("attention_{suffix}");
-                emit(&attend, shape.num_heads, 0, &[q, kc.clone(), vc.clone(), out.clone()]);
+                emit(&attend, shape.num_heads, 0, &[q, kc.clone(), vc.clone(), out.clone()], 1);
                 kernels.entry(attend).or_insert(KernelSpec::Attention(shape));
                 results.push((result, out, width));
                 // The updated caches are the same buffers, updated in place.

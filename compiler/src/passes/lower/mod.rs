@@ -650,7 +650,7 @@ fn plan_function(
                 released.push(key(operand));
                 if let Some((name, width)) = names.get(&key(operand)) {
                     if *width > 0 {
-                        plan.release(&name.clone());
+                        plan.release(name);
                     }
                 }
                 quantized.retain(|(value, _), rows| {

@@ -9,8 +9,11 @@
 //! - the calling thread works too, and a dispatch of a single workgroup
 //!   (every per-token kernel while decoding) runs inline without waking
 //!   anyone;
-//! - workers pick workgroup ids from one atomic counter, so uneven
-//!   workgroups balance themselves;
+//! - each thread starts on its own contiguous share of the workgroup ids
+//!   (its own counter, on its own cache line, so claiming an id costs no
+//!   cross-core traffic and a thread's prefetches run into its own next
+//!   workgroup), then takes what is left of the others' shares, so uneven
+//!   workgroups and a thread slowed by the machine still balance;
 //! - between dispatches workers spin for a short while, then yield, and
 //!   only after about [`PARK_AFTER`] without work go to sleep on a condition
 //!   variable; back-to-back dispatches never pay for a futex wake-up, and an
@@ -38,7 +41,15 @@ const SPIN_ITERATIONS: u32 = 2_000;
 #[derive(Clone, Copy)]
 struct Job {
     f: *const (dyn Fn(usize) + Sync),
-    count: usize,
+}
+
+/// Thread t's share of the current dispatch's workgroup ids: `next` up to
+/// `end`. Aligned so that no two shares (or their owners' other traffic)
+/// sit on one cache line pair.
+#[repr(align(128))]
+struct Share {
+    next: AtomicUsize,
+    end: AtomicUsize,
 }
 
 struct Shared {
@@ -47,8 +58,8 @@ struct Shared {
     /// Written by `run` only while every worker is waiting for the next
     /// epoch; read by workers after they see the epoch change.
     job: UnsafeCell<Option<Job>>,
-    /// Next workgroup id to hand out.
-    next: AtomicUsize,
+    /// One per thread: the caller of `run` is 0, worker i is i.
+    shares: Box<[Share]>,
     /// Workers done with the current epoch.
     finished: AtomicUsize,
     /// Workers asleep (or about to sleep) on `wake`.
@@ -84,7 +95,12 @@ impl ThreadPool {
         let shared = Arc::new(Shared {
             epoch: AtomicUsize::new(0),
             job: UnsafeCell::new(None),
-            next: AtomicUsize::new(0),
+            shares: (0..threads.max(1))
+                .map(|_| Share {
+                    next: AtomicUsize::new(0),
+                    end: AtomicUsize::new(0),
+                })
+                .collect(),
             finished: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
@@ -97,7 +113,7 @@ impl ThreadPool {
                 let shared = Arc::clone(&shared);
                 std::thread::Builder::new()
                     .name(format!("q35-worker-{i}"))
-                    .spawn(move || worker(&shared))
+                    .spawn(move || worker(&shared, i))
                     .expect("spawning a worker thread")
             })
             .collect();
@@ -131,8 +147,14 @@ impl ThreadPool {
             unsafe { std::mem::transmute(f as *const (dyn Fn(usize) + Sync)) };
         // SAFETY: all workers are waiting for the next epoch (the previous
         // `run` waited for every one of them), so nobody reads `job` now.
-        unsafe { *shared.job.get() = Some(Job { f: erased, count }) };
-        shared.next.store(0, Ordering::Relaxed);
+        unsafe { *shared.job.get() = Some(Job { f: erased }) };
+        let threads = shared.shares.len();
+        for (t, share) in shared.shares.iter().enumerate() {
+            share.next.store(t * count / threads, Ordering::Relaxed);
+            share
+                .end
+                .store((t + 1) * count / threads, Ordering::Relaxed);
+        }
         shared.finished.store(0, Ordering::Relaxed);
         // SeqCst pairs with the sleeper's SeqCst increment-then-check: either
         // it sees the new epoch or we see it asleep and wake it.
@@ -141,7 +163,7 @@ impl ThreadPool {
             let _guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
             shared.wake.notify_all();
         }
-        let own = catch_unwind(AssertUnwindSafe(|| claim_and_run(shared, f, count)));
+        let own = catch_unwind(AssertUnwindSafe(|| claim_and_run(shared, f, 0)));
         let workers = self.workers.len();
         wait_until(|| shared.finished.load(Ordering::Acquire) == workers);
         let worker_panicked = shared.panicked.swap(false, Ordering::Relaxed);
@@ -181,17 +203,24 @@ pub fn available_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn claim_and_run(shared: &Shared, f: &(dyn Fn(usize) + Sync), count: usize) {
-    loop {
-        let i = shared.next.fetch_add(1, Ordering::Relaxed);
-        if i >= count {
-            break;
+/// Runs thread `me`'s share, then what is left of the others'.
+fn claim_and_run(shared: &Shared, f: &(dyn Fn(usize) + Sync), me: usize) {
+    let threads = shared.shares.len();
+    for k in 0..threads {
+        let share = &shared.shares[(me + k) % threads];
+        let end = share.end.load(Ordering::Relaxed);
+        loop {
+            // Every id below `end` is returned by exactly one fetch_add.
+            let i = share.next.fetch_add(1, Ordering::Relaxed);
+            if i >= end {
+                break;
+            }
+            f(i);
         }
-        f(i);
     }
 }
 
-fn worker(shared: &Shared) {
+fn worker(shared: &Shared, me: usize) {
     // Epoch 0 is the pool's state at creation, whenever this thread starts:
     // a dispatch published before it got here is still waiting for it.
     let mut seen = 0;
@@ -211,10 +240,12 @@ fn worker(shared: &Shared) {
         };
         // SAFETY: `run` keeps the closure alive until we report `finished`.
         let f = unsafe { &*job.f };
-        if catch_unwind(AssertUnwindSafe(|| claim_and_run(shared, f, job.count))).is_err() {
+        if catch_unwind(AssertUnwindSafe(|| claim_and_run(shared, f, me))).is_err() {
             shared.panicked.store(true, Ordering::Relaxed);
             // Take the remaining ids so the other threads stop early.
-            shared.next.store(job.count, Ordering::Relaxed);
+            for share in shared.shares.iter() {
+                share.next.store(share.end.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
         }
         shared.finished.fetch_add(1, Ordering::Release);
     }

@@ -76,3 +76,26 @@ fn a_panicking_workgroup_is_reported_after_the_dispatch() {
     });
     assert_eq!(count.load(Ordering::Relaxed), 10);
 }
+
+#[test]
+fn a_thread_held_up_has_its_share_taken_by_the_others() {
+    // Each thread starts on its own contiguous share; workgroup 0 (the
+    // calling thread's first) stalls, so the worker must finish its own
+    // share and then take what is left of the caller's.
+    let mut pool = ThreadPool::new(2);
+    let caller = std::thread::current().id();
+    let on_worker = AtomicUsize::new(0);
+    pool.run(100, &|i| {
+        if i == 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if std::thread::current().id() != caller {
+            on_worker.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    assert!(
+        on_worker.load(Ordering::Relaxed) > 50,
+        "{} of 100 on the worker",
+        on_worker.load(Ordering::Relaxed)
+    );
+}

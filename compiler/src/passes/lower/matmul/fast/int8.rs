@@ -46,6 +46,11 @@ const DOT_U8_I8: &str = "llvm.x86.avx512.vpdpbusd.512";
 const MULTISHIFT: &str = "llvm.x86.avx512.pmultishift.qb.512";
 /// `vpermb zmm`: byte i of the result is `table[index[i] mod 64]`.
 const BYTE_LOOKUP: &str = "llvm.x86.avx512.permvar.qi.512";
+/// `vpternlogq zmm`: each bit of the result is the fourth operand's truth
+/// table (bit `4a + 2b + c`) at the operands' bits a, b, c.
+const TERNARY_LOGIC: &str = "llvm.x86.avx512.pternlog.q.512";
+/// The truth table of `c ? a : b`.
+const SELECT_FIRST_WHERE_THIRD: i64 = 0b1110_0100;
 /// The common step of a group's scaled codes is `range / STEPS`: 4-bit
 /// codes are scaled by `STEPS / 15 = 7`, 3-bit codes by `STEPS / 7 = 15`.
 const STEPS: usize = 105;
@@ -583,12 +588,15 @@ fn decode<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, base: Value<'c, '_>, ch
             let low = b.intrinsic(block, MULTISHIFT, &[low_at, gathered], vec_i8);
             let high = b.intrinsic(block, MULTISHIFT, &[high_at, gathered], vec_i8);
             // Bits 0-1 from `low`, the rest from `high` (bit 2 is the
-            // code's; bits 3.. are not, and the table repeats every 8).
+            // code's; bits 3.. are not, and the table repeats every 8):
+            // one bit select. (Written as and/or, LLVM narrows the masks
+            // to the bits the lookup reads and emits two instructions.)
             let three = b.dense(block, "i8", &[3; BYTES]);
-            let not_three = b.dense(block, "i8", &[-4; BYTES]);
-            let low = b.andi(block, low, three);
-            let high = b.andi(block, high, not_three);
-            let code = b.ori(block, low, high);
+            let vec_i64 = b.vector_type(BYTES / 8, "i64");
+            let [low, high, three] = [low, high, three].map(|v| b.bitcast(block, v, vec_i64));
+            let select = b.int(block, 32, SELECT_FIRST_WHERE_THIRD);
+            let code = b.intrinsic(block, TERNARY_LOGIC, &[low, high, three, select], vec_i64);
+            let code = b.bitcast(block, code, vec_i8);
             let table: Vec<usize> = (0..BYTES).map(|i| (STEPS / 7) * (i % 8)).collect();
             let table = b.dense(block, "i8", &table);
             b.intrinsic(block, BYTE_LOOKUP, &[table, code], vec_i8)

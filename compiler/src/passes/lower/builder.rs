@@ -515,6 +515,59 @@ impl<'c> Builder<'c> {
         )
     }
 
+    /// The lane sums of `vectors` (each a `vector<16xf32>`), four at a time
+    /// through one shuffle tree: three vector adds per level shared by the
+    /// four, where four separate reductions take four apiece. The sums
+    /// are in a different order than [`Self::reduce_add`]'s.
+    pub fn reduce_add_each<'b>(&self, block: &'b Block<'c>, vectors: &[Value<'c, 'b>]) -> Vec<Value<'c, 'b>> {
+        let ty = self.vector_type(16, "f32");
+        // Lanes `lo` and `hi` of the 32 of (x, y), added.
+        let fold = |x: Value<'c, 'b>, y: Value<'c, 'b>, lo: &[i32], hi: &[i32]| {
+            let a = self.shuffle(block, x, y, lo, ty);
+            let c = self.shuffle(block, x, y, hi, ty);
+            self.dot_op(block, "arith.addf", a, c)
+        };
+        let runs = |len: i32, stride: i32| -> [Vec<i32>; 2] { [0, len].map(|first| (0..32).step_by(stride as usize).flat_map(|r| r + first..r + first + len).take(16).collect()) };
+        let mut sums = Vec::with_capacity(vectors.len());
+        for four in vectors.chunks(4) {
+            if four.len() < 4 {
+                sums.extend(four.iter().map(|&v| self.reduce_add(block, v)));
+                continue;
+            }
+            // Lanes 0-7: x's halves added, 8-15: y's.
+            let [lo, hi] = runs(8, 16);
+            let s = fold(four[0], four[1], &lo, &hi);
+            let t = fold(four[2], four[3], &lo, &hi);
+            // Lanes 4j .. 4j + 4: vector j's partial sums.
+            let [lo, hi] = runs(4, 8);
+            let u = fold(s, t, &lo, &hi);
+            // Lanes 2j, 2j + 1, then lane j (upper lanes repeat).
+            let [lo, hi] = runs(2, 4);
+            let v = fold(u, u, &lo[..8].repeat(2), &hi[..8].repeat(2));
+            let [lo, hi] = runs(1, 2);
+            let w = fold(v, v, &lo[..8].repeat(2), &hi[..8].repeat(2));
+            sums.extend((0..4).map(|j| self.extract_lane(block, w, j)));
+        }
+        sums
+    }
+
+    /// Lane `lane` of `vector`.
+    pub fn extract_lane<'b>(&self, block: &'b Block<'c>, vector: Value<'c, '_>, lane: usize) -> Value<'c, 'b> {
+        let index = self.int(block, 32, lane as i64);
+        let element = match vector.r#type() {
+            t if t == self.vector_type(16, "f32") => self.f32_type(),
+            t => panic!("extract_lane of {t}"),
+        };
+        push(
+            block,
+            OperationBuilder::new("llvm.extractelement", self.location)
+                .add_operands(&[vector, index])
+                .add_results(&[element])
+                .build()
+                .expect("valid llvm.extractelement"),
+        )
+    }
+
     /// The sum of a vector's f32 lanes in any order (`reassoc`).
     pub fn reduce_add<'b>(&self, block: &'b Block<'c>, vector: Value<'c, '_>) -> Value<'c, 'b> {
         let zero = self.f32(block, 0.0);

@@ -1158,20 +1158,17 @@ mod fast {
                 let s_group = b.addi(body, self.scratch, at.slots_off);
                 self.group(b, body, plan, &sets, at.g, at.block_off, s_group, count, per_token, carried)
             });
+            // One vector per (set, token): its chains added.
+            let chained: Vec<Value> = accs
+                .chunks(per_token)
+                .map(|chains| chains[1..].iter().fold(chains[0], |sum, &a| with_flags(b, block, "arith.addf", sum, a)))
+                .collect();
+            let sums = b.reduce_add_each(block, &chained);
             for (r, &n) in ns.iter().enumerate() {
                 for t in 0..count {
                     let tv = b.index(block, t as i64);
                     let m = b.addi(block, m0, tv);
-                    let dots: Vec<Value> = (r * weights..(r + 1) * weights)
-                        .map(|set| {
-                            let first = (set * count + t) * per_token;
-                            let mut sum = accs[first];
-                            for &a in &accs[first + 1..first + per_token] {
-                                sum = with_flags(b, block, "arith.addf", sum, a);
-                            }
-                            b.reduce_add(block, sum)
-                        })
-                        .collect();
+                    let dots: Vec<Value> = (r * weights..(r + 1) * weights).map(|set| sums[set * count + t]).collect();
                     finish(b, block, self.shape, args, &dots, m, n);
                 }
             }

@@ -401,13 +401,12 @@ impl<'c> Geometry<'_, 'c, '_> {
             let s_group = b.addi(body, rows, at.slots_off);
             self.group(b, body, plan, &sets, at.g, at.block_off, s_group, count, carried)
         });
+        let sums = b.reduce_add_each(block, &accs);
         for (r, &n) in ns.iter().enumerate() {
             for t in 0..count {
                 let tv = b.index(block, t as i64);
                 let m = b.addi(block, m0, tv);
-                let dots: Vec<Value> = (r * weights..(r + 1) * weights)
-                    .map(|set| b.reduce_add(block, accs[set * count + t]))
-                    .collect();
+                let dots: Vec<Value> = (r * weights..(r + 1) * weights).map(|set| sums[set * count + t]).collect();
                 finish(b, block, self.shape, args, &dots, m, n);
             }
         }

@@ -31,9 +31,9 @@ use std::{
     time::Instant,
 };
 
-/// The upstream conversions from kernels (func/scf/arith/math/memref) to
-/// the LLVM dialect, in order.
-pub const TO_LLVM: &str = "builtin.module(convert-scf-to-cf,convert-math-to-llvm,expand-strided-metadata,finalize-memref-to-llvm,convert-arith-to-llvm,convert-func-to-llvm,convert-cf-to-llvm,reconcile-unrealized-casts)";
+/// The upstream conversions from kernels (func/scf/arith/math/memref, and
+/// linalg for `kernels=linalg`) to the LLVM dialect, in order.
+pub const TO_LLVM: &str = "builtin.module(convert-linalg-to-loops,lower-affine,convert-scf-to-cf,convert-math-to-llvm,expand-strided-metadata,finalize-memref-to-llvm,convert-arith-to-llvm,convert-func-to-llvm,convert-cf-to-llvm,reconcile-unrealized-casts)";
 
 /// CPU compilation options beyond the emitter's.
 #[derive(Clone, Debug)]
@@ -52,6 +52,8 @@ pub struct CpuOptions {
     pub fuse: bool,
     /// Coded matmuls take the integer path (int8 activations, CPU only).
     pub int8_activations: bool,
+    /// Matmul kernels are linalg ops (`q35-lower-to-kernels{kernels=linalg}`).
+    pub linalg: bool,
     pub llvm: q35_target_llvm::Options,
 }
 
@@ -66,6 +68,7 @@ impl CpuOptions {
             rows_per_workgroup: DEFAULT_ROWS_PER_WORKGROUP,
             fuse: true,
             int8_activations: false,
+            linalg: false,
             llvm: q35_target_llvm::Options::default(),
         }
     }
@@ -91,25 +94,37 @@ pub fn runtime_config(config: &crate::front::config::ModelConfig) -> ModelConfig
     }
 }
 
-/// Lowers `module` (the emitted q35 module) in place to the LLVM dialect,
-/// after `q35-fuse` when `fuse` is set, coded matmuls on the integer path
-/// when `int8_activations` is; returns the plan.
-pub fn lower_to_llvm(
+/// Lowers `module` (the emitted q35 module) in place to the kernels stage
+/// of `options` (after `q35-fuse` when `fuse` is set; coded matmuls on the
+/// integer path when `int8_activations` is; linalg matmul kernels when
+/// `linalg` is) and returns the plan.
+pub fn lower_to_kernels(
     q35: &Q35Context,
     module: &mut Module,
-    rows_per_workgroup: usize,
-    fuse: bool,
-    int8_activations: bool,
+    options: &CpuOptions,
     run: &RunOptions,
     timings: &mut Timings,
 ) -> Result<(Vec<q35_format::artifact::BufferSpec>, Vec<q35_format::artifact::DispatchSpec>)> {
-    if fuse {
+    if options.fuse {
         pipeline::run(q35, module, &pipeline::parse("q35-fuse")?, run, timings)?;
     }
-    let lower = LowerPass::new(q35.context(), rows_per_workgroup).with_int8_activations(int8_activations);
+    let lower = LowerPass::new(q35.context(), options.rows_per_workgroup)
+        .with_int8_activations(options.int8_activations)
+        .with_linalg(options.linalg);
     let (plan, findings) = (lower.plan(), lower.findings());
     pipeline::run_pass(q35, module, "q35-lower-to-kernels", lower.into_pass(), &findings, run, timings)?;
-    let plan = plan.take().ok_or_else(|| anyhow!("q35-lower-to-kernels produced no plan"))?;
+    plan.take().ok_or_else(|| anyhow!("q35-lower-to-kernels produced no plan"))
+}
+
+/// [`lower_to_kernels`], then upstream conversions to the LLVM dialect.
+pub fn lower_to_llvm(
+    q35: &Q35Context,
+    module: &mut Module,
+    options: &CpuOptions,
+    run: &RunOptions,
+    timings: &mut Timings,
+) -> Result<(Vec<q35_format::artifact::BufferSpec>, Vec<q35_format::artifact::DispatchSpec>)> {
+    let plan = lower_to_kernels(q35, module, options, run, timings)?;
     let steps = pipeline::parse(TO_LLVM)?;
     pipeline::run(q35, module, &steps, run, timings)?;
     // The plan op has done its job (the manifest carries it) and is not LLVM.
@@ -193,7 +208,7 @@ pub fn compile_cpu(
     // An integer-path matmul beyond the proven int32 bound is refused before
     // anything is lowered.
     crate::obligations::check_integer_ops(&module).map_err(|e| anyhow!("refusing to compile:\n{e}"))?;
-    let (buffers, dispatches) = lower_to_llvm(q35, &mut module, options.rows_per_workgroup, options.fuse, options.int8_activations, run, timings)?;
+    let (buffers, dispatches) = lower_to_llvm(q35, &mut module, options, run, timings)?;
 
     let started = Instant::now();
     let llvm = q35_target_llvm::llvm_context();

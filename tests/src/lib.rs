@@ -49,6 +49,15 @@ impl TinyModel {
         Ok(path)
     }
 
+    /// Compiles the model with linalg matmul kernels (`q35c --kernels
+    /// linalg`) and writes `NAME-linalg.q35`.
+    pub fn compile_linalg(&self, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<PathBuf> {
+        let bytes = compile_bytes_with(&self.model, quant, group, max_tokens, |o| o.linalg = true)?;
+        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}-linalg.q35"));
+        std::fs::write(&path, bytes)?;
+        Ok(path)
+    }
+
     /// Compiles the model for NVIDIA GPUs and writes `NAME.nvptx.q35`.
     pub fn compile_nvptx(&self, quant: QuantKind, group: GroupSize, max_tokens: usize, fuse: bool) -> Result<PathBuf> {
         let bytes = compile_nvptx_bytes(&self.model, quant, group, max_tokens, fuse)?;

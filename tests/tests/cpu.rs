@@ -78,6 +78,30 @@ fn int4_int3_and_f16_match_the_reference() {
     check(QuantKind::F16, GroupSize::Channel, 2, 4);
 }
 
+/// Linalg matmul kernels (`q35c --kernels linalg`): the same end-to-end
+/// bound as the native kernels (their dots are sequential f32 sums, inside
+/// the same γ_K argument), and every matmul within its rounding bound on
+/// its own inputs.
+#[test]
+fn linalg_kernels_match_the_reference() {
+    let tiny = TinyModel::new().unwrap();
+    for (quant, group) in [(QuantKind::Q35, GroupSize::G32), (QuantKind::Int4, GroupSize::G64), (QuantKind::F16, GroupSize::Channel)] {
+        let artifact = tiny.compile_linalg(quant, group, 16).unwrap();
+        let mut session = Session::load(&artifact, 2).unwrap();
+        let linalg = session.manifest().dispatches.iter().filter(|d| d.kernel.contains("_linalg")).count();
+        let matmuls = session.manifest().dispatches.iter().filter(|d| d.kernel.starts_with("dequant_matmul")).count();
+        assert_eq!(linalg, matmuls, "{quant} g{group}: every matmul kernel is linalg");
+        let mut reference = reference_for(&artifact).unwrap();
+        let report = compare(&mut session, &mut reference, &PROMPT, 8).unwrap();
+        assert!(report.relative_error() <= BOUND && !report.non_finite, "{quant} g{group}: {report:?}");
+        assert_eq!(report.top1_agreement, report.rows, "{quant} g{group}: greedy tokens differ");
+        let ArtifactWeights { tensors: weights, .. } = ArtifactWeights::load(&artifact).unwrap();
+        let matmuls_report = check_matmuls(&mut session, &weights, None, &PROMPT, 4).unwrap();
+        assert_eq!(matmuls_report.checked, 5 * matmuls, "{quant} g{group}: one prefill and 4 decode calls");
+        assert!(matmuls_report.passed(), "{quant} g{group}: {matmuls_report:?}");
+    }
+}
+
 /// The integer path: every matmul dispatch of every call, on the inputs
 /// the compiled model gave it, lies within the f32 rounding bound of exact
 /// arithmetic on its int8 activations (q35_rt::dispatch_check); the

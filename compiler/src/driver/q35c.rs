@@ -28,6 +28,17 @@ pub enum Activations {
     Int8,
 }
 
+/// How the CPU's matmul kernels are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KernelBodies {
+    /// Loops and (on AVX-512) hand-scheduled vector code.
+    Native,
+    /// `linalg.generic` ops on strided views of the packed weights, the
+    /// codes decoded inside the reduction; upstream MLIR writes the loops.
+    /// Portable and easy to inspect or hand to other MLIR tools; slower.
+    Linalg,
+}
+
 /// Pipeline stages, in order; the driver stops at the one asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Stage {
@@ -39,6 +50,9 @@ pub enum Stage {
     Tiled,
     /// After q35-lower-to-kernels: kernels in func/scf/arith/math/memref and the q35.plan.
     Kernels,
+    /// The kernels stage with linalg matmul kernels (as --kernels linalg):
+    /// linalg.generic ops on views of the packed weights.
+    Linalg,
     /// The kernels in the LLVM dialect.
     LlvmMlir,
     /// LLVM IR (before LLVM's optimizations).
@@ -175,6 +189,10 @@ struct CompileArgs {
     /// needs AVX-512 VNNI and VBMI; docs/format.md §8).
     #[arg(long, value_enum, default_value = "f32")]
     activations: Activations,
+    /// How CPU matmul kernels are written: `native` loops and vectors, or
+    /// `linalg` ops lowered by upstream MLIR (f32 activations only).
+    #[arg(long, value_enum, default_value = "native")]
+    kernels: KernelBodies,
     /// Print the IR after every pass to stderr.
     #[arg(long = "mlir-print-ir-after-all")]
     print_ir_after_all: bool,
@@ -213,6 +231,13 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
     } else {
         crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP
     });
+    let linalg = args.kernels == KernelBodies::Linalg || args.emit == Some(Stage::Linalg);
+    if linalg && int8 {
+        bail!("--kernels linalg writes f32-activation matmuls; the integer path (--activations int8) has only native kernels");
+    }
+    if linalg && (args.target == Some(TargetKind::Nvptx) || matches!(args.emit, Some(Stage::Gpu) | Some(Stage::Ptx))) {
+        bail!("--kernels linalg is a CPU option; the nvptx target has its own GPU kernels");
+    }
     if int8 {
         if matches!(args.quant, QuantKind::F16 | QuantKind::F32) {
             bail!("--activations int8 needs coded weights (--quant q35, int4 or int3), not {}", args.quant);
@@ -224,6 +249,16 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
             bail!("--activations int8 needs a CPU with AVX-512 VNNI and VBMI (avx512vnni, avx512vbmi), and this host lacks them: use --activations f32");
         }
     }
+    if args.max_tokens == 0 || rows_per_workgroup == 0 {
+        bail!("--max-tokens and --rows-per-workgroup must be positive");
+    }
+    let mut options = codegen::CpuOptions::new(emit_options, args.group);
+    options.search = args.quant_search;
+    options.max_tokens = args.max_tokens;
+    options.rows_per_workgroup = rows_per_workgroup;
+    options.fuse = !args.no_fuse;
+    options.int8_activations = int8;
+    options.linalg = linalg;
     match args.emit {
         Some(Stage::Mlir) => return print(format!("{}\n", module.as_operation())),
         Some(Stage::Tiled) => {
@@ -231,22 +266,16 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
             crate::pipeline::run(&q35, &mut module, &steps, &run_options, timings)?;
             return print(format!("{}\n", module.as_operation()));
         }
-        Some(Stage::Kernels) => {
-            let fuse = if args.no_fuse { "" } else { "q35-fuse," };
-            let steps = crate::pipeline::parse(&format!(
-                "{fuse}q35-lower-to-kernels{{rows={} activations={}}}",
-                rows_per_workgroup,
-                if int8 { "int8" } else { "f32" }
-            ))?;
-            crate::pipeline::run(&q35, &mut module, &steps, &run_options, timings)?;
+        Some(Stage::Kernels) | Some(Stage::Linalg) => {
+            codegen::lower_to_kernels(&q35, &mut module, &options, &run_options, timings)?;
             return print(format!("{}\n", module.as_operation()));
         }
         Some(Stage::LlvmMlir) => {
-            codegen::lower_to_llvm(&q35, &mut module, rows_per_workgroup, !args.no_fuse, int8, &run_options, timings)?;
+            codegen::lower_to_llvm(&q35, &mut module, &options, &run_options, timings)?;
             return print(format!("{}\n", module.as_operation()));
         }
         Some(Stage::LlvmIr) | Some(Stage::Asm) => {
-            codegen::lower_to_llvm(&q35, &mut module, rows_per_workgroup, !args.no_fuse, int8, &run_options, timings)?;
+            codegen::lower_to_llvm(&q35, &mut module, &options, &run_options, timings)?;
             let llvm = q35_target_llvm::llvm_context();
             let ir = q35_target_llvm::translate(&module, &llvm)?;
             if args.emit == Some(Stage::LlvmIr) {
@@ -270,16 +299,7 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
     if args.output == "-" {
         bail!("--target {} writes a binary artifact: give a file with -o model.q35", if target == TargetKind::Nvptx { "nvptx" } else { "cpu" });
     }
-    if args.max_tokens == 0 || rows_per_workgroup == 0 {
-        bail!("--max-tokens and --rows-per-workgroup must be positive");
-    }
-    let mut options = codegen::CpuOptions::new(emit_options, args.group);
-    options.search = args.quant_search;
     options.importance = args.quant_importance.as_deref().map(crate::importance::load).transpose()?;
-    options.max_tokens = args.max_tokens;
-    options.rows_per_workgroup = rows_per_workgroup;
-    options.fuse = !args.no_fuse;
-    options.int8_activations = int8;
     let bytes = match target {
         TargetKind::Cpu => codegen::compile_cpu(&q35, module, model, graph, &options, &run_options, timings)?,
         TargetKind::Nvptx => {

@@ -38,7 +38,7 @@ pub const PASSES: &[PassInfo] = &[
     },
     PassInfo {
         name: "q35-lower-to-kernels",
-        summary: "lower q35 ops to kernels (func/scf/arith/math/memref) and a dispatch list (rows=N output rows per matmul workgroup, default 64; activations=int8 for the integer path of coded matmuls, default f32)",
+        summary: "lower q35 ops to kernels (func/scf/arith/math/memref) and a dispatch list (rows=N output rows per matmul workgroup, default 64; activations=int8 for the integer path of coded matmuls, default f32; kernels=linalg builds matmuls from linalg.generic ops on views of the packed weights, default native)",
         flag_option: Some("rows"),
     },
     PassInfo {
@@ -110,6 +110,7 @@ pub fn create(context: &Context, name: &str, options: &[(String, String)]) -> Re
         "q35-lower-to-kernels" => {
             let mut rows = lower::DEFAULT_ROWS_PER_WORKGROUP;
             let mut int8 = false;
+            let mut linalg = false;
             for (key, value) in options {
                 match key.as_str() {
                     "rows" => {
@@ -132,10 +133,23 @@ pub fn create(context: &Context, name: &str, options: &[(String, String)]) -> Re
                             }
                         }
                     }
+                    "kernels" => {
+                        linalg = match value.as_str() {
+                            "native" => false,
+                            "linalg" => true,
+                            _ => {
+                                return Err(Error::BadOption {
+                                    pass: name.into(),
+                                    option: key.clone(),
+                                    reason: format!("`{value}` is neither native nor linalg"),
+                                })
+                            }
+                        }
+                    }
                     _ => return Err(unknown_option(key)),
                 }
             }
-            let pass = lower::LowerPass::new(context, rows).with_int8_activations(int8);
+            let pass = lower::LowerPass::new(context, rows).with_int8_activations(int8).with_linalg(linalg);
             let findings = pass.findings();
             Ok((pass.into_pass(), findings))
         }

@@ -708,6 +708,7 @@ mod tests {
             rows_per_workgroup: 1,
             epilogue,
             int8_activations: false,
+            linalg: false,
         }
     }
 

@@ -238,6 +238,7 @@ fn matmul_shape(context: &Context, kernel: &str, arguments: &[Type], dispatch: &
         rows_per_workgroup: 1,
         epilogue,
         int8_activations: false,
+        linalg: false,
     })
 }
 
@@ -255,6 +256,7 @@ fn embedding_shape(context: &Context, b: &Builder, arguments: &[Type], dispatch:
         rows_per_workgroup: 1,
         epilogue: Epilogue::None,
         int8_activations: false,
+        linalg: false,
     };
     // The matmul's weight buffers between the ids and a row of K.
     let buffers = shape.buffer_types(b);

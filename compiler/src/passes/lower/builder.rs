@@ -297,6 +297,147 @@ impl<'c> Builder<'c> {
     }
 }
 
+/// One dimension of a strided view: known when the kernel is built, or an
+/// `index` value.
+#[derive(Clone, Copy)]
+pub enum Extent<'c, 'a> {
+    Fixed(usize),
+    Dynamic(Value<'c, 'a>),
+}
+
+/// Linalg on memrefs: structured ops whose loops upstream
+/// `convert-linalg-to-loops` writes.
+impl<'c> Builder<'c> {
+    /// `memref.reinterpret_cast` of the 1-D or row-major `source` to the
+    /// view `sizes` x `strides` (in elements) at element `offset`: how a
+    /// kernel addresses a packed weight's rows, groups and planes as an
+    /// array without copying.
+    pub fn view<'b>(&self, block: &'b Block<'c>, source: Value<'c, '_>, offset: Value<'c, '_>, sizes: &[Extent<'c, '_>], strides: &[usize], element: &str) -> Value<'c, 'b> {
+        const DYNAMIC: i64 = i64::MIN;
+        let mut operands = vec![source, offset];
+        let mut static_sizes = Vec::new();
+        let mut shape = Vec::new();
+        for size in sizes {
+            match *size {
+                Extent::Fixed(n) => {
+                    static_sizes.push(n as i64);
+                    shape.push(n.to_string());
+                }
+                Extent::Dynamic(v) => {
+                    operands.push(v);
+                    static_sizes.push(DYNAMIC);
+                    shape.push("?".into());
+                }
+            }
+        }
+        let strides_text: Vec<String> = strides.iter().map(usize::to_string).collect();
+        let ty = self.memref_type(&format!("memref<{}x{element}, strided<[{}], offset: ?>>", shape.join("x"), strides_text.join(", ")));
+        let dense = |values: &[i64]| melior::ir::attribute::DenseI64ArrayAttribute::new(self.context, values).into();
+        let strides_i64: Vec<i64> = strides.iter().map(|&s| s as i64).collect();
+        let dynamic_sizes = (operands.len() - 2) as i32;
+        push(
+            block,
+            OperationBuilder::new("memref.reinterpret_cast", self.location)
+                .add_operands(&operands)
+                .add_results(&[ty])
+                .add_attributes(&[
+                    (melior::ir::Identifier::new(self.context, "static_offsets"), dense(&[DYNAMIC])),
+                    (melior::ir::Identifier::new(self.context, "static_sizes"), dense(&static_sizes)),
+                    (melior::ir::Identifier::new(self.context, "static_strides"), dense(&strides_i64)),
+                    (
+                        melior::ir::Identifier::new(self.context, "operandSegmentSizes"),
+                        melior::ir::attribute::DenseI32ArrayAttribute::new(self.context, &[1, 1, dynamic_sizes, 0]).into(),
+                    ),
+                ])
+                .build()
+                .expect("valid memref.reinterpret_cast"),
+        )
+    }
+
+    /// `memref.alloca(rows, cols) : memref<?x?xf32>`: kernel scratch sized
+    /// at run time.
+    pub fn alloca_f32_2d<'b>(&self, block: &'b Block<'c>, rows: Value<'c, '_>, cols: Value<'c, '_>) -> Value<'c, 'b> {
+        push(
+            block,
+            OperationBuilder::new("memref.alloca", self.location)
+                .add_operands(&[rows, cols])
+                .add_results(&[self.memref_type("memref<?x?xf32>")])
+                .add_attributes(&[(
+                    melior::ir::Identifier::new(self.context, "operandSegmentSizes"),
+                    melior::ir::attribute::DenseI32ArrayAttribute::new(self.context, &[2, 0]).into(),
+                )])
+                .build()
+                .expect("valid memref.alloca"),
+        )
+    }
+
+    /// `linalg.generic` on memrefs: loops `iterators` ("parallel" or
+    /// "reduction"), operand i at `maps[i]` of the loop indices (affine map
+    /// text such as `(d0, d1, d2) -> (d0, d2)`), inputs then outputs.
+    /// `body` gets the region's block (one argument per operand, its
+    /// element) and returns the outputs' new elements.
+    pub fn generic(
+        &self,
+        block: &Block<'c>,
+        inputs: &[Value<'c, '_>],
+        outputs: &[Value<'c, '_>],
+        maps: &[String],
+        iterators: &[&str],
+        body: impl for<'b> FnOnce(&'b Block<'c>) -> Vec<Value<'c, 'b>>,
+    ) {
+        let element = |v: &Value<'c, '_>| {
+            melior::ir::r#type::MemRefType::try_from(v.r#type())
+                .map(|m| melior::ir::ShapedTypeLike::element(&m))
+                .expect("linalg.generic operands are memrefs")
+        };
+        let args: Vec<(Type<'c>, Location<'c>)> = inputs.iter().chain(outputs).map(|v| (element(v), self.location)).collect();
+        let region_block = Block::new(&args);
+        {
+            let yielded = body(&region_block);
+            region_block.append_operation(
+                OperationBuilder::new("linalg.yield", self.location)
+                    .add_operands(&yielded)
+                    .build()
+                    .expect("valid linalg.yield"),
+            );
+        }
+        let region = Region::new();
+        region.append_block(region_block);
+        let maps_text: Vec<String> = maps.iter().map(|m| format!("affine_map<{m}>")).collect();
+        let iterators_text: Vec<String> = iterators.iter().map(|i| format!("#linalg.iterator_type<{i}>")).collect();
+        let parse = |text: String| melior::ir::Attribute::parse(self.context, &text).unwrap_or_else(|| panic!("invalid attribute {text}"));
+        let operands: Vec<Value> = inputs.iter().chain(outputs).copied().collect();
+        block.append_operation(
+            OperationBuilder::new("linalg.generic", self.location)
+                .add_operands(&operands)
+                .add_attributes(&[
+                    (melior::ir::Identifier::new(self.context, "indexing_maps"), parse(format!("[{}]", maps_text.join(", ")))),
+                    (melior::ir::Identifier::new(self.context, "iterator_types"), parse(format!("[{}]", iterators_text.join(", ")))),
+                    (
+                        melior::ir::Identifier::new(self.context, "operandSegmentSizes"),
+                        melior::ir::attribute::DenseI32ArrayAttribute::new(self.context, &[inputs.len() as i32, outputs.len() as i32]).into(),
+                    ),
+                ])
+                .add_regions([region])
+                .build()
+                .expect("valid linalg.generic"),
+        );
+    }
+
+    /// `linalg.index`: the current index of loop `dim` inside a
+    /// `linalg.generic` body.
+    pub fn loop_index<'b>(&self, block: &'b Block<'c>, dim: usize) -> Value<'c, 'b> {
+        push(
+            block,
+            OperationBuilder::new("linalg.index", self.location)
+                .add_attributes(&[(melior::ir::Identifier::new(self.context, "dim"), IntegerAttribute::new(self.int_type(64), dim as i64).into())])
+                .add_results(&[self.index_type()])
+                .build()
+                .expect("valid linalg.index"),
+        )
+    }
+}
+
 /// Vector and pointer helpers for hand-vectorized kernels. Vectors are
 /// builtin `vector<N x T>` values, so `arith` and `math` ops apply to them
 /// directly (the arith/math-to-LLVM conversions handle 1-D vectors); the

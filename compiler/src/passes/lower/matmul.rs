@@ -112,6 +112,9 @@ pub struct MatmulShape {
     /// int8 per group (`q35_format::activations`), codes times codes in
     /// int32.
     pub int8_activations: bool,
+    /// The kernel is `linalg.generic` ops ([`linalg`]) where the shape has
+    /// a linalg form, instead of loops and vectors written here.
+    pub linalg: bool,
 }
 
 impl MatmulShape {
@@ -125,7 +128,13 @@ impl MatmulShape {
             rows_per_workgroup,
             epilogue: Epilogue::None,
             int8_activations: false,
+            linalg: false,
         }
+    }
+
+    /// Whether the kernel is built from linalg ops.
+    pub fn linalg_body(&self) -> bool {
+        self.linalg && !self.int8_activations && linalg::supports(self)
     }
 
     pub fn workgroups(&self) -> usize {
@@ -135,13 +144,15 @@ impl MatmulShape {
     /// Kernel name, unique per shape.
     pub fn kernel_name(&self) -> String {
         format!(
-            "dequant_matmul_{}{}_{}x{}_g{}_r{}{}",
+            "dequant_matmul_{}{}_{}x{}_g{}_r{}{}{}",
             if self.int8_activations { "i8_" } else { "" },
             self.quant,
             self.n,
             self.k,
             self.group,
             self.rows_per_workgroup,
+            // Before the epilogue, which tools read from the end.
+            if self.linalg_body() { "_linalg" } else { "" },
             self.epilogue.suffix()
         )
     }
@@ -308,6 +319,7 @@ pub fn build_with(b: &Builder<'_>, shape: &MatmulShape, body: &Block<'_>, fast: 
         n_hi,
     };
     match shape.quant {
+        _ if shape.linalg_body() => linalg::build(&b, shape, body, &args),
         QuantKind::F16 | QuantKind::F32 => portable(&b, shape, body, &args),
         _ if shape.int8_activations => {
             assert!(int8_path_available(), "the integer path needs AVX-512 VNNI and VBMI (checked by the driver)");
@@ -716,6 +728,8 @@ pub fn build_embedding(b: &Builder<'_>, shape: &MatmulShape, body: &Block<'_>) {
     }
 }
 /// The AVX-512 kernel for coded weights (see the module doc).
+mod linalg;
+
 mod fast {
     use super::*;
 
@@ -1685,6 +1699,33 @@ pub(crate) mod kernel_tests {
         check(int8(shape(19, 192, QuantKind::Q35, GroupSize::G128, Epilogue::AddResidual)), 1, true, true);
         check(int8(shape(11, 160, QuantKind::Q35, GroupSize::G64, Epilogue::SwiGlu)), 5, true, false);
         check(int8(shape(11, 160, QuantKind::Q35, GroupSize::G64, Epilogue::SwiGlu)), 1, true, false);
+    }
+
+    #[test]
+    fn linalg_kernels_match_f64_for_every_kind_epilogue_and_tail() {
+        let linalg = |shape: MatmulShape| MatmulShape { linalg: true, ..shape };
+        for (quant, group, k) in [
+            (QuantKind::Q35, GroupSize::G128, 576),
+            (QuantKind::Q35, GroupSize::G32, 70),
+            (QuantKind::Q35, GroupSize::Channel, 98),
+            (QuantKind::Int4, GroupSize::G64, 200),
+            (QuantKind::Int3, GroupSize::G256, 300),
+            (QuantKind::F16, GroupSize::Channel, 40),
+            (QuantKind::F32, GroupSize::Channel, 33),
+        ] {
+            for tokens in [1, 6] {
+                let plain = linalg(shape(21, k, quant, group, Epilogue::None));
+                assert!(plain.kernel_name().contains("_linalg"), "{}", plain.kernel_name());
+                check(plain, tokens, false, false);
+                check(linalg(shape(20, k, quant, group, Epilogue::AddResidual)), tokens, false, false);
+                check(linalg(shape(19, k, quant, group, Epilogue::AddResidual)), tokens, false, true);
+                check(linalg(shape(11, k, quant, group, Epilogue::SwiGlu)), tokens, false, false);
+            }
+        }
+        // An odd q35 row has no whole pairs: the loop kernel, named as such.
+        let odd = linalg(shape(21, 99, QuantKind::Q35, GroupSize::Channel, Epilogue::None));
+        assert!(!odd.kernel_name().contains("_linalg"));
+        check(odd, 2, false, false);
     }
 
     #[test]

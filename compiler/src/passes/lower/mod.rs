@@ -93,6 +93,8 @@ pub struct LowerPass<'c> {
     rows_per_workgroup: usize,
     /// Coded matmuls take the integer path (int8 activations).
     int8_activations: bool,
+    /// Matmul kernels are built from linalg ops.
+    linalg: bool,
     findings: Findings,
     plan: PlanHandle,
 }
@@ -103,6 +105,7 @@ impl<'c> LowerPass<'c> {
             context,
             rows_per_workgroup,
             int8_activations: false,
+            linalg: false,
             findings: Findings::default(),
             plan: PlanHandle::default(),
         }
@@ -113,6 +116,14 @@ impl<'c> LowerPass<'c> {
     /// hold: the kernels need AVX-512 VNNI and VBMI).
     pub fn with_int8_activations(mut self, int8: bool) -> Self {
         self.int8_activations = int8;
+        self
+    }
+
+    /// Matmul kernels are `linalg.generic` ops on views of their buffers
+    /// (lowered by upstream `convert-linalg-to-loops`) instead of the
+    /// hand-written loops and vectors; the integer path keeps its own.
+    pub fn with_linalg(mut self, linalg: bool) -> Self {
+        self.linalg = linalg;
         self
     }
 
@@ -149,7 +160,7 @@ impl<'c> RunExternalPass<'c> for LowerPass<'c> {
             pass.signal_failure();
             return;
         }
-        match lower_module(self.context, operation, self.rows_per_workgroup, self.int8_activations) {
+        match lower_module(self.context, operation, self.rows_per_workgroup, self.int8_activations, self.linalg) {
             Ok(plan) => self.plan.set(plan),
             Err(message) => {
                 self.findings.push(message);
@@ -260,6 +271,7 @@ fn lower_module<'c>(
     module: OperationRef<'c, '_>,
     rows_per_workgroup: usize,
     int8_activations: bool,
+    linalg: bool,
 ) -> Result<(Vec<BufferSpec>, Vec<DispatchSpec>), String> {
     let body = module
         .region(0)
@@ -287,7 +299,7 @@ fn lower_module<'c>(
             return Err("more than one function holds q35 compute ops; lower one model function per module".into());
         }
         lowered_any = true;
-        let (dispatches, plan) = plan_function(entry, rows_per_workgroup, int8_activations, &mut kernels)?;
+        let (dispatches, plan) = plan_function(entry, rows_per_workgroup, int8_activations, linalg, &mut kernels)?;
         dispatch_list = dispatches;
         buffer_list = plan
             .buffers
@@ -374,6 +386,7 @@ fn plan_function(
     entry: melior::ir::BlockRef,
     rows_per_workgroup: usize,
     int8_activations: bool,
+    linalg: bool,
     kernels: &mut BTreeMap<String, KernelSpec>,
 ) -> Result<(Vec<DispatchSpec>, Plan), String> {
     let mut plan = Plan::default();
@@ -489,6 +502,7 @@ fn plan_function(
                             int8_activations: int8_activations
                                 && op_name != "q35.embedding"
                                 && !matches!(p.quant, QuantKind::F16 | QuantKind::F32),
+                            linalg: linalg && op_name != "q35.embedding",
                         }
                     }
                     None => {
@@ -505,6 +519,7 @@ fn plan_function(
                             rows_per_workgroup,
                             epilogue,
                             int8_activations: false,
+                            linalg: linalg && op_name != "q35.embedding",
                         }
                     }
                 };

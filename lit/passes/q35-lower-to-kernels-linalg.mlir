@@ -1,7 +1,8 @@
-// q35-lower-to-kernels{kernels=linalg}: each matmul kernel is linalg.generic
-// ops on strided views (memref.reinterpret_cast) of its buffers: the packed
-// weight's rows, groups and code planes are indexed by affine maps and each
-// code is decoded inside the reduction, so no dequantized matrix exists.
+// q35-lower-to-kernels{kernels=linalg}: each matmul and row kernel is
+// linalg.generic ops on strided views (memref.reinterpret_cast) of its
+// buffers: the packed weight's rows, groups and code planes are indexed by
+// affine maps and each code is decoded inside the reduction, so no
+// dequantized matrix exists.
 // Upstream passes then write the loops and reach the LLVM dialect.
 // RUN: q35-opt %s --split-input-file --pass-pipeline='builtin.module(q35-fuse,q35-lower-to-kernels{kernels=linalg})' | FileCheck %s
 // RUN: q35-opt %s --split-input-file --pass-pipeline='builtin.module(q35-fuse,q35-lower-to-kernels{kernels=linalg},convert-linalg-to-loops,lower-affine,convert-scf-to-cf,convert-math-to-llvm,expand-strided-metadata,finalize-memref-to-llvm,convert-arith-to-llvm,convert-func-to-llvm,convert-cf-to-llvm,reconcile-unrealized-casts)' | FileCheck %s --check-prefix=LLVM
@@ -71,6 +72,33 @@ func.func @mlp(%x: tensor<?x32xf32>) -> tensor<?x64xf32> {
   %b = "q35.dequant_matmul"(%x, %uv) : (tensor<?x32xf32>, !q35.packed<64 : i64, 32 : i64, 32 : i64, "f16", "planar">) -> tensor<?x64xf32>
   %s = "q35.swiglu"(%a, %b) : (tensor<?x64xf32>, tensor<?x64xf32>) -> tensor<?x64xf32>
   return %s : tensor<?x64xf32>
+}
+
+// -----
+
+// Row kernels (one workgroup per token): the token's row as a view, one
+// elementwise generic; RMSNorm first reduces the sum of squares into a
+// rank-0 scratch.
+// (Kernels print in name order.)
+// CHECK-LABEL: func.func @add_64_linalg(
+// CHECK: arith.addf
+// CHECK-LABEL: func.func @rms_norm_64_eps1e_5_linalg(
+// CHECK: %[[ROW:.*]] = memref.reinterpret_cast %arg3 to offset: [%{{.*}}], sizes: [64], strides: [1]
+// CHECK: %[[TOTAL:.*]] = memref.alloca() : memref<f32>
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #{{.*}}], iterator_types = ["reduction"]} ins(%[[ROW]] : {{.*}}) outs(%[[TOTAL]] : memref<f32>)
+// CHECK: math.sqrt
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel"]
+// CHECK-LABEL: func.func @swiglu_64_linalg(
+// CHECK: linalg.generic
+// CHECK: math.exp
+// LLVM-LABEL: llvm.func @rms_norm_64_eps1e_5_linalg(
+// LLVM-NOT: linalg.
+func.func @rows(%x: tensor<?x64xf32>, %y: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %g = "q35.weight"() {name = "g"} : () -> tensor<64xf32>
+  %n = "q35.rms_norm"(%x, %g) {epsilon = 1.0e-5 : f32} : (tensor<?x64xf32>, tensor<64xf32>) -> tensor<?x64xf32>
+  %s = "q35.swiglu"(%n, %y) : (tensor<?x64xf32>, tensor<?x64xf32>) -> tensor<?x64xf32>
+  %a = "q35.add"(%s, %x) : (tensor<?x64xf32>, tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %a : tensor<?x64xf32>
 }
 
 // BAD: kernels{{.*}}neither native nor linalg

@@ -49,11 +49,14 @@ impl TinyModel {
         Ok(path)
     }
 
-    /// Compiles the model with linalg matmul kernels (`q35c --kernels
-    /// linalg`) and writes `NAME-linalg.q35`.
-    pub fn compile_linalg(&self, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<PathBuf> {
-        let bytes = compile_bytes_with(&self.model, quant, group, max_tokens, |o| o.linalg = true)?;
-        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}-linalg.q35"));
+    /// Compiles the model with linalg kernels (`q35c --kernels linalg`,
+    /// with or without q35-fuse) and writes `NAME-linalg.q35`.
+    pub fn compile_linalg(&self, quant: QuantKind, group: GroupSize, max_tokens: usize, fuse: bool) -> Result<PathBuf> {
+        let bytes = compile_bytes_with(&self.model, quant, group, max_tokens, |o| {
+            o.linalg = true;
+            o.fuse = fuse;
+        })?;
+        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}-fuse{fuse}-linalg.q35"));
         std::fs::write(&path, bytes)?;
         Ok(path)
     }

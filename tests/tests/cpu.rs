@@ -78,19 +78,28 @@ fn int4_int3_and_f16_match_the_reference() {
     check(QuantKind::F16, GroupSize::Channel, 2, 4);
 }
 
-/// Linalg matmul kernels (`q35c --kernels linalg`): the same end-to-end
-/// bound as the native kernels (their dots are sequential f32 sums, inside
-/// the same γ_K argument), and every matmul within its rounding bound on
-/// its own inputs.
+/// Linalg kernels (`q35c --kernels linalg`; matmuls and row ops, fused
+/// or not): the same end-to-end bound as the native kernels (their dots
+/// are sequential f32 sums, inside the same γ_K argument), and every
+/// matmul within its rounding bound on its own inputs.
 #[test]
 fn linalg_kernels_match_the_reference() {
     let tiny = TinyModel::new().unwrap();
-    for (quant, group) in [(QuantKind::Q35, GroupSize::G32), (QuantKind::Int4, GroupSize::G64), (QuantKind::F16, GroupSize::Channel)] {
-        let artifact = tiny.compile_linalg(quant, group, 16).unwrap();
+    for (quant, group, fuse) in [
+        (QuantKind::Q35, GroupSize::G32, true),
+        (QuantKind::Q35, GroupSize::G64, false),
+        (QuantKind::Int4, GroupSize::G64, true),
+        (QuantKind::F16, GroupSize::Channel, true),
+    ] {
+        let artifact = tiny.compile_linalg(quant, group, 16, fuse).unwrap();
         let mut session = Session::load(&artifact, 2).unwrap();
-        let linalg = session.manifest().dispatches.iter().filter(|d| d.kernel.contains("_linalg")).count();
-        let matmuls = session.manifest().dispatches.iter().filter(|d| d.kernel.starts_with("dequant_matmul")).count();
-        assert_eq!(linalg, matmuls, "{quant} g{group}: every matmul kernel is linalg");
+        let dispatches = &session.manifest().dispatches;
+        let linalg = dispatches.iter().filter(|d| d.kernel.contains("_linalg")).count();
+        let matmuls = dispatches.iter().filter(|d| d.kernel.starts_with("dequant_matmul")).count();
+        let row_ops = ["rms_norm_", "add_", "swiglu_"];
+        let rows = dispatches.iter().filter(|d| row_ops.iter().any(|op| d.kernel.starts_with(op))).count();
+        assert!(rows > 0, "{quant} g{group}: no row kernels");
+        assert_eq!(linalg, matmuls + rows, "{quant} g{group}: every matmul and row kernel is linalg");
         let mut reference = reference_for(&artifact).unwrap();
         let report = compare(&mut session, &mut reference, &PROMPT, 8).unwrap();
         assert!(report.relative_error() <= BOUND && !report.non_finite, "{quant} g{group}: {report:?}");

@@ -28,7 +28,7 @@ pub enum Activations {
     Int8,
 }
 
-/// How the CPU's matmul kernels are written.
+/// How the CPU's matmul and row-op kernels are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum KernelBodies {
     /// Loops and (on AVX-512) hand-scheduled vector code.
@@ -50,8 +50,8 @@ pub enum Stage {
     Tiled,
     /// After q35-lower-to-kernels: kernels in func/scf/arith/math/memref and the q35.plan.
     Kernels,
-    /// The kernels stage with linalg matmul kernels (as --kernels linalg):
-    /// linalg.generic ops on views of the packed weights.
+    /// The kernels stage with linalg matmul and row-op kernels (as
+    /// --kernels linalg): linalg.generic ops on views of their buffers.
     Linalg,
     /// The kernels in the LLVM dialect.
     LlvmMlir,
@@ -189,8 +189,8 @@ struct CompileArgs {
     /// needs AVX-512 VNNI and VBMI; docs/format.md §8).
     #[arg(long, value_enum, default_value = "f32")]
     activations: Activations,
-    /// How CPU matmul kernels are written: `native` loops and vectors, or
-    /// `linalg` ops lowered by upstream MLIR (f32 activations only).
+    /// How CPU matmul and row-op kernels are written: `native` loops and
+    /// vectors, or `linalg` ops lowered by upstream MLIR (f32 activations only).
     #[arg(long, value_enum, default_value = "native")]
     kernels: KernelBodies,
     /// Print the IR after every pass to stderr.

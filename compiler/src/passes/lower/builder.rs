@@ -354,6 +354,22 @@ impl<'c> Builder<'c> {
         )
     }
 
+    /// `memref.alloca() : memref<f32>`: one f32 of scratch (a reduction's
+    /// result).
+    pub fn alloca_f32_scalar<'b>(&self, block: &'b Block<'c>) -> Value<'c, 'b> {
+        push(
+            block,
+            OperationBuilder::new("memref.alloca", self.location)
+                .add_results(&[self.memref_type("memref<f32>")])
+                .add_attributes(&[(
+                    melior::ir::Identifier::new(self.context, "operandSegmentSizes"),
+                    melior::ir::attribute::DenseI32ArrayAttribute::new(self.context, &[0, 0]).into(),
+                )])
+                .build()
+                .expect("valid memref.alloca"),
+        )
+    }
+
     /// `memref.alloca(rows, cols) : memref<?x?xf32>`: kernel scratch sized
     /// at run time.
     pub fn alloca_f32_2d<'b>(&self, block: &'b Block<'c>, rows: Value<'c, '_>, cols: Value<'c, '_>) -> Value<'c, 'b> {

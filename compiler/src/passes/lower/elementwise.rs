@@ -4,7 +4,7 @@
 //! Signatures: `(wg, tokens, start, a: memref<?xWxf32>, [b: memref<?xWxf32>
 //! | gamma: memref<?xf32>], out: memref<?xWxf32>)`.
 
-use super::{builder::{arg, Builder}, FIRST_BUFFER};
+use super::{builder::{arg, Builder, Extent}, FIRST_BUFFER};
 use melior::ir::{Block, Value};
 
 /// Which row-wise function a kernel computes.
@@ -136,6 +136,51 @@ pub fn build(b: &Builder<'_>, op: RowOp, width: usize, body: &Block<'_>) {
         b.yield_(&row, &[]);
     }
     b.for_op(body, zero, w, one, &[], row);
+}
+
+/// [`build`] as linalg ops on the token's rows (`q35-lower-to-kernels
+/// {kernels=linalg}`): one elementwise `linalg.generic`, after (RMSNorm) a
+/// reduction generic into a rank-0 scratch for the sum of squares.
+pub fn build_linalg(b: &Builder<'_>, op: RowOp, width: usize, body: &Block<'_>) {
+    let m = arg(body, 0);
+    let at = b.muli(body, m, b.index(body, width as i64));
+    let row = |buffer| b.view(body, buffer, at, &[Extent::Fixed(width)], &[1], "f32");
+    let a = row(arg(body, FIRST_BUFFER));
+    let out = row(arg(body, FIRST_BUFFER + op.inputs()));
+    let each = "(d0) -> (d0)".to_string();
+    let maps = |operands: usize| vec![each.clone(); operands];
+    match op {
+        RowOp::RmsNorm { epsilon } => {
+            let total = b.alloca_f32_scalar(body);
+            b.store(body, b.f32(body, 0.0), total, &[]);
+            b.generic(body, &[a], &[total], &[each.clone(), "(d0) -> ()".to_string()], &["reduction"], |block| {
+                let square = b.mulf(block, arg(block, 0), arg(block, 0));
+                vec![b.addf(block, arg(block, 1), square)]
+            });
+            let sum = b.load(body, total, &[]);
+            let scale = rms_scale(b, body, sum, width, epsilon);
+            let gamma = b.view(body, arg(body, FIRST_BUFFER + 1), b.index(body, 0), &[Extent::Fixed(width)], &[1], "f32");
+            b.generic(body, &[a, gamma], &[out], &maps(3), &["parallel"], |block| {
+                let normed = b.mulf(block, arg(block, 0), scale);
+                vec![b.mulf(block, normed, arg(block, 1))]
+            });
+        }
+        RowOp::Silu => b.generic(body, &[a], &[out], &maps(2), &["parallel"], |block| vec![silu(b, block, arg(block, 0), Exp::Math)]),
+        RowOp::Add | RowOp::Mul | RowOp::SwiGlu => {
+            let other = row(arg(body, FIRST_BUFFER + 1));
+            b.generic(body, &[a, other], &[out], &maps(3), &["parallel"], |block| {
+                let (x, y) = (arg(block, 0), arg(block, 1));
+                vec![match op {
+                    RowOp::Add => b.addf(block, x, y),
+                    RowOp::Mul => b.mulf(block, x, y),
+                    _ => {
+                        let s = silu(b, block, x, Exp::Math);
+                        b.mulf(block, s, y)
+                    }
+                }]
+            });
+        }
+    }
 }
 
 #[cfg(test)]

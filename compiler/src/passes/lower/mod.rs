@@ -1,5 +1,6 @@
 //! `q35-lower-to-kernels`: turns the model function into kernels in
-//! upstream dialects (func, scf, arith, math, memref) plus a dispatch list.
+//! upstream dialects (func, scf, arith, math, memref, vector; linalg for
+//! the matmul and row kernels with `kernels=linalg`) plus a dispatch list.
 //!
 //! Every compute op of the `q35` function becomes a call of a kernel, a
 //! `func.func` on memrefs with the C interface (`llvm.emit_c_interface`),
@@ -93,7 +94,7 @@ pub struct LowerPass<'c> {
     rows_per_workgroup: usize,
     /// Coded matmuls take the integer path (int8 activations).
     int8_activations: bool,
-    /// Matmul kernels are built from linalg ops.
+    /// Matmul and row kernels are built from linalg ops.
     linalg: bool,
     findings: Findings,
     plan: PlanHandle,
@@ -119,7 +120,7 @@ impl<'c> LowerPass<'c> {
         self
     }
 
-    /// Matmul kernels are `linalg.generic` ops on views of their buffers
+    /// Matmul and row kernels are `linalg.generic` ops on views of their buffers
     /// (lowered by upstream `convert-linalg-to-loops`) instead of the
     /// hand-written loops and vectors; the integer path keeps its own.
     pub fn with_linalg(mut self, linalg: bool) -> Self {
@@ -225,7 +226,8 @@ impl Plan {
 enum KernelSpec {
     Matmul(MatmulShape),
     Embedding(MatmulShape),
-    Row { op: RowOp, width: usize },
+    /// `linalg`: built from linalg.generic ops ([`elementwise::build_linalg`]).
+    Row { op: RowOp, width: usize, linalg: bool },
     Rope { width: usize, head_dim: usize, theta: f64 },
     KvUpdate(AttentionShape),
     Attention(AttentionShape),
@@ -584,9 +586,9 @@ fn plan_function(
                     // (9.999999747378752e-6) makes an unreadable symbol.
                     RowOp::RmsNorm { epsilon } => format!("rms_norm_{width}_eps{:e}", epsilon as f32).replace(['.', '-'], "_"),
                     _ => format!("{}_{width}", row_op.name()),
-                };
+                } + if linalg { "_linalg" } else { "" };
                 emit(&name, 0, 1, &buffers, 1);
-                kernels.entry(name).or_insert(KernelSpec::Row { op: row_op, width });
+                kernels.entry(name).or_insert(KernelSpec::Row { op: row_op, width, linalg });
                 results.push((result, out, width));
             }
             "q35.rope" => {
@@ -723,7 +725,7 @@ fn build_kernel<'c>(b: &Builder<'c>, name: &str, spec: &KernelSpec) -> melior::i
             *types.last_mut().expect("output buffer") = t(&format!("memref<?x{}xf32>", shape.k));
             types
         }
-        KernelSpec::Row { op, width } => {
+        KernelSpec::Row { op, width, .. } => {
             let row = t(&format!("memref<?x{width}xf32>"));
             match op {
                 RowOp::Silu => vec![row, row],
@@ -757,7 +759,8 @@ fn build_kernel<'c>(b: &Builder<'c>, name: &str, spec: &KernelSpec) -> melior::i
     match spec {
         KernelSpec::Matmul(shape) => matmul::build(b, shape, &block),
         KernelSpec::Embedding(shape) => matmul::build_embedding(b, shape, &block),
-        KernelSpec::Row { op, width } => elementwise::build(b, *op, *width, &block),
+        KernelSpec::Row { op, width, linalg: false } => elementwise::build(b, *op, *width, &block),
+        KernelSpec::Row { op, width, linalg: true } => elementwise::build_linalg(b, *op, *width, &block),
         KernelSpec::Rope { width, head_dim, theta } => rope::build(b, *width, *head_dim, *theta, &block),
         KernelSpec::KvUpdate(shape) => attention::build_kv_update(b, shape, &block),
         KernelSpec::Attention(shape) => attention::build_attention(b, shape, &block),

@@ -179,7 +179,8 @@ fn measure_bandwidth(session: &mut Session) -> Result<Measured> {
     let measured = bandwidth::measure(pool, RUNS);
     Ok(Measured {
         method: format!(
-            "streaming read of {:.0} MiB with {} threads, median of {} runs",
+            "streaming read{} of {:.0} MiB with {} threads, median of {} runs",
+            if measured.prefetched { " (software prefetch, the better of two)" } else { " (plain, the better of two)" },
             mib(measured.buffer_bytes as f64),
             measured.threads,
             measured.runs.len()

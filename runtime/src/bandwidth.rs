@@ -150,7 +150,7 @@ pub fn measure_with(pool: &mut ThreadPool, buffer_bytes: usize, runs: usize) -> 
                     words_per_chunk,
                 )
             };
-            let sum = if prefetch { stream_sum_prefetched(words) } else { stream_sum(words) };
+            let sum = if prefetch { stream_sum::<true>(words) } else { stream_sum::<false>(words) };
             sums[chunk].store(sum, Ordering::Relaxed);
         }
     };
@@ -186,35 +186,22 @@ pub fn measure_with(pool: &mut ThreadPool, buffer_bytes: usize, runs: usize) -> 
     }
 }
 
-/// [`stream_sum`], asking for the line [`PREFETCH_AHEAD`] bytes ahead of
-/// each 64-byte block (a hint: past the end it is dropped, not faulted).
-fn stream_sum_prefetched(words: &[u64]) -> u64 {
+/// Sum with eight independent accumulators, so the loop is limited by
+/// loads, not by one add chain (and vectorizes); with `PREFETCH`, also
+/// asking for the line [`PREFETCH_AHEAD`] bytes ahead of each 64-byte
+/// block (a hint: past the end it is dropped, not faulted).
+fn stream_sum<const PREFETCH: bool>(words: &[u64]) -> u64 {
     let mut acc = [0u64; 8];
     let mut blocks = words.chunks_exact(8);
     for block in &mut blocks {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: prefetch is a hint; it never faults, in bounds or not.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(block.as_ptr().cast::<i8>().wrapping_add(PREFETCH_AHEAD));
+        if PREFETCH {
+            // SAFETY: prefetch is a hint; it never faults, in bounds or not.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(block.as_ptr().cast::<i8>().wrapping_add(PREFETCH_AHEAD));
+            }
         }
-        for (a, &w) in acc.iter_mut().zip(block) {
-            *a = a.wrapping_add(w);
-        }
-    }
-    let tail = blocks
-        .remainder()
-        .iter()
-        .fold(0u64, |s, &w| s.wrapping_add(w));
-    acc.iter().fold(tail, |s, &a| s.wrapping_add(a))
-}
-
-/// Sum with eight independent accumulators, so the loop is limited by
-/// loads, not by one add chain (and vectorizes).
-fn stream_sum(words: &[u64]) -> u64 {
-    let mut acc = [0u64; 8];
-    let mut blocks = words.chunks_exact(8);
-    for block in &mut blocks {
         for (a, &w) in acc.iter_mut().zip(block) {
             *a = a.wrapping_add(w);
         }

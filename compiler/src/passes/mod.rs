@@ -120,28 +120,20 @@ pub fn create(context: &Context, name: &str, options: &[(String, String)]) -> Re
                             reason: format!("`{value}` is not a positive integer"),
                         })?
                     }
-                    "activations" => {
-                        int8 = match value.as_str() {
-                            "f32" => false,
-                            "int8" => true,
+                    // Two-valued options: the second value sets the flag.
+                    "activations" | "kernels" => {
+                        let ((off, on), flag) = match key.as_str() {
+                            "activations" => (("f32", "int8"), &mut int8),
+                            _ => (("native", "linalg"), &mut linalg),
+                        };
+                        *flag = match value.as_str() {
+                            v if v == off => false,
+                            v if v == on => true,
                             _ => {
                                 return Err(Error::BadOption {
                                     pass: name.into(),
                                     option: key.clone(),
-                                    reason: format!("`{value}` is neither f32 nor int8"),
-                                })
-                            }
-                        }
-                    }
-                    "kernels" => {
-                        linalg = match value.as_str() {
-                            "native" => false,
-                            "linalg" => true,
-                            _ => {
-                                return Err(Error::BadOption {
-                                    pass: name.into(),
-                                    option: key.clone(),
-                                    reason: format!("`{value}` is neither native nor linalg"),
+                                    reason: format!("`{value}` is neither {off} nor {on}"),
                                 })
                             }
                         }

@@ -283,13 +283,19 @@ impl<'c> Builder<'c> {
 
     /// `memref.alloca() : memref<N x f32>`: kernel scratch on the stack.
     pub fn alloca_f32<'b>(&self, block: &'b Block<'c>, len: usize) -> Value<'c, 'b> {
+        self.alloca(block, &format!("memref<{len}xf32>"), &[])
+    }
+
+    /// `memref.alloca(sizes) : ty`, one size per dynamic dimension of `ty`.
+    pub fn alloca<'b>(&self, block: &'b Block<'c>, ty: &str, sizes: &[Value<'c, '_>]) -> Value<'c, 'b> {
         push(
             block,
             OperationBuilder::new("memref.alloca", self.location)
-                .add_results(&[self.memref_type(&format!("memref<{len}xf32>"))])
+                .add_operands(sizes)
+                .add_results(&[self.memref_type(ty)])
                 .add_attributes(&[(
                     melior::ir::Identifier::new(self.context, "operandSegmentSizes"),
-                    melior::ir::attribute::DenseI32ArrayAttribute::new(self.context, &[0, 0]).into(),
+                    melior::ir::attribute::DenseI32ArrayAttribute::new(self.context, &[sizes.len() as i32, 0]).into(),
                 )])
                 .build()
                 .expect("valid memref.alloca"),
@@ -351,39 +357,6 @@ impl<'c> Builder<'c> {
                 ])
                 .build()
                 .expect("valid memref.reinterpret_cast"),
-        )
-    }
-
-    /// `memref.alloca() : memref<f32>`: one f32 of scratch (a reduction's
-    /// result).
-    pub fn alloca_f32_scalar<'b>(&self, block: &'b Block<'c>) -> Value<'c, 'b> {
-        push(
-            block,
-            OperationBuilder::new("memref.alloca", self.location)
-                .add_results(&[self.memref_type("memref<f32>")])
-                .add_attributes(&[(
-                    melior::ir::Identifier::new(self.context, "operandSegmentSizes"),
-                    melior::ir::attribute::DenseI32ArrayAttribute::new(self.context, &[0, 0]).into(),
-                )])
-                .build()
-                .expect("valid memref.alloca"),
-        )
-    }
-
-    /// `memref.alloca(rows, cols) : memref<?x?xf32>`: kernel scratch sized
-    /// at run time.
-    pub fn alloca_f32_2d<'b>(&self, block: &'b Block<'c>, rows: Value<'c, '_>, cols: Value<'c, '_>) -> Value<'c, 'b> {
-        push(
-            block,
-            OperationBuilder::new("memref.alloca", self.location)
-                .add_operands(&[rows, cols])
-                .add_results(&[self.memref_type("memref<?x?xf32>")])
-                .add_attributes(&[(
-                    melior::ir::Identifier::new(self.context, "operandSegmentSizes"),
-                    melior::ir::attribute::DenseI32ArrayAttribute::new(self.context, &[2, 0]).into(),
-                )])
-                .build()
-                .expect("valid memref.alloca"),
         )
     }
 

@@ -151,7 +151,7 @@ pub fn build_linalg(b: &Builder<'_>, op: RowOp, width: usize, body: &Block<'_>) 
     let maps = |operands: usize| vec![each.clone(); operands];
     match op {
         RowOp::RmsNorm { epsilon } => {
-            let total = b.alloca_f32_scalar(body);
+            let total = b.alloca(body, "memref<f32>", &[]);
             b.store(body, b.f32(body, 0.0), total, &[]);
             b.generic(body, &[a], &[total], &[each.clone(), "(d0) -> ()".to_string()], &["reduction"], |block| {
                 let square = b.mulf(block, arg(block, 0), arg(block, 0));

@@ -50,7 +50,7 @@ pub(super) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>, 
         Epilogue::None => dot(b, shape, body, args, args.weights[0], rows, out),
         Epilogue::AddResidual => {
             // The dot in scratch: the residual may be the output buffer.
-            let sum = b.alloca_f32_2d(body, args.tokens, rows);
+            let sum = b.alloca(body, "memref<?x?xf32>", &[args.tokens, rows]);
             dot(b, shape, body, args, args.weights[0], rows, sum);
             let residual = out_of(args.residual.expect("residual buffer"));
             let mut maps = pair();
@@ -59,7 +59,7 @@ pub(super) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>, 
             b.generic(body, &[residual, sum], &[out], &maps, &parallel, |block| vec![b.addf(block, arg(block, 0), arg(block, 1))]);
         }
         Epilogue::SwiGlu => {
-            let gate = b.alloca_f32_2d(body, args.tokens, rows);
+            let gate = b.alloca(body, "memref<?x?xf32>", &[args.tokens, rows]);
             dot(b, shape, body, args, args.weights[0], rows, gate);
             dot(b, shape, body, args, args.weights[1], rows, out);
             let mut maps = pair();

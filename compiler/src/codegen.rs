@@ -155,8 +155,8 @@ fn quantize_weights(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<(WeightSpec, Vec<u8>)>>>> =
-        Mutex::new((0..weights.len()).map(|_| None).collect());
+    type Quantized = Result<(WeightSpec, Vec<u8>)>;
+    let results: Mutex<Vec<Option<Quantized>>> = Mutex::new((0..weights.len()).map(|_| None).collect());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::scope(|scope| {
         for _ in 0..threads {

@@ -213,7 +213,7 @@ impl Calibration {
                     bound.push(w);
                 }
                 if at < i {
-                    plan[at].extend(bound.drain(..));
+                    plan[at].append(&mut bound);
                 }
             }
             plan.push(bound);

@@ -345,12 +345,12 @@ fn run_cpu_chunk(
         let end = (first + 1..specs.len()).find(|&i| !specs[i].concurrent).unwrap_or(specs.len());
         if let Some(observe) = observer.as_deref_mut() {
             // Independent: each dispatch's inputs are ready before the group runs.
-            for index in first..end {
+            for (index, spec) in specs.iter().enumerate().take(end).skip(first) {
                 let views: Vec<Option<&[f32]>> = artifact.info().bindings()[index]
                     .iter()
                     .map(|&b| artifact.rows(b, n))
                     .collect();
-                observe(index, &specs[index], &views);
+                observe(index, spec, &views);
             }
         }
         let group: Vec<(SharedDispatch, usize)> = artifact.dispatches[first..end]

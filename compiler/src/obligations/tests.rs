@@ -15,7 +15,7 @@ fn k_max_matches_the_coq_constants() {
     assert_eq!(k_max(15), K_MAX_15);
     assert_eq!(k_max(7), K_MAX_7);
     assert_eq!(k_max(SCALED_CODE_BOUND), K_MAX_105);
-    assert!(1920 * K_MAX_15 <= I32_MAX && 1920 * (K_MAX_15 + 1) > I32_MAX);
+    const { assert!(1920 * K_MAX_15 <= I32_MAX && 1920 * (K_MAX_15 + 1) > I32_MAX) };
 }
 
 #[test]

@@ -181,13 +181,13 @@ fn tile_one<'c>(context: &'c Context, op: OperationRef<'c, '_>, tile: TileSizes)
     let zero = push(&staging, ir::f32_constant(context, 0.0, location))?;
     let rows = match rows_static {
         Some(m) => Rows::Static(m),
-        None => Rows::Dynamic(push(&staging, ir::tensor_dim(context, x.into(), c0, location)?)?),
+        None => Rows::Dynamic(push(&staging, ir::tensor_dim(context, x, c0, location)?)?),
     };
     let tiler = Tiler {
         context,
         location,
-        x: x.into(),
-        w: w.into(),
+        x,
+        w,
         zero,
         rows,
         k,

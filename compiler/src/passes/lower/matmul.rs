@@ -1029,7 +1029,7 @@ mod fast {
         each: impl for<'b> Fn(&'b Block<'c>, &GroupAt<'c, 'b>, &T, Vec<Value<'c, 'b>>) -> Vec<Value<'c, 'b>>,
     ) -> Vec<Value<'c, 'a>> {
         let mut values = init;
-        let types: Vec<Type<'c>> = values.iter().map(|v| melior::ir::ValueLike::r#type(v)).collect();
+        let types: Vec<Type<'c>> = values.iter().map(melior::ir::ValueLike::r#type).collect();
         if full_groups > 0 {
             let zero = b.index(block, 0);
             let one = b.index(block, 1);

@@ -76,7 +76,10 @@ static PASS_ID: PassId = PassId;
 /// The buffer plan and dispatch list of the last run, for the driver
 /// (which turns them into the manifest without reading them back from IR).
 #[derive(Clone, Default)]
-pub struct PlanHandle(std::sync::Arc<std::sync::Mutex<Option<(Vec<BufferSpec>, Vec<DispatchSpec>)>>>);
+pub struct PlanHandle(std::sync::Arc<std::sync::Mutex<Option<Plans>>>);
+
+/// The buffer plan and the dispatch list.
+type Plans = (Vec<BufferSpec>, Vec<DispatchSpec>);
 
 impl PlanHandle {
     pub fn take(&self) -> Option<(Vec<BufferSpec>, Vec<DispatchSpec>)> {

@@ -52,7 +52,7 @@ pub struct CpuOptions {
     pub fuse: bool,
     /// Coded matmuls take the integer path (int8 activations, CPU only).
     pub int8_activations: bool,
-    /// Matmul and row-op kernels are linalg ops (`q35-lower-to-kernels{kernels=linalg}`).
+    /// Kernels are linalg ops (`q35-lower-to-kernels{kernels=linalg}`).
     pub linalg: bool,
     pub llvm: q35_target_llvm::Options,
 }
@@ -96,7 +96,7 @@ pub fn runtime_config(config: &crate::front::config::ModelConfig) -> ModelConfig
 
 /// Lowers `module` (the emitted q35 module) in place to the kernels stage
 /// of `options` (after `q35-fuse` when `fuse` is set; coded matmuls on the
-/// integer path when `int8_activations` is; linalg matmul and row kernels when
+/// integer path when `int8_activations` is; linalg kernels when
 /// `linalg` is) and returns the plan.
 pub fn lower_to_kernels(
     q35: &Q35Context,

@@ -1,4 +1,4 @@
-// q35-lower-to-kernels{kernels=linalg}: each matmul and row kernel is
+// q35-lower-to-kernels{kernels=linalg}: every kernel but the KV update is
 // linalg.generic ops on strided views (memref.reinterpret_cast) of its
 // buffers: the packed weight's rows, groups and code planes are indexed by
 // affine maps and each code is decoded inside the reduction, so no
@@ -99,6 +99,46 @@ func.func @rows(%x: tensor<?x64xf32>, %y: tensor<?x64xf32>) -> tensor<?x64xf32> 
   %s = "q35.swiglu"(%n, %y) : (tensor<?x64xf32>, tensor<?x64xf32>) -> tensor<?x64xf32>
   %a = "q35.add"(%s, %x) : (tensor<?x64xf32>, tensor<?x64xf32>) -> tensor<?x64xf32>
   return %a : tensor<?x64xf32>
+}
+
+// -----
+
+// Attention (one workgroup per head; per new token, on views of the
+// visible cache rows of its KV head): the scores' dot, scale, max,
+// exponentials and sum, then the weighted sum of V rows. The embedding
+// decodes its token's table row into the output row; RoPE rotates each
+// head's two halves in one generic. The KV update stays a copy loop.
+// CHECK-LABEL: func.func @attention_h4_kv2_hd16_c16_linalg(
+// CHECK: %[[SCORES:.*]] = memref.alloca() : memref<16xf32>
+// CHECK: scf.for %[[M:.*]] = %{{.*}} to %arg1
+// CHECK: %[[KEYS:.*]] = memref.reinterpret_cast %arg4 to offset: [%{{.*}}], sizes: [%[[VISIBLE:.*]], 16], strides: [32, 1]
+// CHECK: %[[VALUES:.*]] = memref.reinterpret_cast %arg5 to offset: [%{{.*}}], sizes: [%[[VISIBLE]], 16], strides: [32, 1]
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "reduction"]} ins(%{{.*}}, %[[KEYS]] :
+// CHECK: iterator_types = ["reduction"]
+// CHECK: math.exp
+// CHECK: iterator_types = ["reduction"]
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "reduction"]} ins(%{{.*}}, %[[VALUES]] :
+// CHECK-LABEL: func.func @embedding_q35_100x64_g32_linalg(
+// CHECK: memref.load %arg3
+// CHECK: memref.reinterpret_cast %arg4 to offset: [%{{.*}}], sizes: [1, 2, 14], strides: [28, 14, 1]
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "parallel"]
+// CHECK: arith.select
+// CHECK-LABEL: func.func @kv_update_h4_kv2_hd16_c16(
+// CHECK-NOT: linalg.generic
+// CHECK-LABEL: func.func @rope_64_hd16_theta10000_linalg(
+// CHECK-COUNT-4: memref.reinterpret_cast
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel"]
+// CHECK: math.cos %{{.*}} : f64
+// CHECK: linalg.yield %{{.*}}, %{{.*}} : f32, f32
+// LLVM-LABEL: llvm.func @attention_h4_kv2_hd16_c16_linalg(
+// LLVM-NOT: linalg.
+!emb = !q35.packed<100 : i64, 64 : i64, 32 : i64, "q35", "planar">
+func.func @attend(%tokens: tensor<?xi32>, %pos: tensor<?xi32>, %start: index, %k: tensor<?x32xf32>, %v: tensor<?x32xf32>, %kc: tensor<16x32xf32>, %vc: tensor<16x32xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>, tensor<16x32xf32>, tensor<16x32xf32>) {
+  %e = "q35.weight"() {name = "embed"} : () -> !emb
+  %x = "q35.embedding"(%tokens, %e) : (tensor<?xi32>, !emb) -> tensor<?x64xf32>
+  %q = "q35.rope"(%x, %pos) {head_dim = 16 : i64, theta = 1.0e4 : f32} : (tensor<?x64xf32>, tensor<?xi32>) -> tensor<?x64xf32>
+  %o, %kc2, %vc2 = "q35.attention"(%q, %k, %v, %kc, %vc, %start) {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<16x32xf32>, tensor<16x32xf32>, index) -> (tensor<?x64xf32>, tensor<16x32xf32>, tensor<16x32xf32>)
+  return %o, %x, %kc2, %vc2 : tensor<?x64xf32>, tensor<?x64xf32>, tensor<16x32xf32>, tensor<16x32xf32>
 }
 
 // BAD: kernels{{.*}}neither native nor linalg

@@ -78,8 +78,8 @@ fn int4_int3_and_f16_match_the_reference() {
     check(QuantKind::F16, GroupSize::Channel, 2, 4);
 }
 
-/// Linalg kernels (`q35c --kernels linalg`; matmuls and row ops, fused
-/// or not): the same end-to-end bound as the native kernels (their dots
+/// Linalg kernels (`q35c --kernels linalg`: every kernel but the KV
+/// cache update, fused or not): the same end-to-end bound as the native kernels (their dots
 /// are sequential f32 sums, inside the same γ_K argument), and every
 /// matmul within its rounding bound on its own inputs.
 #[test]
@@ -99,7 +99,10 @@ fn linalg_kernels_match_the_reference() {
         let row_ops = ["rms_norm_", "add_", "swiglu_"];
         let rows = dispatches.iter().filter(|d| row_ops.iter().any(|op| d.kernel.starts_with(op))).count();
         assert!(rows > 0, "{quant} g{group}: no row kernels");
-        assert_eq!(linalg, matmuls + rows, "{quant} g{group}: every matmul and row kernel is linalg");
+        // Every kernel but the KV cache update (a copy).
+        let others = dispatches.iter().filter(|d| !d.kernel.starts_with("kv_update_")).count();
+        assert_eq!(linalg, others, "{quant} g{group}: every compute kernel is linalg");
+        assert!(matmuls + rows < others);
         let mut reference = reference_for(&artifact).unwrap();
         let report = compare(&mut session, &mut reference, &PROMPT, 8).unwrap();
         assert!(report.relative_error() <= BOUND && !report.non_finite, "{quant} g{group}: {report:?}");

@@ -28,13 +28,14 @@ pub enum Activations {
     Int8,
 }
 
-/// How the CPU's matmul and row-op kernels are written.
+/// How the CPU's kernels are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum KernelBodies {
     /// Loops and (on AVX-512) hand-scheduled vector code.
     Native,
-    /// `linalg.generic` ops on strided views of the packed weights, the
-    /// codes decoded inside the reduction; upstream MLIR writes the loops.
+    /// `linalg.generic` ops on strided views of the buffers (every kernel
+    /// but the KV-cache copy), weight codes decoded inside the reduction;
+    /// upstream MLIR writes the loops.
     /// Portable and easy to inspect or hand to other MLIR tools; slower.
     Linalg,
 }
@@ -50,8 +51,8 @@ pub enum Stage {
     Tiled,
     /// After q35-lower-to-kernels: kernels in func/scf/arith/math/memref and the q35.plan.
     Kernels,
-    /// The kernels stage with linalg matmul and row-op kernels (as
-    /// --kernels linalg): linalg.generic ops on views of their buffers.
+    /// The kernels stage with linalg kernels (as --kernels linalg):
+    /// linalg.generic ops on views of their buffers.
     Linalg,
     /// The kernels in the LLVM dialect.
     LlvmMlir,
@@ -189,8 +190,8 @@ struct CompileArgs {
     /// needs AVX-512 VNNI and VBMI; docs/format.md §8).
     #[arg(long, value_enum, default_value = "f32")]
     activations: Activations,
-    /// How CPU matmul and row-op kernels are written: `native` loops and
-    /// vectors, or `linalg` ops lowered by upstream MLIR (f32 activations only).
+    /// How CPU kernels are written: `native` loops and vectors, or
+    /// `linalg` ops lowered by upstream MLIR (f32 activations only).
     #[arg(long, value_enum, default_value = "native")]
     kernels: KernelBodies,
     /// Print the IR after every pass to stderr.

@@ -38,7 +38,7 @@ pub const PASSES: &[PassInfo] = &[
     },
     PassInfo {
         name: "q35-lower-to-kernels",
-        summary: "lower q35 ops to kernels (func/scf/arith/math/memref) and a dispatch list (rows=N output rows per matmul workgroup, default 64; activations=int8 for the integer path of coded matmuls, default f32; kernels=linalg builds matmul and row-op kernels from linalg.generic ops on views of their buffers, default native)",
+        summary: "lower q35 ops to kernels (func/scf/arith/math/memref) and a dispatch list (rows=N output rows per matmul workgroup, default 64; activations=int8 for the integer path of coded matmuls, default f32; kernels=linalg builds every kernel but the KV-cache update from linalg.generic ops on views of their buffers, default native)",
         flag_option: Some("rows"),
     },
     PassInfo {

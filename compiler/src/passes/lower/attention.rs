@@ -11,7 +11,7 @@
 //! k_cache, v_cache: memref<CxDkvxf32>)`; `attention(wg, tokens, start,
 //! q: memref<?xDqxf32>, k_cache, v_cache: memref<CxDkvxf32>, out: memref<?xDqxf32>)`.
 
-use super::{builder::{arg, Builder}, FIRST_BUFFER};
+use super::{builder::{arg, Builder, Extent}, FIRST_BUFFER};
 use melior::ir::{Block, Value};
 
 /// Heads of one attention layer and its cache length.
@@ -123,6 +123,79 @@ pub fn build_attention(b: &Builder<'_>, shape: &AttentionShape, body: &Block<'_>
         weighted_sum(b, &tok, shape, &WeightedSum { m, visible, q_base, kv_base, scores, inv_total, v_cache, out });
         b.yield_(&tok, &[]);
     }
+    b.for_op(body, zero, tokens, one, &[], tok);
+}
+
+/// [`build_attention`] from `linalg.generic` ops (`q35-lower-to-kernels
+/// {kernels=linalg}`): for each new token, on views of the visible cache
+/// rows of the head's KV head, the scores (a dot per row), their scale,
+/// max, exponentials and sum (reductions into rank-0 scratch), then the
+/// weighted sum of V rows into the output row.
+pub fn build_attention_linalg(b: &Builder<'_>, shape: &AttentionShape, body: &Block<'_>) {
+    let h = arg(body, 0);
+    let (tokens, start) = (arg(body, 1), arg(body, 2));
+    let (q, k_cache, v_cache, out) = (arg(body, FIRST_BUFFER), arg(body, FIRST_BUFFER + 1), arg(body, FIRST_BUFFER + 2), arg(body, FIRST_BUFFER + 3));
+    let hd = shape.head_dim;
+    let (q_width, kv_width) = (shape.num_heads * hd, shape.num_kv_heads * hd);
+    let kv_head = b.divui(body, h, b.index(body, (shape.num_heads / shape.num_kv_heads) as i64));
+    let kv_base = b.muli(body, kv_head, b.index(body, hd as i64));
+    let q_base = b.muli(body, h, b.index(body, hd as i64));
+    let scale = b.f32(body, 1.0 / (hd as f64).sqrt());
+    let scores_buffer = b.alloca_f32(body, shape.context);
+    let (best, total) = (b.alloca(body, "memref<f32>", &[]), b.alloca(body, "memref<f32>", &[]));
+    let one = b.index(body, 1);
+    let tok = b.loop_body(&[]);
+    {
+        let m = arg(&tok, 0);
+        let visible = b.addi(&tok, b.addi(&tok, start, m), one);
+        let zero = b.index(&tok, 0);
+        // Token m's columns of head h in q and out.
+        let head_at = b.addi(&tok, b.muli(&tok, m, b.index(&tok, q_width as i64)), q_base);
+        let q_row = b.view(&tok, q, head_at, &[Extent::Fixed(hd)], &[1], "f32");
+        let out_row = b.view(&tok, out, head_at, &[Extent::Fixed(hd)], &[1], "f32");
+        let rows = |cache| b.view(&tok, cache, kv_base, &[Extent::Dynamic(visible), Extent::Fixed(hd)], &[kv_width, 1], "f32");
+        let (keys, values) = (rows(k_cache), rows(v_cache));
+        let scores = b.view(&tok, scores_buffer, zero, &[Extent::Dynamic(visible)], &[1], "f32");
+        let each = |n: usize| vec!["(d0) -> (d0)".to_string(); n];
+        let set = |acc: Value, init: f64| b.store(&tok, b.f32(&tok, init), acc, &[]);
+        let fill = |view| b.generic(&tok, &[], &[view], &each(1), &["parallel"], |block| vec![b.f32(block, 0.0)]);
+        // scores[t] = (q · k_t) / sqrt(d).
+        fill(scores);
+        let dot_maps = ["(d0, d1) -> (d1)", "(d0, d1) -> (d0, d1)", "(d0, d1) -> (d0)"].map(String::from);
+        b.generic(&tok, &[q_row, keys], &[scores], &dot_maps, &["parallel", "reduction"], |block| {
+            let product = b.mulf(block, arg(block, 0), arg(block, 1));
+            vec![b.addf(block, arg(block, 2), product)]
+        });
+        b.generic(&tok, &[scores], &[scores], &each(2), &["parallel"], |block| vec![b.mulf(block, arg(block, 0), scale)]);
+        // The max (`largest`) or the sum of the scores, through `acc`.
+        let reduce = |acc, largest: bool| {
+            set(acc, if largest { f64::NEG_INFINITY } else { 0.0 });
+            let maps = vec!["(d0) -> (d0)".to_string(), "(d0) -> ()".to_string()];
+            b.generic(&tok, &[scores], &[acc], &maps, &["reduction"], |block| {
+                let (s, acc) = (arg(block, 0), arg(block, 1));
+                vec![if largest { b.maxf(block, acc, s) } else { b.addf(block, acc, s) }]
+            });
+            b.load(&tok, acc, &[])
+        };
+        // p_t = exp(s_t − max), and their sum.
+        let max = reduce(best, true);
+        b.generic(&tok, &[scores], &[scores], &each(2), &["parallel"], |block| {
+            let shifted = b.subf(block, arg(block, 0), max);
+            vec![b.math1(block, "exp", shifted)]
+        });
+        let sum = reduce(total, false);
+        let inv_total = b.divf(&tok, b.f32(&tok, 1.0), sum);
+        // out[m, h·d + i] = Σ_t (p_t / Σ p) · v_t[i].
+        fill(out_row);
+        let mix_maps = ["(d0, d1) -> (d1)", "(d0, d1) -> (d1, d0)", "(d0, d1) -> (d0)"].map(String::from);
+        b.generic(&tok, &[scores, values], &[out_row], &mix_maps, &["parallel", "reduction"], |block| {
+            let weight = b.mulf(block, arg(block, 0), inv_total);
+            let term = b.mulf(block, weight, arg(block, 1));
+            vec![b.addf(block, arg(block, 2), term)]
+        });
+        b.yield_(&tok, &[]);
+    }
+    let zero = b.index(body, 0);
     b.for_op(body, zero, tokens, one, &[], tok);
 }
 

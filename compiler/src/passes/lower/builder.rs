@@ -413,6 +413,22 @@ impl<'c> Builder<'c> {
         );
     }
 
+    /// `arith.cmpi` with `predicate` (`eq`, `ult`, ...).
+    pub fn cmpi<'b>(&self, block: &'b Block<'c>, predicate: &str, a: Value<'c, '_>, b: Value<'c, '_>) -> Value<'c, 'b> {
+        let predicate = match predicate {
+            "eq" => arith::CmpiPredicate::Eq,
+            "ult" => arith::CmpiPredicate::Ult,
+            "ule" => arith::CmpiPredicate::Ule,
+            other => panic!("unsupported cmpi predicate {other}"),
+        };
+        push(block, arith::cmpi(self.context, predicate, a, b, self.location))
+    }
+
+    /// `arith.select`: `yes` where `condition`, else `no`.
+    pub fn select<'b>(&self, block: &'b Block<'c>, condition: Value<'c, '_>, yes: Value<'c, '_>, no: Value<'c, '_>) -> Value<'c, 'b> {
+        push(block, arith::select(condition, yes, no, self.location))
+    }
+
     /// `linalg.index`: the current index of loop `dim` inside a
     /// `linalg.generic` body.
     pub fn loop_index<'b>(&self, block: &'b Block<'c>, dim: usize) -> Value<'c, 'b> {

@@ -697,6 +697,9 @@ impl<'c> GroupCtx<'c, '_> {
 /// dispatch runs.
 pub fn build_embedding(b: &Builder<'_>, shape: &MatmulShape, body: &Block<'_>) {
     let b = *b;
+    if shape.linalg_body() {
+        return linalg::build_embedding(&b, shape, body);
+    }
     let m = arg(body, 0);
     let ids = arg(body, FIRST_BUFFER);
     let out = arg(body, body.argument_count() - 1);
@@ -727,9 +730,10 @@ pub fn build_embedding(b: &Builder<'_>, shape: &MatmulShape, body: &Block<'_>) {
         }
     }
 }
-/// The AVX-512 kernel for coded weights (see the module doc).
+
 mod linalg;
 
+/// The AVX-512 kernel for coded weights (see the module doc).
 mod fast {
     use super::*;
 

@@ -1,6 +1,6 @@
 //! `q35-lower-to-kernels`: turns the model function into kernels in
-//! upstream dialects (func, scf, arith, math, memref, vector; linalg for
-//! the matmul and row kernels with `kernels=linalg`) plus a dispatch list.
+//! upstream dialects (func, scf, arith, math, memref, vector; linalg with
+//! `kernels=linalg`) plus a dispatch list.
 //!
 //! Every compute op of the `q35` function becomes a call of a kernel, a
 //! `func.func` on memrefs with the C interface (`llvm.emit_c_interface`),
@@ -97,7 +97,7 @@ pub struct LowerPass<'c> {
     rows_per_workgroup: usize,
     /// Coded matmuls take the integer path (int8 activations).
     int8_activations: bool,
-    /// Matmul and row kernels are built from linalg ops.
+    /// Kernels (all but the KV update) are built from linalg ops.
     linalg: bool,
     findings: Findings,
     plan: PlanHandle,
@@ -123,7 +123,7 @@ impl<'c> LowerPass<'c> {
         self
     }
 
-    /// Matmul and row kernels are `linalg.generic` ops on views of their buffers
+    /// Kernels (all but the KV update) are `linalg.generic` ops on views of their buffers
     /// (lowered by upstream `convert-linalg-to-loops`) instead of the
     /// hand-written loops and vectors; the integer path keeps its own.
     pub fn with_linalg(mut self, linalg: bool) -> Self {
@@ -231,9 +231,10 @@ enum KernelSpec {
     Embedding(MatmulShape),
     /// `linalg`: built from linalg.generic ops ([`elementwise::build_linalg`]).
     Row { op: RowOp, width: usize, linalg: bool },
-    Rope { width: usize, head_dim: usize, theta: f64 },
+    Rope { width: usize, head_dim: usize, theta: f64, linalg: bool },
     KvUpdate(AttentionShape),
-    Attention(AttentionShape),
+    /// `true`: built from linalg ops.
+    Attention(AttentionShape, bool),
     QuantizeActivations(ActivationCodes),
 }
 
@@ -507,7 +508,7 @@ fn plan_function(
                             int8_activations: int8_activations
                                 && op_name != "q35.embedding"
                                 && !matches!(p.quant, QuantKind::F16 | QuantKind::F32),
-                            linalg: linalg && op_name != "q35.embedding",
+                            linalg,
                         }
                     }
                     None => {
@@ -524,7 +525,7 @@ fn plan_function(
                             rows_per_workgroup,
                             epilogue,
                             int8_activations: false,
-                            linalg: linalg && op_name != "q35.embedding",
+                            linalg,
                         }
                     }
                 };
@@ -556,7 +557,7 @@ fn plan_function(
                 }
                 buffers.push(out.clone());
                 if op_name == "q35.embedding" {
-                    let name = format!("embedding_{}_{}x{}_g{}", shape.quant, shape.n, shape.k, shape.group);
+                    let name = format!("embedding_{}_{}x{}_g{}{}", shape.quant, shape.n, shape.k, shape.group, if shape.linalg_body() { "_linalg" } else { "" });
                     emit(&name, 0, 1, &buffers, 1);
                     kernels.entry(name).or_insert(KernelSpec::Embedding(shape));
                 } else {
@@ -601,9 +602,9 @@ fn plan_function(
                 let (width, _) = tensor_width(result.r#type())?;
                 let out = plan.activation(width);
                 let buffers = vec![buffer_of(&names, operand(0)?)?, buffer_of(&names, operand(1)?)?, out.clone()];
-                let name = format!("rope_{width}_hd{head_dim}_theta{}", theta as u64);
+                let name = format!("rope_{width}_hd{head_dim}_theta{}{}", theta as u64, if linalg { "_linalg" } else { "" });
                 emit(&name, 0, 1, &buffers, 1);
-                kernels.entry(name).or_insert(KernelSpec::Rope { width, head_dim, theta });
+                kernels.entry(name).or_insert(KernelSpec::Rope { width, head_dim, theta, linalg });
                 results.push((result, out, width));
             }
             "q35.attention" => {
@@ -636,9 +637,9 @@ fn plan_function(
                 let result: Value = op.result(0).map_err(|e| e.to_string())?.into();
                 let (width, _) = tensor_width(result.r#type())?;
                 let out = plan.activation(width);
-                let attend = format!("attention_{suffix}");
+                let attend = format!("attention_{suffix}{}", if linalg { "_linalg" } else { "" });
                 emit(&attend, shape.num_heads, 0, &[q, kc.clone(), vc.clone(), out.clone()], 1);
-                kernels.entry(attend).or_insert(KernelSpec::Attention(shape));
+                kernels.entry(attend).or_insert(KernelSpec::Attention(shape, linalg));
                 results.push((result, out, width));
                 // The updated caches are the same buffers, updated in place.
                 for (i, cache) in [(1, kc), (2, vc)] {
@@ -740,7 +741,7 @@ fn build_kernel<'c>(b: &Builder<'c>, name: &str, spec: &KernelSpec) -> melior::i
             let row = t(&format!("memref<?x{width}xf32>"));
             vec![row, t("memref<?xi32>"), row]
         }
-        KernelSpec::KvUpdate(s) | KernelSpec::Attention(s) => {
+        KernelSpec::KvUpdate(s) | KernelSpec::Attention(s, _) => {
             let kv = s.num_kv_heads * s.head_dim;
             let q = s.num_heads * s.head_dim;
             let cache = t(&format!("memref<{}x{kv}xf32>", s.context));
@@ -764,9 +765,11 @@ fn build_kernel<'c>(b: &Builder<'c>, name: &str, spec: &KernelSpec) -> melior::i
         KernelSpec::Embedding(shape) => matmul::build_embedding(b, shape, &block),
         KernelSpec::Row { op, width, linalg: false } => elementwise::build(b, *op, *width, &block),
         KernelSpec::Row { op, width, linalg: true } => elementwise::build_linalg(b, *op, *width, &block),
-        KernelSpec::Rope { width, head_dim, theta } => rope::build(b, *width, *head_dim, *theta, &block),
+        KernelSpec::Rope { width, head_dim, theta, linalg: false } => rope::build(b, *width, *head_dim, *theta, &block),
+        KernelSpec::Rope { width, head_dim, theta, linalg: true } => rope::build_linalg(b, *width, *head_dim, *theta, &block),
         KernelSpec::KvUpdate(shape) => attention::build_kv_update(b, shape, &block),
-        KernelSpec::Attention(shape) => attention::build_attention(b, shape, &block),
+        KernelSpec::Attention(shape, false) => attention::build_attention(b, shape, &block),
+        KernelSpec::Attention(shape, true) => attention::build_attention_linalg(b, shape, &block),
         KernelSpec::QuantizeActivations(codes) => matmul::build_quantize(b, codes, &block),
     }
     kernel_function(b, name, &arg_types, block)

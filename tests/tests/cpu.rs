@@ -89,7 +89,9 @@ fn linalg_kernels_match_the_reference() {
         (QuantKind::Q35, GroupSize::G32, true),
         (QuantKind::Q35, GroupSize::G64, false),
         (QuantKind::Int4, GroupSize::G64, true),
+        (QuantKind::Int3, GroupSize::G32, true),
         (QuantKind::F16, GroupSize::Channel, true),
+        (QuantKind::F32, GroupSize::Channel, true),
     ] {
         let artifact = tiny.compile_linalg(quant, group, 16, fuse).unwrap();
         let mut session = Session::load(&artifact, 2).unwrap();

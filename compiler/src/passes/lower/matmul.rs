@@ -1350,12 +1350,6 @@ mod fast {
         b.dense(block, "i1", &lanes)
     }
 
-    /// s4 = fl(range/15), s3 = fl(range/7) and min of a row's groups g0 ..
-    /// g0 + count (at most [`LANES`], returned with the vectors), with range
-    /// = range_scale·code (exact); lanes past `count` are zero, and nothing
-    /// past the row's parameters is read. `mins_at`, `codes_at`: byte
-    /// addresses of the row's f16 mins and u8 range codes.
-    #[allow(clippy::too_many_arguments)]
     /// What [`group_steps`] decodes for up to [`LANES`] groups.
     struct GroupSteps<'c, 'a> {
         /// Groups decoded (the vectors' first lanes).
@@ -1367,6 +1361,12 @@ mod fast {
         min: Value<'c, 'a>,
     }
 
+    /// s4 = fl(range/15), s3 = fl(range/7) and min of a row's groups g0 ..
+    /// g0 + count (at most [`LANES`], returned with the vectors), with range
+    /// = range_scale·code (exact); lanes past `count` are zero, and nothing
+    /// past the row's parameters is read. `mins_at`, `codes_at`: byte
+    /// addresses of the row's f16 mins and u8 range codes.
+    #[allow(clippy::too_many_arguments)]
     fn group_steps<'c, 'b>(
         b: &Builder<'c>,
         block: &'b Block<'c>,

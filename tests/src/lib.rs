@@ -134,3 +134,13 @@ fn compile_for(
         None => compile_cpu(&q35, module, &model, &graph, &options, &run, &mut timings),
     }
 }
+
+/// Whether this host can run the integer path (AVX-512 VNNI and VBMI);
+/// if not, says on stderr that the calling test is skipped.
+pub fn int8_path_or_skip() -> bool {
+    let available = q35c::passes::lower::int8_path_available();
+    if !available {
+        eprintln!("skipped: this host lacks AVX-512 VNNI/VBMI, which the integer path needs");
+    }
+    available
+}

@@ -212,8 +212,7 @@ fn the_integer_path_is_calibrated_where_its_inputs_are_quantized() {
     // Its matmuls bind int8 codes; calibration reads the f32 rows at the
     // quantize dispatch. The first layer's input does not depend on the
     // activation mode, so the check is the same.
-    if !q35c::passes::lower::int8_path_available() {
-        eprintln!("skipped: this host lacks AVX-512 VNNI/VBMI, which the integer path needs");
+    if !q35_tests::int8_path_or_skip() {
         return;
     }
     let tiny = TinyModel::new().unwrap();

@@ -123,8 +123,7 @@ fn linalg_kernels_match_the_reference() {
 /// on a rounding tie, so they are not compared exactly.
 #[test]
 fn integer_path_matmuls_match_the_reference_on_their_inputs() {
-    if !q35c::passes::lower::int8_path_available() {
-        eprintln!("skipped: this host lacks AVX-512 VNNI/VBMI, which the integer path needs");
+    if !q35_tests::int8_path_or_skip() {
         return;
     }
     let tiny = TinyModel::new().unwrap();

@@ -26,8 +26,7 @@
 //! in chunks by the session.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use q35_format::artifact::{DispatchSpec, Manifest};
 
@@ -414,8 +413,8 @@ pub fn calibrate_file(
     calibrate_text(session, &text, &name, options, progress)
 }
 
-/// Writes `importance` as JSON to `path` atomically (a temporary file in
-/// the same directory, renamed over `path`; removed on failure).
+/// Writes `importance` as JSON to `path` through [`q35_format::output`]
+/// (atomically; nothing left behind on failure).
 pub fn write_importance(
     path: &Path,
     importance: &BTreeMap<String, Vec<f32>>,
@@ -426,21 +425,8 @@ pub fn write_importance(
     };
     let mut json = serde_json::to_vec(importance).map_err(|e| write_err(e.into()))?;
     json.push(b'\n');
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| write_err(std::io::Error::other("not a file name")))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(file_name);
-    temp_name.push(format!(".tmp{}", std::process::id()));
-    let temp: PathBuf = path.with_file_name(temp_name);
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(&json)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result.map_err(write_err)
+    q35_format::output::write_output(path, &[], &json).map_err(|e| match e {
+        q35_format::output::OutputError::Io { error, .. } => write_err(error),
+        other => write_err(std::io::Error::other(other.to_string())),
+    })
 }

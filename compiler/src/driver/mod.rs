@@ -6,7 +6,7 @@ pub mod opt;
 pub mod q35c;
 
 use anyhow::{Context as _, Result};
-use std::{io::Write, path::Path};
+use std::path::Path;
 
 /// Sets up `tracing`: `-v` gives info, `-vv` debug, `-vvv` trace; `RUST_LOG`
 /// overrides. Logs go to stderr so they never mix with emitted IR.
@@ -38,28 +38,11 @@ pub fn read_input(path: &str) -> Result<String> {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory, then a rename, so a failure never leaves a partial file.
-/// `-` writes to stdout.
-pub fn write_output(path: &str, bytes: &[u8]) -> Result<()> {
-    if path == "-" {
-        let mut stdout = std::io::stdout().lock();
-        return stdout.write_all(bytes).and_then(|_| stdout.flush()).context("failed to write stdout");
-    }
-    let target = Path::new(path);
-    let dir = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = target
-        .file_name()
-        .with_context(|| format!("output path {path} names no file"))?;
-    let tmp = dir.join(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
-    let result = std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, target))
-        .with_context(|| format!("failed to write {path}"));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+/// Writes `bytes` to `path` (`-`: stdout) through
+/// [`q35_format::output`]: atomically for a regular file, in place for a
+/// device or FIFO, never over one of `inputs`, never through a planted
+/// symlink, and nothing left behind on an error or a signal.
+pub fn write_output(path: &str, inputs: &[&Path], bytes: &[u8]) -> Result<()> {
+    q35_format::output::write_output(Path::new(path), inputs, bytes)?;
+    Ok(())
 }

@@ -118,6 +118,8 @@ fn run(matches: &ArgMatches) -> Result<()> {
     };
     let source = read_input(input)?;
     let path = if input == "-" { "<stdin>" } else { input.as_str() };
+    let input_path = std::path::Path::new(input.as_str());
+    let inputs: Vec<&std::path::Path> = if input == "-" { Vec::new() } else { vec![input_path] };
     let context = Q35Context::new()?;
 
     let chunks = if matches.get_flag("split-input-file") {
@@ -145,12 +147,12 @@ fn run(matches: &ArgMatches) -> Result<()> {
         if !problems.is_empty() {
             bail!("{path}: diagnostics did not match expectations:\n{}", problems.join("\n"));
         }
-        return write_output(output, printed.join(&format!("{SPLIT_MARKER}\n")).as_bytes());
+        return write_output(output, &inputs, printed.join(&format!("{SPLIT_MARKER}\n")).as_bytes());
     }
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));
     }
-    write_output(output, printed.join(&format!("{SPLIT_MARKER}\n")).as_bytes())
+    write_output(output, &inputs, printed.join(&format!("{SPLIT_MARKER}\n")).as_bytes())
 }
 
 /// Splits on `// -----` lines, padding each chunk with blank lines so MLIR

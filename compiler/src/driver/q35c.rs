@@ -17,7 +17,10 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use q35_dialect::Q35Context;
 use q35_format::{GroupSize, QuantKind, QuantSearch};
-use std::{path::PathBuf, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 /// How coded matmuls on the CPU take their activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -204,7 +207,7 @@ struct CompileArgs {
 
 /// Runs the pipeline from emission as far as --emit asks, or to the
 /// artifact for --target.
-fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut crate::pipeline::Timings) -> Result<()> {
+fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, inputs: &[&Path], timings: &mut crate::pipeline::Timings) -> Result<()> {
     let q35 = Q35Context::new()?;
     let context_length = args
         .context
@@ -225,7 +228,7 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
     let source = model.source.display().to_string();
     let mut module = emit_module(&q35, graph, &model.config, &source, &emit_options)?;
     timings.record("emit q35 MLIR", started.elapsed());
-    let print = |text: String| write_output(&args.output, text.as_bytes());
+    let print = |text: String| write_output(&args.output, inputs, text.as_bytes());
     let int8 = args.activations == Activations::Int8;
     let rows_per_workgroup = args.rows_per_workgroup.unwrap_or(if int8 {
         crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP_INT8
@@ -312,7 +315,7 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, timings: &mut 
         }
     };
     let started = Instant::now();
-    write_output(&args.output, &bytes)?;
+    write_output(&args.output, inputs, &bytes)?;
     timings.record("write artifact", started.elapsed());
     eprintln!("wrote {} ({:.1} MiB)", args.output, bytes.len() as f64 / (1024.0 * 1024.0));
     Ok(())
@@ -400,6 +403,11 @@ fn run(cli: Cli) -> Result<()> {
     let Some(path) = args.model.as_deref() else {
         bail!("no model given: q35c MODEL [--emit graph|mlir] [--quant-report] (see --help)");
     };
+    // Refuse an output that would overwrite an input before any work.
+    let input_files: Vec<PathBuf> =
+        front::input_files(path).into_iter().chain(args.quant_importance.iter().cloned()).collect();
+    let inputs: Vec<&Path> = input_files.iter().map(PathBuf::as_path).collect();
+    q35_format::output::check_output(Path::new(&args.output), &inputs)?;
     let mut timings = crate::pipeline::Timings::default();
     let started = Instant::now();
     let model: Model = front::load(path).with_context(|| format!("failed to load {}", path.display()))?;
@@ -419,9 +427,9 @@ fn run(cli: Cli) -> Result<()> {
 
     let needs_mlir = args.emit.is_some_and(|stage| stage >= Stage::Mlir) || args.target.is_some();
     if args.emit == Some(Stage::Graph) {
-        write_output(&args.output, graph.to_dot().as_bytes())?;
+        write_output(&args.output, &inputs, graph.to_dot().as_bytes())?;
     } else if needs_mlir {
-        compile(&args, &model, &graph, &mut timings)?;
+        compile(&args, &model, &graph, &inputs, &mut timings)?;
     } else if !args.quant_report {
         bail!("nothing to do: pass --target cpu -o model.q35, --emit STAGE or --quant-report (see --help)");
     }

@@ -1,24 +1,19 @@
-//! Writing output files so that an error never leaves a partial file: each
-//! file is written to a temporary file in the destination's directory
-//! (same file system, so the final rename is atomic) and renamed into
-//! place only on success. A [`PendingFile`] that is dropped without
-//! [`PendingFile::commit`] removes its temporary file, so a group of files
-//! can be prepared and then committed together.
+//! Writing output files so that an error never leaves a partial file:
+//! each file is a [`q35_format::output::Output`] (a temporary file created
+//! exclusively in the destination's directory, renamed into place only on
+//! success; removed on error, drop or a signal). A [`PendingFile`] that is
+//! dropped without [`PendingFile::commit`] leaves its destination as it
+//! was, so a group of files can be prepared and then committed together.
 
 use super::error::{Error, Result};
-use std::{
-    fs::{File, OpenOptions},
-    io::{BufWriter, Write},
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
-};
+use q35_format::output::{Output, OutputError};
+use std::{io::Write, path::Path};
 
 /// A fully written temporary file waiting to be renamed to its destination.
 #[derive(Debug)]
 pub(crate) struct PendingFile {
-    temp: PathBuf,
-    dest: PathBuf,
-    committed: bool,
+    output: Output,
+    dest: std::path::PathBuf,
 }
 
 impl PendingFile {
@@ -27,54 +22,25 @@ impl PendingFile {
         dest: &Path,
         write: impl FnOnce(&mut dyn Write) -> Result<()>,
     ) -> Result<Self> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let dir = match dest.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let name = dest
-            .file_name()
-            .ok_or_else(|| Error::malformed(dest, "is not a file path"))?
-            .to_string_lossy();
-        let temp = dir.join(format!(
-            ".{name}.{}.{}.tmp",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| Error::io(dest, e))?;
-        // From here on, dropping `pending` removes the temporary file.
-        let pending = PendingFile {
-            temp,
+        let mut output = Output::create(dest, &[]).map_err(|e| output_error(dest, e))?;
+        write(&mut output)?;
+        Ok(Self {
+            output,
             dest: dest.to_path_buf(),
-            committed: false,
-        };
-        let mut out = BufWriter::new(file);
-        write(&mut out)?;
-        let file: File = out
-            .into_inner()
-            .map_err(|e| Error::io(dest, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(dest, e))?;
-        Ok(pending)
+        })
     }
 
     /// Renames the temporary file to its destination.
-    pub(crate) fn commit(mut self) -> Result<()> {
-        std::fs::rename(&self.temp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
-        self.committed = true;
-        Ok(())
+    pub(crate) fn commit(self) -> Result<()> {
+        let dest = self.dest;
+        self.output.commit().map_err(|e| output_error(&dest, e))
     }
 }
 
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            // Best effort: the error that got us here matters more.
-            let _ = std::fs::remove_file(&self.temp);
-        }
+fn output_error(dest: &Path, error: OutputError) -> Error {
+    match error {
+        OutputError::Io { error, .. } => Error::io(dest, error),
+        other => Error::malformed(dest, other.to_string()),
     }
 }
 

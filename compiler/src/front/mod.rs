@@ -74,6 +74,35 @@ pub fn load(path: &Path) -> Result<Model> {
     Ok(model)
 }
 
+/// Every file [`load`] may read for `path`, so that a command can refuse
+/// to write its output over one of them. Lists what exists, without
+/// reading anything.
+pub fn input_files(path: &Path) -> Vec<PathBuf> {
+    let (dir, mut files) = if path.is_dir() {
+        (path.to_path_buf(), Vec::new())
+    } else {
+        let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        if is_gguf(path).unwrap_or(false) {
+            return vec![path.to_path_buf()];
+        }
+        (dir, vec![path.to_path_buf()])
+    };
+    for name in [SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, CONFIG_FILE, TOKENIZER_FILE] {
+        files.push(dir.join(name));
+    }
+    // Shards of a sharded checkpoint.
+    if let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { &dir }) {
+        files.extend(
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "safetensors")),
+        );
+    }
+    files.retain(|f| f.is_file());
+    files
+}
+
 fn load_dir(dir: &Path) -> Result<Model> {
     let single = dir.join(SAFETENSORS_FILE);
     let index = dir.join(SAFETENSORS_INDEX_FILE);

@@ -11,8 +11,9 @@
 //! This crate is the reference for that format: it quantizes, packs and
 //! unpacks code blocks, dequantizes, reports true bits per weight, and
 //! (de)serializes tensors. It also holds what compiler and runtime share
-//! without MLIR: the model configuration and the `.q35` artifact container
-//! ([`artifact`]). Kernels, the compiler and the Coq
+//! without MLIR: the model configuration, the `.q35` artifact container
+//! ([`artifact`]) and the one way every binary writes an output file
+//! ([`output`]). Kernels, the compiler and the Coq
 //! proofs mirror the names and arithmetic here, so the arithmetic must stay
 //! exactly as `docs/format.md` states it. It has no MLIR/LLVM dependency and
 //! no `unsafe`.
@@ -23,6 +24,7 @@
 
 pub mod activations;
 pub mod artifact;
+pub mod output;
 mod config;
 mod kind;
 mod layout;

@@ -34,7 +34,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     // Read the text before loading the model: a wrong path fails at once.
     std::fs::metadata(&args.text)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.text.display()))?;
-    // And a file that cannot be written fails before the run.
+    // And an output that cannot be written fails before the run.
     let dir = match args.output.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => std::path::Path::new("."),
@@ -46,6 +46,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             dir.display()
         );
     }
+    q35_format::output::check_output(&args.output, &[args.model.model.as_path(), &args.text])?;
     let mut session = args.model.load()?;
     let options = CalibrationOptions {
         tokens: args.tokens,

@@ -139,55 +139,78 @@ pub fn check_matmuls(
         .map(|b| b.name.clone())
         .unwrap_or_default();
     session.reset();
+    // Prompts longer than the artifact's max_tokens run in chunks, as
+    // `Session::forward` runs them; each chunk is checked on its own rows.
+    let max_tokens = session.manifest().max_tokens.max(1);
     let mut tokens = prompt.to_vec();
     let mut start = 0;
     for step in 0..=decode_steps {
-        let n = tokens.len();
-        let mut pending: Vec<Pending> = Vec::new();
-        // The integer path's quantized inputs: the f32 rows each was
-        // quantized from, seen as the quantize kernel ran.
-        let mut sources: HashMap<String, Vec<f32>> = HashMap::new();
-        let logits = session
-            .forward_observed(&tokens, start, &mut |index, spec, views| {
-                // Outputs of earlier matmuls this dispatch reads.
-                pending.retain(|p| {
-                    let Some(view) = spec.buffers.iter().position(|b| *b == p.out).and_then(|i| views[i]) else {
-                        return true;
-                    };
-                    compare(&mut report, p, view);
-                    false
-                });
-                if spec.kernel.starts_with(QUANTIZE_PREFIX) {
-                    if let (Some(x), Some(codes)) = (views.first().copied().flatten(), spec.buffers.get(1)) {
-                        sources.insert(codes.clone(), x.to_vec());
-                    }
-                    return;
-                }
-                if !spec.kernel.starts_with("dequant_matmul") {
-                    return;
-                }
-                let x = views.first().copied().flatten().or_else(|| sources.get(spec.buffers.first()?).map(Vec::as_slice));
-                match x.and_then(|x| expect(spec.kernel.as_str(), index, &spec.buffers, x, views, n, weights, &mut dense, int8)) {
-                    Some(p) => pending.push(p),
-                    // Nothing may go unchecked.
-                    None => {
-                        report.failures += 1;
-                        report.worst.get_or_insert((index, spec.kernel.clone()));
-                    }
-                }
-            })?
-            .to_vec();
-        for p in pending.iter().filter(|p| p.out == output) {
-            compare(&mut report, p, &logits);
+        let mut logits = Vec::new();
+        for (c, chunk) in tokens.chunks(max_tokens).enumerate() {
+            logits = check_call(session, &mut report, &mut dense, weights, int8, &output, chunk, start + c * max_tokens)?;
         }
         if step == decode_steps {
             break;
         }
-        start += n;
+        start += tokens.len();
         let vocab = session.vocab_size();
         tokens = vec![greedy(&logits[logits.len() - vocab..])?];
     }
     Ok(report)
+}
+
+/// One `forward_observed` call of at most max_tokens tokens: every matmul
+/// dispatch of it checked; returns its logits.
+#[allow(clippy::too_many_arguments)]
+fn check_call(
+    session: &mut Session,
+    report: &mut DispatchReport,
+    dense: &mut HashMap<String, Dense>,
+    weights: &HashMap<String, QuantizedTensor>,
+    int8: Option<usize>,
+    output: &str,
+    tokens: &[u32],
+    start: usize,
+) -> Result<Vec<f32>, CheckError> {
+    let n = tokens.len();
+    let mut pending: Vec<Pending> = Vec::new();
+    // The integer path's quantized inputs: the f32 rows each was
+    // quantized from, seen as the quantize kernel ran.
+    let mut sources: HashMap<String, Vec<f32>> = HashMap::new();
+    let logits = session
+        .forward_observed(tokens, start, &mut |index, spec, views| {
+            // Outputs of earlier matmuls this dispatch reads.
+            pending.retain(|p| {
+                let Some(view) = spec.buffers.iter().position(|b| *b == p.out).and_then(|i| views[i]) else {
+                    return true;
+                };
+                compare(report, p, view);
+                false
+            });
+            if spec.kernel.starts_with(QUANTIZE_PREFIX) {
+                if let (Some(x), Some(codes)) = (views.first().copied().flatten(), spec.buffers.get(1)) {
+                    sources.insert(codes.clone(), x.to_vec());
+                }
+                return;
+            }
+            if !spec.kernel.starts_with("dequant_matmul") {
+                return;
+            }
+            let x = views.first().copied().flatten().or_else(|| sources.get(spec.buffers.first()?).map(Vec::as_slice));
+            match x.and_then(|x| expect(spec.kernel.as_str(), index, &spec.buffers, x, views, n, weights, dense, int8)) {
+                Some(p) => pending.push(p),
+                // Nothing may go unchecked.
+                None => {
+                    report.failures += 1;
+                    report.worst.get_or_insert((index, spec.kernel.clone()));
+                }
+            }
+        })?
+        .to_vec();
+    for p in pending.iter().filter(|p| p.out == output) {
+        compare(report, p, &logits);
+    }
+    Ok(logits)
 }
 
 /// The expected outputs of matmul dispatch `index` from its input rows

@@ -108,15 +108,22 @@ impl ThreadPool {
             lock: Mutex::new(()),
             wake: Condvar::new(),
         });
-        let workers = (1..threads)
-            .map(|i| {
-                let shared = Arc::clone(&shared);
-                std::thread::Builder::new()
-                    .name(format!("q35-worker-{i}"))
-                    .spawn(move || worker(&shared, i))
-                    .expect("spawning a worker thread")
-            })
-            .collect();
+        let mut workers = Vec::with_capacity(threads.saturating_sub(1));
+        for i in 1..threads {
+            let worker_shared = Arc::clone(&shared);
+            match std::thread::Builder::new()
+                .name(format!("q35-worker-{i}"))
+                .spawn(move || worker(&worker_shared, i))
+            {
+                Ok(handle) => workers.push(handle),
+                Err(e) => {
+                    // The shares of threads that never started are taken
+                    // over by the others (every thread steals what is left).
+                    tracing::warn!("started {i} of {threads} threads ({e}); running with {i}");
+                    break;
+                }
+            }
+        }
         Self { shared, workers }
     }
 

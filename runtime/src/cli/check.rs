@@ -34,9 +34,20 @@ pub struct Args {
     /// Decode steps after the prefill
     #[arg(long, default_value_t = 4)]
     steps: usize,
-    /// Largest accepted max |logit error| / max |logit|
-    #[arg(long, default_value_t = DEFAULT_TOLERANCE)]
+    /// Largest accepted max |logit error| / max |logit| (finite, ≥ 0)
+    #[arg(long, default_value_t = DEFAULT_TOLERANCE, value_parser = parse_tolerance)]
     tolerance: f64,
+}
+
+/// A tolerance that can fail: NaN compares false with everything, so
+/// `ratio > NaN` would pass any model, and inf or a negative value make the
+/// check meaningless.
+fn parse_tolerance(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{value} is not a tolerance: give a finite number ≥ 0 (default {DEFAULT_TOLERANCE:e})"));
+    }
+    Ok(value)
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {

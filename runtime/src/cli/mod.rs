@@ -49,8 +49,9 @@ enum Command {
 struct ModelArgs {
     /// The compiled model (`q35c ... --target cpu -o model.q35`; `--target nvptx` with the `cuda` feature)
     model: PathBuf,
-    /// Threads per dispatch of a cpu artifact (default: one per core)
-    #[arg(long, default_value_t = 0)]
+    /// Threads per dispatch of a cpu artifact (default: one per core; at most
+    /// four per core)
+    #[arg(long, default_value_t = 0, value_parser = parse_threads)]
     threads: usize,
 }
 
@@ -120,6 +121,20 @@ fn init_logging(verbose: u8) {
 }
 
 /// Loads a session; errors already name the file.
+/// `--threads`: more than four threads per core only adds contention (and
+/// a hundred thousand cannot be started at all), so it is refused.
+fn parse_threads(text: &str) -> Result<usize, String> {
+    let threads: usize = text.parse().map_err(|e| format!("{e}"))?;
+    let cores = q35_rt::thread_pool::available_threads();
+    if threads > 4 * cores {
+        return Err(format!(
+            "{threads} threads on {cores} cores: at most {} (four per core); 0 means one per core",
+            4 * cores
+        ));
+    }
+    Ok(threads)
+}
+
 fn load_session(path: &Path, threads: usize) -> Result<Session> {
     let started = std::time::Instant::now();
     let session = Session::load(path, threads)?;

@@ -20,6 +20,7 @@ use melior::{
 use q35_dialect::Q35Context;
 use q35_format::{
     artifact::{write_artifact, Manifest, TargetSpec, WeightSpec, ARTIFACT_FORMAT, ARTIFACT_VERSION},
+    signature::{CodeSignatures, SIGNATURES_SYMBOL},
     GroupSize, ModelConfig, QuantKind, QuantSearch,
 };
 use std::{
@@ -209,10 +210,15 @@ pub fn compile_cpu(
     // anything is lowered.
     crate::obligations::check_integer_ops(&module).map_err(|e| anyhow!("refusing to compile:\n{e}"))?;
     let (buffers, dispatches) = lower_to_llvm(q35, &mut module, options, run, timings)?;
+    // Refused before LLVM runs: a plan no machine could allocate.
+    crate::limits::check_plan_memory(&buffers, options.emit.context_length, options.max_tokens)?;
 
     let started = Instant::now();
     let llvm = q35_target_llvm::llvm_context();
     let ir = q35_target_llvm::translate(&module, &llvm)?;
+    let signatures = CodeSignatures::of_plan(&buffers, &dispatches, options.emit.context_length, options.max_tokens)
+        .map_err(|e| anyhow!("internal error: {e}"))?;
+    q35_target_llvm::add_exported_bytes(&ir, SIGNATURES_SYMBOL, signatures.to_json().as_bytes());
     timings.record("translate to LLVM IR", started.elapsed());
     let started = Instant::now();
     let object = q35_target_llvm::compile_cpu(&ir, &options.llvm)?;

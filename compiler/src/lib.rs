@@ -10,6 +10,7 @@ pub mod emit;
 pub mod front;
 pub mod graph;
 pub mod importance;
+pub mod limits;
 pub mod nvptx;
 pub mod obligations;
 pub mod passes;

@@ -17,7 +17,10 @@ use crate::{
 use anyhow::{anyhow, Result};
 use melior::ir::Module;
 use q35_dialect::Q35Context;
-use q35_format::artifact::{BufferSpec, DispatchSpec, LaunchSpec, TargetSpec};
+use q35_format::{
+    artifact::{BufferSpec, DispatchSpec, LaunchSpec, TargetSpec},
+    signature::CodeSignatures,
+};
 use std::time::Instant;
 
 /// The upstream conversions of the `gpu.module` to the LLVM and NVVM
@@ -116,7 +119,11 @@ pub fn compile_nvptx(
 ) -> Result<Vec<u8>> {
     crate::obligations::check_integer_ops(&module).map_err(|e| anyhow!("refusing to compile:\n{e}"))?;
     let (buffers, dispatches, launches) = lower_to_nvvm(q35, &mut module, options.fuse, nvptx.warps, run, timings)?;
-    let code = ptx(&module, &nvptx.arch, timings)?;
+    crate::limits::check_plan_memory(&buffers, options.emit.context_length, options.max_tokens)?;
+    let signatures = CodeSignatures::of_plan(&buffers, &dispatches, options.emit.context_length, options.max_tokens)
+        .map_err(|e| anyhow!("internal error: {e}"))?;
+    // The PTX module declares its kernels' signatures in a comment line.
+    let code = signatures.ptx_comment() + &ptx(&module, &nvptx.arch, timings)?;
 
     let target = TargetSpec {
         kind: "nvptx".to_string(),

@@ -778,6 +778,9 @@ pub fn for_new_artifact(manifest: &Manifest, payloads: &[(String, Vec<u8>)]) -> 
 /// What `q35c verify` found.
 #[derive(Clone, Debug)]
 pub struct Summary {
+    /// The plan's dispatches, checked against this many kernel signatures.
+    pub dispatches: usize,
+    pub kernels: usize,
     pub counts: BTreeMap<Kind, usize>,
     pub total: usize,
     pub z3: String,
@@ -792,7 +795,9 @@ impl fmt::Display for Summary {
             .collect();
         write!(
             f,
-            "verified {} obligations (z3 {}, {:.2} s): {}",
+            "plan of {} dispatches agrees with the code's {} kernel signatures; verified {} obligations (z3 {}, {:.2} s): {}",
+            self.dispatches,
+            self.kernels,
             self.total,
             self.z3,
             self.seconds,
@@ -846,6 +851,9 @@ pub fn compare(stored: &[Obligation], derived: &[Obligation]) -> Vec<String> {
 pub fn verify_artifact(path: &str, bytes: &[u8]) -> Result<Summary, String> {
     let started = Instant::now();
     let artifact = Artifact::parse(path, bytes).map_err(|e| e.to_string())?;
+    // The plan first: the runtime's own checks, and the plan against the
+    // kernels the code object declares.
+    let kernels = q35_rt::artifact::check_artifact_plan(&artifact).map_err(|e| format!("{path}: {e}"))?;
     let stored = artifact.payload(OBLIGATIONS_PAYLOAD).ok_or_else(|| {
         format!("{path}: the artifact has no proof obligations (payload `{OBLIGATIONS_PAYLOAD}`); recompile it with this q35c")
     })?;
@@ -862,6 +870,8 @@ pub fn verify_artifact(path: &str, bytes: &[u8]) -> Result<Summary, String> {
         ));
     }
     Ok(Summary {
+        dispatches: artifact.manifest.dispatches.len(),
+        kernels,
         counts: stored.counts(),
         total: stored.obligations.len(),
         z3,

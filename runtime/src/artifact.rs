@@ -6,16 +6,20 @@
 //! object runs its initializers, so that comes last):
 //!
 //! 1. the container: [`Artifact::parse`] checks magic, version, every
-//!    offset and size, and every checksum;
+//!    offset and size, and every checksum (the manifest's too);
 //! 2. the target: a `cpu` artifact for this architecture, whose CPU
 //!    features this machine has (an `nvptx` artifact: [`crate::nvptx`]);
 //! 3. the model config and the buffer plan: every buffer has a known role
 //!    and element type, inputs are `tokens`/`positions`, there is one
 //!    `output` of `vocab_size` columns, caches divide into
-//!    `context_length` rows, every dispatch names known buffers;
+//!    `context_length` rows, every dispatch names known buffers; and
+//!    everything it allocates fits in this machine's available memory;
 //! 4. every weight: its payload decodes ([`QuantizedTensor::from_bytes`]
 //!    validates lengths, parameters and padding) and agrees with the
-//!    buffer's type (shape, kind, group layout);
+//!    buffer's type (shape, kind, group layout); then the plan against the
+//!    kernel signatures the code object declares (read, not loaded: the
+//!    ELF checked segment by segment, [`crate::elf`]; the PTX's comment
+//!    line), so that no dispatch can make a kernel leave its buffers;
 //! 5. the code: an ELF shared object for this machine, loaded, and every
 //!    kernel's `_mlir_ciface_` symbol present (for `nvptx`, the PTX and the
 //!    GPU: [`crate::nvptx`], `crate::cuda`).
@@ -42,9 +46,11 @@ use std::ffi::c_void;
 use std::path::Path;
 
 use q35_format::artifact::{Artifact, ArtifactError, BufferSpec, DispatchSpec, Manifest, WeightSpec};
+use q35_format::signature::{CodeSignatures, SIGNATURES_SYMBOL};
 use q35_format::{GroupSize, Layout, Payload, QuantKind, QuantizedTensor};
 
 use crate::code::CodeObject;
+use crate::elf::ElfFile;
 use crate::host;
 use crate::kernel::{self, Trampoline, CIFACE_PREFIX, MAX_DESCRIPTORS};
 use crate::memref::{AlignedBuffer, MemRef1, MemRef2};
@@ -89,6 +95,12 @@ pub enum LoadError {
     Weight {
         path: String,
         name: String,
+        what: String,
+    },
+    #[error("{path}: the plan disagrees with the kernels of the code object `{payload}`: {what}")]
+    Signature {
+        path: String,
+        payload: String,
         what: String,
     },
     #[error("{path}: cannot load the code object `{payload}`: {what}")]
@@ -478,13 +490,16 @@ pub(crate) struct Validated {
 }
 
 impl Validated {
-    /// Checks the plan (step 3) and decodes every weight (step 4) of an
-    /// artifact whose container and target are checked; `path` names it in
-    /// errors.
+    /// Checks the plan (step 3: on its own, and its memory against this
+    /// machine's), decodes every weight (step 4), then checks the plan
+    /// against the kernel signatures `code_signatures` reads from the code
+    /// object, of an artifact whose container and target are checked;
+    /// `path` names it in errors.
     pub(crate) fn new(
         path: &str,
         artifact: &Artifact<'_>,
         file_bytes: u64,
+        code_signatures: impl FnOnce() -> Result<CodeSignatures, LoadError>,
     ) -> Result<Self, LoadError> {
         let manifest = &artifact.manifest;
         let invalid = |what: String| LoadError::Invalid {
@@ -493,6 +508,7 @@ impl Validated {
         };
         manifest.model.validate().map_err(invalid)?;
         let classes = check_plan(manifest).map_err(invalid)?;
+        check_memory(artifact, &classes, host::available_memory()).map_err(invalid)?;
 
         // Weights: decode and check every one before any code runs.
         let started = std::time::Instant::now();
@@ -531,6 +547,13 @@ impl Validated {
             weights.push(decoded);
         }
         tracing::debug!(elapsed = ?started.elapsed(), "weights decoded");
+        // The plan against the kernels the code object declares, before any
+        // buffer but the weights is allocated and before any kernel runs.
+        code_signatures()?.check(manifest).map_err(|what| LoadError::Signature {
+            path: path.to_string(),
+            payload: manifest.code.clone(),
+            what,
+        })?;
 
         let tokenizer_json = match &manifest.tokenizer {
             Some(name) => {
@@ -725,9 +748,6 @@ impl LoadedArtifact {
     ) -> Result<Self, LoadError> {
         let manifest = &artifact.manifest;
         check_target(path, manifest)?;
-        let Validated { info, weights } = Validated::new(path, artifact, file_bytes)?;
-
-        // Code: last, since loading runs its initializers.
         let code_err = |what: String| LoadError::Code {
             path: path.to_string(),
             payload: manifest.code.clone(),
@@ -736,6 +756,12 @@ impl LoadedArtifact {
         let code_bytes = artifact
             .payload(&manifest.code)
             .ok_or_else(|| code_err("the payload is missing".into()))?;
+        // The code object is read (not loaded) after the plan's own checks:
+        // its structure, and the kernel signatures the plan must match.
+        let signatures = || cpu_signatures(code_bytes).map_err(code_err);
+        let Validated { info, weights } = Validated::new(path, artifact, file_bytes, signatures)?;
+
+        // Code: last, since loading runs its initializers.
         let code = CodeObject::load(code_bytes).map_err(code_err)?;
 
         // Memory and descriptors: weights as decoded, the rest zeroed.
@@ -843,6 +869,47 @@ impl LoadedArtifact {
         let width = self.info.manifest.model.vocab_size;
         &self.storage[self.info.output][0].as_slice::<f32>()[..tokens * width]
     }
+}
+
+/// The kernel signatures the artifact's code object declares, read without
+/// loading it: the exported symbol of a CPU shared object, the comment line
+/// of a PTX module.
+pub fn code_signatures(manifest: &Manifest, code: &[u8]) -> Result<CodeSignatures, String> {
+    match manifest.target.kind.as_str() {
+        "nvptx" => CodeSignatures::from_ptx(
+            std::str::from_utf8(code).map_err(|e| format!("PTX must be text, but it is not UTF-8 ({e})"))?,
+        ),
+        _ => cpu_signatures(code),
+    }
+}
+
+/// What the loaders check of an artifact's plan, on any machine and
+/// without loading its code (what `q35c verify` re-checks): the model
+/// config, the plan on its own, and the plan against the kernel signatures
+/// of the code object. Returns the number of kernels checked.
+pub fn check_artifact_plan(artifact: &Artifact<'_>) -> Result<usize, String> {
+    let manifest = &artifact.manifest;
+    manifest.model.validate()?;
+    check_plan(manifest)?;
+    let code = artifact
+        .payload(&manifest.code)
+        .ok_or_else(|| format!("the code object `{}` is missing", manifest.code))?;
+    let signatures =
+        code_signatures(manifest, code).map_err(|e| format!("the code object `{}`: {e}", manifest.code))?;
+    signatures
+        .check(manifest)
+        .map_err(|e| format!("the plan disagrees with the kernels of the code object `{}`: {e}", manifest.code))?;
+    Ok(signatures.kernels.len())
+}
+
+/// The kernel signatures a CPU code object declares (its exported
+/// [`SIGNATURES_SYMBOL`]), read from the validated ELF file.
+pub fn cpu_signatures(code: &[u8]) -> Result<CodeSignatures, String> {
+    let elf = ElfFile::parse(code)?;
+    let bytes = elf
+        .exported_bytes(SIGNATURES_SYMBOL)?
+        .ok_or_else(|| format!("it declares no kernel signatures (no `{SIGNATURES_SYMBOL}` symbol)"))?;
+    CodeSignatures::from_json(bytes)
 }
 
 /// Step 2 (cpu): the artifact is for this machine.
@@ -1037,6 +1104,41 @@ fn check_concurrent(manifest: &Manifest, index: &HashMap<&str, usize>, classes: 
         }
     }
     Ok(())
+}
+
+/// Step 3 (last): everything the plan allocates fits in this machine's
+/// available memory (`available`, when known), checked before anything is
+/// allocated so that an oversized plan is a message, not an OOM kill.
+fn check_memory(artifact: &Artifact<'_>, classes: &[BufferClass], available: Option<u64>) -> Result<(), String> {
+    let manifest = &artifact.manifest;
+    let mut kv = 0u64;
+    let mut activations = 0u64;
+    for class in classes {
+        let bytes = class.array_bytes(manifest.max_tokens).unwrap_or(0) as u64;
+        match class {
+            BufferClass::KvCache { .. } => kv = kv.saturating_add(bytes),
+            _ => activations = activations.saturating_add(bytes),
+        }
+    }
+    // Decoded weights take about their payloads' size.
+    let weights = manifest
+        .weights
+        .iter()
+        .filter_map(|w| artifact.payload(&w.tensor))
+        .fold(0u64, |sum, p| sum.saturating_add(p.len() as u64));
+    let total = kv.saturating_add(activations).saturating_add(weights);
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    match available {
+        Some(available) if total > available => Err(format!(
+            "running it needs {:.2} GiB (KV caches {:.2}, activations {:.2}, weights {:.2}) but this machine has {:.2} GiB available; recompile with a smaller --context or --max-tokens",
+            gib(total),
+            gib(kv),
+            gib(activations),
+            gib(weights),
+            gib(available)
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Step 4: one weight's payload, decoded into the arrays its descriptors

@@ -22,6 +22,7 @@
 //! Loading runs the object's initializers, so the caller validates
 //! everything else in the artifact first.
 
+use crate::elf::ElfFile;
 use std::ffi::c_void;
 use std::fs::File;
 use std::io::Write;
@@ -41,50 +42,12 @@ impl std::fmt::Debug for CodeObject {
     }
 }
 
-/// ELF identification: `\x7fELF`, then class (2 = 64-bit) and data (1 = little endian).
-const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
-
-/// `e_machine` of this machine's ELF objects, when known.
-fn host_machine() -> Option<u16> {
-    match std::env::consts::ARCH {
-        "x86_64" => Some(62),
-        "aarch64" => Some(183),
-        "riscv64" => Some(243),
-        "powerpc64" => Some(21),
-        _ => None,
-    }
-}
-
-/// Checks that `bytes` is a 64-bit little-endian ELF shared object for this
-/// machine; the error says what it is instead.
-pub fn check_elf(bytes: &[u8]) -> Result<(), String> {
-    if bytes.len() < 64 || &bytes[..4] != ELF_MAGIC {
-        return Err("not an ELF shared object (no ELF header)".into());
-    }
-    if bytes[4] != 2 || bytes[5] != 1 {
-        return Err("not a 64-bit little-endian ELF object".into());
-    }
-    let e_type = u16::from_le_bytes([bytes[16], bytes[17]]);
-    if e_type != 3 {
-        return Err(format!("ELF type {e_type} is not a shared object (3)"));
-    }
-    let machine = u16::from_le_bytes([bytes[18], bytes[19]]);
-    if let Some(host) = host_machine() {
-        if machine != host {
-            return Err(format!(
-                "ELF machine {machine} cannot run on this {} machine (ELF machine {host})",
-                std::env::consts::ARCH
-            ));
-        }
-    }
-    Ok(())
-}
-
 impl CodeObject {
-    /// Loads `bytes` (checked with [`check_elf`] first). The error is the
-    /// loader's own message, made readable.
+    /// Loads `bytes` (checked with [`ElfFile::parse`] first: a truncated
+    /// object would otherwise be mapped and fault on first use). The error
+    /// is the loader's own message, made readable.
     pub fn load(bytes: &[u8]) -> Result<Self, String> {
-        check_elf(bytes)?;
+        ElfFile::parse(bytes)?;
         #[cfg(target_os = "linux")]
         {
             match Self::load_memfd(bytes) {

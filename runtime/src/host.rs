@@ -101,3 +101,35 @@ pub fn missing_host_features(triple: &str, features: &str) -> Vec<String> {
     let flags: Vec<&str> = flags.split_whitespace().collect();
     missing_features(triple_arch(triple), features, &flags)
 }
+
+/// Bytes of memory this machine can give a new allocation now
+/// (`MemAvailable` in `/proc/meminfo`), or `None` where that is unknown.
+pub fn available_memory() -> Option<u64> {
+    meminfo_bytes(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemAvailable")
+}
+
+/// This machine's physical memory in bytes (`MemTotal` in
+/// `/proc/meminfo`), or `None` where that is unknown.
+pub fn total_memory() -> Option<u64> {
+    meminfo_bytes(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal")
+}
+
+/// A `/proc/meminfo` field (`Key:   N kB`) in bytes.
+fn meminfo_bytes(meminfo: &str, key: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.split(':').next() == Some(key))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod memory_tests {
+    #[test]
+    fn reads_mem_available() {
+        let text = "MemTotal:       24576000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(super::meminfo_bytes(text, "MemAvailable"), Some(20_000_000 * 1024));
+        assert_eq!(super::meminfo_bytes(text, "MemTotal"), Some(24_576_000 * 1024));
+        assert_eq!(super::meminfo_bytes("MemTotal: 1 kB\n", "MemAvailable"), None);
+        #[cfg(target_os = "linux")]
+        assert!(super::available_memory().is_some_and(|b| b > 0) && super::total_memory().is_some_and(|b| b > 0));
+    }
+}

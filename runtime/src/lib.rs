@@ -23,9 +23,10 @@
 //!   GPU through the CUDA driver API, loaded at run time;
 //! - [`executor`]: [`Session`], running the dispatch list on a thread pool
 //!   or a GPU;
-//! - [`thread_pool`], [`memref`], [`kernel`], [`code`], [`host`]: the pieces
-//!   the executor is made of (workgroup scheduling, memref descriptors, the
-//!   kernel calling convention, dlopen from memory, CPU compatibility);
+//! - [`thread_pool`], [`memref`], [`kernel`], [`code`], [`elf`], [`host`]:
+//!   the pieces the executor is made of (workgroup scheduling, memref
+//!   descriptors, the kernel calling convention, dlopen from memory, the
+//!   code object checked and read before loading, CPU compatibility);
 //! - [`check`]: compiled code against the reference on the artifact's weights;
 //! - [`dispatch_check`]: each compiled matmul against exact arithmetic on
 //!   the inputs the compiled model gave it (what the integer path is
@@ -47,6 +48,7 @@ pub mod code;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod dispatch_check;
+pub mod elf;
 pub mod executor;
 pub mod host;
 pub mod kernel;

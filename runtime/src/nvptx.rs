@@ -24,6 +24,7 @@ use std::ffi::{CStr, CString};
 use std::path::Path;
 
 use q35_format::artifact::{Artifact, Manifest};
+use q35_format::signature::CodeSignatures;
 
 use crate::artifact::{load_with, ArtifactInfo, Descriptor, LoadError, Validated};
 
@@ -344,7 +345,6 @@ impl Program {
     ) -> Result<Self, LoadError> {
         let manifest = &artifact.manifest;
         let sm = check_target(path, manifest)?;
-        let validated = Validated::new(path, artifact, file_bytes)?;
         let code_err = |what: String| LoadError::Code {
             path: path.to_string(),
             payload: manifest.code.clone(),
@@ -357,6 +357,7 @@ impl Program {
             .map_err(|e| code_err(format!("PTX must be text, but it is not UTF-8 ({e})")))?;
         let ptx = CString::new(text)
             .map_err(|_| code_err("PTX must be text, but it contains a NUL byte".into()))?;
+        let validated = Validated::new(path, artifact, file_bytes, || CodeSignatures::from_ptx(text).map_err(code_err))?;
         let entries: HashMap<String, Vec<PtxParam>> = ptx_entries(text)
             .map_err(code_err)?
             .into_iter()

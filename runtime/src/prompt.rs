@@ -18,6 +18,10 @@ pub const IM_END: &str = "<|im_end|>";
 /// single sequence. `false` without a BOS id or a post-processor that adds it.
 pub fn adds_bos(tokenizer_json: &str, tokenizer: &Tokenizer, bos: Option<u32>) -> bool {
     let Some(bos) = bos else { return false };
+    // As the tokenizer loader does, skip a leading byte order mark.
+    let tokenizer_json = tokenizer_json
+        .strip_prefix('\u{feff}')
+        .unwrap_or(tokenizer_json);
     let Ok(file) = serde_json::from_str::<Value>(tokenizer_json) else {
         return false;
     };

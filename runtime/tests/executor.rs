@@ -121,7 +121,7 @@ fn forward_refuses_what_cannot_run() {
 }
 
 #[test]
-fn a_missing_kernel_symbol_is_named() {
+fn a_kernel_the_code_does_not_declare_is_named() {
     let Some(code) = support::compile_kernels() else {
         return;
     };
@@ -132,10 +132,50 @@ fn a_missing_kernel_symbol_is_named() {
     assert_eq!(
         err,
         format!(
-            "{}: dispatch 1 calls kernel `bumpy`, but the code object has no symbol `_mlir_ciface_bumpy`",
+            "{}: the plan disagrees with the kernels of the code object `code/cpu.so`: dispatch 1 calls `bumpy`, which the code object does not declare",
             file.path().display()
         )
     );
+}
+
+/// Manifest edits that the plan's own checks accept but that would make a
+/// kernel read or write out of bounds (issue 13, rows 6 and 7) are refused
+/// against the signatures the code object declares, before any buffer is
+/// allocated or any kernel runs.
+#[test]
+fn a_plan_edit_against_the_code_is_refused() {
+    let Some(code) = support::compile_kernels() else {
+        return;
+    };
+    let cases: Vec<(Box<dyn Fn(&mut q35_format::artifact::Manifest)>, &str)> = vec![
+        (Box::new(|m| m.dispatches[0].workgroups_per_token = 9), "has 0 + 9 per token workgroups, the kernel was compiled for 0 + 1 per token"),
+        (Box::new(|m| m.dispatches[0].workgroups = 1 << 40), "workgroups, the kernel was compiled for"),
+        (Box::new(|m| m.context_length = 8), "the manifest says context_length 8, the code was compiled for 16"),
+        (Box::new(|m| m.max_tokens = 3), "the manifest says max_tokens 3, the code was compiled for 4"),
+        (Box::new(|m| m.dispatches[0].buffers.reverse()), "binds `logits` (output f32 of width 8) as argument 0"),
+        (Box::new(|m| m.dispatches[0].buffers.clear()), "binds 0 buffers, the kernel takes 4"),
+    ];
+    for (edit, expected) in cases {
+        let mut manifest = support::manifest();
+        edit(&mut manifest);
+        let file = TempFile::new("m.q35", &support::artifact_with(&manifest, &code));
+        let err = Session::load(file.path(), 1).unwrap_err().to_string();
+        assert!(err.contains("the plan disagrees with the kernels of the code object"), "{err}");
+        assert!(err.contains(expected), "{err} lacks {expected:?}");
+    }
+}
+
+/// A code object cut short (its checksum fixed) is refused by the ELF
+/// check, not loaded and faulted on (issue 13, row 8).
+#[test]
+fn a_truncated_code_object_is_refused_before_dlopen() {
+    let Some(code) = support::compile_kernels() else {
+        return;
+    };
+    let file = TempFile::new("m.q35", &support::artifact_with(&support::manifest(), &code[..4096.min(code.len() - 1)]));
+    let err = Session::load(file.path(), 1).unwrap_err().to_string();
+    assert!(err.contains("cannot load the code object `code/cpu.so`"), "{err}");
+    assert!(err.contains("it is truncated") || err.contains("lie beyond the file"), "{err}");
 }
 
 #[test]

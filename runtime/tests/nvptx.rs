@@ -6,6 +6,7 @@
 
 use q35_format::artifact::{write_artifact, LaunchSpec, Manifest};
 use q35_format::Payload;
+use q35_format::signature::CodeSignatures;
 use q35_rt::nvptx::{ParamKind, Program};
 
 use crate::support::{self, TempFile, CONTEXT, VOCAB};
@@ -41,10 +42,14 @@ const ARITY: [(&str, usize); 5] = [
 ];
 
 /// A PTX module with an empty entry of `arity` u64 parameters per kernel,
-/// shaped as LLVM prints it (descriptor pointers marked `.ptr`).
+/// shaped as LLVM prints it (descriptor pointers marked `.ptr`), declaring
+/// the kernel signatures of the test plan as q35c's PTX does.
 fn ptx(kernels: &[(&str, usize)]) -> String {
-    let mut text =
-        String::from("//\n// test module\n.version 7.0\n.target sm_80\n.address_size 64\n\n");
+    let plan = manifest();
+    let signatures =
+        CodeSignatures::of_plan(&plan.buffers, &plan.dispatches, plan.context_length, plan.max_tokens).unwrap();
+    let mut text = signatures.ptx_comment();
+    text.push_str("//\n// test module\n.version 7.0\n.target sm_80\n.address_size 64\n\n");
     for &(name, arity) in kernels {
         text.push_str(&format!("\t// .globl\t{name}\n.visible .entry {name}(\n"));
         let params: Vec<String> = (0..arity)
@@ -248,8 +253,9 @@ fn the_target_and_launches_are_checked() {
     );
 }
 
-/// The shared steps run before the PTX is looked at: a bad weight is
-/// reported as on the CPU.
+/// The shared steps run before the PTX entries are looked at: a bad weight
+/// is reported as on the CPU, and a plan edit against the PTX module's
+/// declared kernel signatures too.
 #[test]
 fn weights_are_checked_as_for_the_cpu() {
     let mut bad = manifest();
@@ -258,6 +264,13 @@ fn weights_are_checked_as_for_the_cpu() {
     assert!(
         err.starts_with(&format!("{path}: weight `proj`: ")),
         "{err}"
+    );
+    let mut edited = manifest();
+    edited.dispatches[1].workgroups = 9;
+    let (path, err) = program_err(&edited, ptx(&ARITY).as_bytes());
+    assert_eq!(
+        err,
+        format!("{path}: the plan disagrees with the kernels of the code object `{PTX_PAYLOAD}`: dispatch 1 (`bump`) has 9 + 0 per token workgroups, the kernel was compiled for 8 + 0 per token")
     );
 }
 

@@ -10,6 +10,7 @@ use q35_format::artifact::{
     write_artifact, BufferSpec, DispatchSpec, Manifest, TargetSpec, WeightSpec, ARTIFACT_FORMAT,
     ARTIFACT_VERSION,
 };
+use q35_format::signature::{CodeSignatures, SIGNATURES_SYMBOL};
 use q35_format::{GroupSize, ModelConfig, QuantKind, QuantizedTensor};
 
 pub const VOCAB: usize = 8;
@@ -255,9 +256,22 @@ pub fn compile_kernels() -> Option<Vec<u8>> {
     compile_kernels_with_bump(1000)
 }
 
-/// The test kernels with `bump` adding `bump` instead of 1000.
+/// The test kernels with `bump` adding `bump` instead of 1000, declaring
+/// the kernel signatures of [`manifest`]'s plan as q35c's code objects do.
 pub fn compile_kernels_with_bump(bump: u32) -> Option<Vec<u8>> {
-    let source = TempFile::new("kernels.c", KERNELS_C.as_bytes());
+    let plan = manifest();
+    let signatures = CodeSignatures::of_plan(&plan.buffers, &plan.dispatches, plan.context_length, plan.max_tokens).unwrap();
+    let json = signatures.to_json();
+    let literal: String = json
+        .chars()
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    // Sized without the terminating NUL, like q35c's symbol.
+    let source = format!("{KERNELS_C}\nconst char {SIGNATURES_SYMBOL}[{}] = \"{literal}\";\n", json.len());
+    let source = TempFile::new("kernels.c", source.as_bytes());
     let output = source.path().with_extension("so");
     let status = std::process::Command::new("cc")
         .args([

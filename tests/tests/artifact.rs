@@ -70,6 +70,7 @@ fn with_manifest_edit(from: &str, to: &str, expect: &str) {
 
 #[test]
 fn another_version_or_target_is_refused() {
-    with_manifest_edit(r#"\"version\":1"#, r#"\"version\":9"#, "version");
-    with_manifest_edit(r#"\"kind\":\"cpu\""#, r#"\"kind\":\"gpu\""#, "target");
+    with_manifest_edit(r#"\"version\":2"#, r#"\"version\":9"#, "version");
+    // Any other edit of the manifest fails its checksum.
+    with_manifest_edit(r#"\"kind\":\"cpu\""#, r#"\"kind\":\"gpu\""#, "checksum mismatch in the manifest");
 }

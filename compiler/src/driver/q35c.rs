@@ -212,6 +212,7 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, inputs: &[&Pat
     let context_length = args
         .context
         .unwrap_or_else(|| model.config.max_position_embeddings.min(2048));
+    crate::limits::check_context(context_length)?;
     let emit_options = EmitOptions {
         quant: args.quant,
         group: match args.group.fixed() {
@@ -253,8 +254,11 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, inputs: &[&Pat
             bail!("--activations int8 needs a CPU with AVX-512 VNNI and VBMI (avx512vnni, avx512vbmi), and this host lacks them: use --activations f32");
         }
     }
-    if args.max_tokens == 0 || rows_per_workgroup == 0 {
-        bail!("--max-tokens and --rows-per-workgroup must be positive");
+    if args.max_tokens == 0 {
+        bail!("--max-tokens 0: a call must take at least one token");
+    }
+    if rows_per_workgroup == 0 {
+        bail!("--rows-per-workgroup 0: a workgroup must compute at least one row");
     }
     let mut options = codegen::CpuOptions::new(emit_options, args.group);
     options.search = args.quant_search;
@@ -303,7 +307,7 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, inputs: &[&Pat
     if args.output == "-" {
         bail!("--target {} writes a binary artifact: give a file with -o model.q35", if target == TargetKind::Nvptx { "nvptx" } else { "cpu" });
     }
-    options.importance = args.quant_importance.as_deref().map(crate::importance::load).transpose()?;
+    options.importance = args.quant_importance.as_deref().map(|p| crate::importance::load_for(p, graph)).transpose()?;
     let bytes = match target {
         TargetKind::Cpu => codegen::compile_cpu(&q35, module, model, graph, &options, &run_options, timings)?,
         TargetKind::Nvptx => {
@@ -376,8 +380,7 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             ..Default::default()
         };
-        std::fs::create_dir_all(&output).with_context(|| format!("failed to create {}", output.display()))?;
-        let path = front::testmodel::write_tiny_model(&output, spec)?;
+        let path = front::testmodel::create_tiny_model(&output, spec)?;
         println!("{}", path.display());
         return Ok(());
     }
@@ -419,7 +422,7 @@ fn run(cli: Cli) -> Result<()> {
 
     if args.quant_report {
         let started = Instant::now();
-        let importance = args.quant_importance.as_deref().map(crate::importance::load).transpose()?;
+        let importance = args.quant_importance.as_deref().map(|p| crate::importance::load_for(p, &graph)).transpose()?;
         let report = quant_report::run(&model, &graph, args.quant, args.group, args.quant_search, importance.as_ref())?;
         timings.record("quantize", started.elapsed());
         print!("{report}");

@@ -7,7 +7,7 @@
 //! another activation, experts) are rejected rather than ignored, so a
 //! model never compiles into something that computes differently.
 
-use super::error::{Error, Result};
+use super::error::{name_list, quote, Error, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -20,6 +20,13 @@ const SUPPORTED: &str = "LlamaForCausalLM (model_type `llama`)";
 /// Far above any real model (the largest Llamas have about 130 layers);
 /// bounds the work a lying config can ask for.
 const MAX_LAYERS: usize = 10_000;
+/// The widest hidden, MLP, query or key/value width accepted: 2^20, 64
+/// times the largest real model's (Llama 3.1 405B: hidden 16384, MLP
+/// 53248); like [`MAX_LAYERS`], a bound on what a lying config can ask for.
+pub const MAX_WIDTH: usize = 1 << 20;
+/// Token ids and positions reach the kernels as i32, so a vocabulary and a
+/// context hold fewer than 2^31 entries.
+pub const MAX_I32_COUNT: usize = i32::MAX as usize;
 
 /// Hyper-parameters of a Llama-family decoder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,7 +49,8 @@ pub struct ModelConfig {
     /// The output projection reuses the token embedding (no `lm_head.weight`).
     pub tie_word_embeddings: bool,
     pub bos_token_id: Option<u32>,
-    /// The first end-of-sequence id when config.json lists several.
+    /// The first end-of-sequence id when config.json lists several (every
+    /// listed id is checked against the vocabulary; the artifact keeps one).
     pub eos_token_id: Option<u32>,
     /// The dtype the checkpoint was saved in, as HF writes it (`bfloat16`).
     pub torch_dtype: Option<String>,
@@ -120,6 +128,8 @@ impl ModelConfig {
                 hidden_size / num_attention_heads
             }
         };
+        let bos_ids = fields.token_ids("bos_token_id")?;
+        let eos_ids = fields.token_ids("eos_token_id")?;
         let config = ModelConfig {
             architecture: LLAMA_ARCHITECTURE.to_string(),
             vocab_size: fields.required("vocab_size", "a positive integer")?,
@@ -140,11 +150,31 @@ impl ModelConfig {
             tie_word_embeddings: fields
                 .optional("tie_word_embeddings", "true or false")?
                 .unwrap_or(false),
-            bos_token_id: fields.token_id("bos_token_id")?,
-            eos_token_id: fields.token_id("eos_token_id")?,
+            bos_token_id: bos_ids.first().copied(),
+            eos_token_id: eos_ids.first().copied(),
             torch_dtype: fields.optional("torch_dtype", "a string")?,
         };
         config.validate().map_err(|e| e.at(path))?;
+        // validate() checks the ids kept; a list's other ids must be real
+        // tokens too, or the list is not what the model was trained with.
+        for (field, ids) in [("bos_token_id", &bos_ids), ("eos_token_id", &eos_ids)] {
+            if let Some((i, id)) = ids
+                .iter()
+                .enumerate()
+                .find(|(_, &id)| id as usize >= config.vocab_size)
+            {
+                return Err(Error::config(
+                    path,
+                    field,
+                    format!(
+                        "token id {id} (item {} of the {} listed) is outside the vocabulary (vocab_size {})",
+                        i + 1,
+                        ids.len(),
+                        config.vocab_size
+                    ),
+                ));
+            }
+        }
         Ok(config)
     }
 
@@ -171,6 +201,51 @@ impl ModelConfig {
         ] {
             if value == 0 {
                 return Err(InvalidConfig::new(field, "must be positive, found 0"));
+            }
+        }
+        for (field, value, meaning) in [
+            ("hidden_size", self.hidden_size, "hidden_size"),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                "intermediate_size",
+            ),
+            (
+                "num_attention_heads",
+                self.num_attention_heads.saturating_mul(self.head_dim),
+                "the query width num_attention_heads*head_dim",
+            ),
+            (
+                "num_key_value_heads",
+                self.num_key_value_heads.saturating_mul(self.head_dim),
+                "the key/value width num_key_value_heads*head_dim",
+            ),
+        ] {
+            if value > MAX_WIDTH {
+                return Err(InvalidConfig::new(
+                    field,
+                    format!(
+                        "{meaning} {value} is implausible (the limit is 2^20 = {MAX_WIDTH}, \
+                         64 times the widest real model's)"
+                    ),
+                ));
+            }
+        }
+        for (field, value, why) in [
+            ("vocab_size", self.vocab_size, "token ids"),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                "positions",
+            ),
+        ] {
+            if value > MAX_I32_COUNT {
+                return Err(InvalidConfig::new(
+                    field,
+                    format!(
+                        "{value} is above 2^31 - 1 = {MAX_I32_COUNT}: {why} reach the kernels as i32"
+                    ),
+                ));
             }
         }
         if self.num_hidden_layers > MAX_LAYERS {
@@ -214,16 +289,25 @@ impl ModelConfig {
                 "the weight sizes overflow",
             ));
         }
-        for (field, value) in [
-            ("rms_norm_eps", self.rms_norm_eps),
-            ("rope_theta", self.rope_theta),
-        ] {
-            if !(value.is_finite() && value > 0.0) {
-                return Err(InvalidConfig::new(
-                    field,
-                    format!("must be a positive number, found {value}"),
-                ));
-            }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0 && self.rms_norm_eps < 1.0) {
+            return Err(InvalidConfig::new(
+                "rms_norm_eps",
+                format!(
+                    "must be a number between 0 and 1, exclusive (it keeps RMSNorm's 1/sqrt(mean(x²) + eps) \
+                     finite without swamping the activations; models use 1e-5 or 1e-6), found {}",
+                    number(self.rms_norm_eps)
+                ),
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return Err(InvalidConfig::new(
+                "rope_theta",
+                format!(
+                    "must be a finite number above 1 (RoPE's frequencies theta^(-2i/head_dim) must \
+                     decrease along the head; models use 10000 to 1000000), found {}",
+                    number(self.rope_theta)
+                ),
+            ));
         }
         for (field, id) in [
             ("bos_token_id", self.bos_token_id),
@@ -335,9 +419,9 @@ impl Fields<'_> {
         })
     }
 
-    /// A token id, or the first of a list of them (Llama 3 lists several
-    /// end-of-sequence ids).
-    fn token_id(&self, field: &'static str) -> Result<Option<u32>> {
+    /// A token id or a list of them (Llama 3 lists several end-of-sequence
+    /// ids), as a list; absent is empty. q35 keeps the first.
+    fn token_ids(&self, field: &'static str) -> Result<Vec<u32>> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Ids {
@@ -346,17 +430,18 @@ impl Fields<'_> {
         }
         Ok(
             match self.optional::<Ids>(field, "a token id or a list of token ids")? {
-                None => None,
-                Some(Ids::One(id)) => Some(id),
+                None => Vec::new(),
+                Some(Ids::One(id)) => vec![id],
                 Some(Ids::Many(ids)) => {
                     if ids.len() > 1 {
                         tracing::warn!(
-                            "{}: `{field}` lists {ids:?}; q35 keeps the first, {}",
+                            "{}: `{field}` lists {} ids; q35 keeps the first, {}",
                             self.path.display(),
-                            ids.first().copied().unwrap_or_default()
+                            ids.len(),
+                            ids[0]
                         );
                     }
-                    ids.first().copied()
+                    ids
                 }
             },
         )
@@ -377,14 +462,13 @@ impl Fields<'_> {
                 ))
             }
             (Some(list), _) => {
-                let names: Vec<String> = list.iter().map(|a| format!("`{a}`")).collect();
-                if names.is_empty() {
+                if list.is_empty() {
                     "none (`architectures` is empty)".to_string()
                 } else {
-                    names.join(", ")
+                    name_list(list)
                 }
             }
-            (None, Some(t)) => format!("model_type `{t}`"),
+            (None, Some(t)) => format!("model_type {}", quote(t)),
         };
         Err(Error::UnsupportedArchitecture {
             path: self.path.to_path_buf(),
@@ -401,7 +485,10 @@ impl Fields<'_> {
                 return Err(Error::config(
                     self.path,
                     "hidden_act",
-                    format!("`{act}` is not supported; q35's Llama MLP uses silu"),
+                    format!(
+                        "{} is not supported; q35's Llama MLP uses silu",
+                        quote(&act)
+                    ),
                 ));
             }
         }
@@ -425,6 +512,15 @@ impl Fields<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+/// A number for a message: `1e-30`, not thirty zeros.
+fn number(value: f64) -> String {
+    if value != 0.0 && value.is_finite() && !(1e-3..1e16).contains(&value.abs()) {
+        format!("{value:e}")
+    } else {
+        format!("{value}")
     }
 }
 
@@ -566,7 +662,7 @@ mod tests {
 
     #[test]
     fn value_errors() {
-        let cases: [(&str, Value, &str); 8] = [
+        let cases: [(&str, Value, &str); 18] = [
             ("num_hidden_layers", 0.into(), "`num_hidden_layers`: must be positive, found 0"),
             (
                 "num_key_value_heads",
@@ -574,7 +670,17 @@ mod tests {
                 "`num_key_value_heads`: num_attention_heads 9 is not a multiple of num_key_value_heads 2",
             ),
             ("head_dim", 63.into(), "`head_dim`: must be even (RoPE rotates pairs of dimensions), found 63"),
-            ("rms_norm_eps", (-1.0).into(), "`rms_norm_eps`: must be a positive number, found -1"),
+            ("rms_norm_eps", (-1.0).into(), "`rms_norm_eps`: must be a number between 0 and 1, exclusive"),
+            ("rms_norm_eps", 0.0.into(), "`rms_norm_eps`: must be a number between 0 and 1, exclusive"),
+            ("rms_norm_eps", 1.5.into(), "models use 1e-5 or 1e-6), found 1.5"),
+            ("rope_theta", 1e-30.into(), "`rope_theta`: must be a finite number above 1 (RoPE's frequencies theta^(-2i/head_dim) must decrease along the head; models use 10000 to 1000000), found 1e-30"),
+            ("rope_theta", 1.0.into(), "`rope_theta`: must be a finite number above 1"),
+            ("rope_theta", (-5.0).into(), "`rope_theta`: must be a finite number above 1"),
+            ("vocab_size", (1u64 << 31).into(), "`vocab_size`: 2147483648 is above 2^31 - 1 = 2147483647: token ids reach the kernels as i32"),
+            ("max_position_embeddings", (1u64 << 40).into(), "`max_position_embeddings`: 1099511627776 is above 2^31 - 1"),
+            ("hidden_size", (9u64 << 18).into(), "`hidden_size`: hidden_size 2359296 is implausible (the limit is 2^20 = 1048576"),
+            ("intermediate_size", (1u64 << 30).into(), "`intermediate_size`: intermediate_size 1073741824 is implausible"),
+            ("head_dim", (1u64 << 20).into(), "`num_attention_heads`: the query width num_attention_heads*head_dim 9437184 is implausible"),
             ("num_hidden_layers", 1_000_000.into(), "`num_hidden_layers`: 1000000 layers is implausible"),
             ("eos_token_id", 49152.into(), "`eos_token_id`: token id 49152 is outside the vocabulary"),
             ("hidden_act", "gelu".into(), "`hidden_act`: `gelu` is not supported"),
@@ -588,6 +694,64 @@ mod tests {
             assert!(e.to_string().starts_with("/models/x/config.json: "), "{e}");
             assert!(e.to_string().contains(expected), "{field}: {e}");
         }
+    }
+
+    #[test]
+    fn every_listed_token_id_is_checked() {
+        let c = parse(&with(|m| {
+            m.insert("eos_token_id".into(), serde_json::json!([2, 49151]));
+        }))
+        .unwrap();
+        assert_eq!(c.eos_token_id, Some(2));
+        for (ids, expected) in [
+            (
+                serde_json::json!([263, 99999]),
+                "/models/x/config.json: `eos_token_id`: token id 99999 (item 2 of the 2 listed) is outside the vocabulary (vocab_size 49152)",
+            ),
+            (
+                serde_json::json!([99999]),
+                "/models/x/config.json: `eos_token_id`: token id 99999 is outside the vocabulary (vocab_size 49152)",
+            ),
+        ] {
+            let e = parse(&with(|m| {
+                m.insert("eos_token_id".into(), ids);
+            }))
+            .unwrap_err();
+            assert_eq!(e.to_string(), expected);
+        }
+        let e = parse(&with(|m| {
+            m.insert("bos_token_id".into(), serde_json::json!([1, 1, 49152]));
+        }))
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`bos_token_id`: token id 49152 (item 3 of the 3 listed)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn long_strings_from_the_file_are_quoted_short() {
+        let long = "g".repeat(1 << 20);
+        let e = parse(&with(|m| {
+            m.insert("hidden_act".into(), long.clone().into());
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(e.ends_with("`hidden_act`: `gggggggggggggggggggggggggggggggggggggggg…` (1048576 bytes) is not supported; q35's Llama MLP uses silu"), "{e}");
+        let e = parse(&with(|m| {
+            m.insert(
+                "architectures".into(),
+                serde_json::json!(vec![long.clone(); 100]),
+            );
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.len() < 1000 && e.contains(" and 92 more; q35 supports"),
+            "{}",
+            &e[..300]
+        );
     }
 
     #[test]

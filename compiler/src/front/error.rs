@@ -2,8 +2,11 @@
 //! it applies, the tensor or configuration field, with what was expected
 //! and what was found: these messages are read by people (DESIGN.md,
 //! principle 6), so they carry the whole story in their `Display` and do
-//! not rely on a `source()` chain.
+//! not rely on a `source()` chain. Names and values from the file are shown
+//! through [`quote`]: a 10 MB tensor name prints as its first 40 characters
+//! and its length.
 
+pub(crate) use q35_format::quote::{clip, quote};
 use std::{
     io,
     path::{Path, PathBuf},
@@ -27,7 +30,7 @@ pub enum Error {
     Malformed { path: PathBuf, message: String },
 
     /// One tensor's entry is broken or cannot be used.
-    #[error("{}: tensor `{tensor}`: {message}", .path.display())]
+    #[error("{}: tensor {}: {message}", .path.display(), quote(.tensor))]
     Tensor {
         path: PathBuf,
         tensor: String,
@@ -35,7 +38,8 @@ pub enum Error {
     },
 
     /// A configuration field (config.json key or GGUF metadata key) is
-    /// missing or has an unusable value.
+    /// missing or has an unusable value; `field` is a name q35 asked for,
+    /// never one read from the file.
     #[error("{}: `{field}`: {message}", .path.display())]
     Config {
         path: PathBuf,
@@ -62,8 +66,8 @@ pub enum Error {
     },
 
     /// A tensor is present with the wrong shape.
-    #[error("{}: tensor `{tensor}`{} has shape {found:?}, expected {expected:?} = {meaning}",
-        .path.display(), .stored_as.as_ref().map_or(String::new(), |s| format!(" (`{s}` in the file)")))]
+    #[error("{}: tensor {}{} has shape {found:?}, expected {expected:?} = {meaning}",
+        .path.display(), quote(.tensor), .stored_as.as_ref().map_or(String::new(), |s| format!(" ({} in the file)", quote(s))))]
     Shape {
         path: PathBuf,
         tensor: String,
@@ -75,8 +79,19 @@ pub enum Error {
     },
 
     /// A tensor was asked for by a name the model does not have.
-    #[error("{}: no tensor named `{tensor}`", .path.display())]
+    #[error("{}: no tensor named {}", .path.display(), quote(.tensor))]
     NoSuchTensor { path: PathBuf, tensor: String },
+
+    /// The tokenizer is one the runtime would refuse; the message is the
+    /// runtime loader's own, naming the file (whole: not a source).
+    #[error("{0}")]
+    Tokenizer(Box<q35_rt::tokenizer::TokenizerError>),
+}
+
+impl From<q35_rt::tokenizer::TokenizerError> for Error {
+    fn from(error: q35_rt::tokenizer::TokenizerError) -> Self {
+        Error::Tokenizer(Box::new(error))
+    }
 }
 
 impl Error {
@@ -152,11 +167,7 @@ fn describe_tensor_set(
 /// `a`, `b`, `c` and 5 more: enough to recognise a naming problem without
 /// flooding the terminal with hundreds of names.
 pub(crate) fn name_list(names: &[String]) -> String {
-    let shown: Vec<String> = names
-        .iter()
-        .take(NAMES_SHOWN)
-        .map(|n| format!("`{n}`"))
-        .collect();
+    let shown: Vec<String> = names.iter().take(NAMES_SHOWN).map(|n| quote(n)).collect();
     let mut text = shown.join(", ");
     if names.len() > NAMES_SHOWN {
         text.push_str(&format!(" and {} more", names.len() - NAMES_SHOWN));

@@ -161,16 +161,36 @@ fn load_hf(path: &Path, sharded: bool) -> Result<Model> {
     }
     let tokenizer_path = dir.join(TOKENIZER_FILE);
     let tokenizer_json = match std::fs::read_to_string(&tokenizer_path) {
-        Ok(text) => Some(text),
+        // The artifact carries the text without a byte order mark, so
+        // every reader of it sees plain JSON.
+        Ok(text) => Some(match text.strip_prefix('\u{feff}') {
+            Some(rest) => rest.to_string(),
+            None => text,
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::io(tokenizer_path, e)),
     };
+    if let Some(json) = &tokenizer_json {
+        check_tokenizer(json, &tokenizer_path.display().to_string(), &config)?;
+    }
     Ok(Model {
         config,
         tensors,
         tokenizer_json,
         source: path.to_path_buf(),
     })
+}
+
+/// Loads `json` with the runtime's own tokenizer loader, so that a
+/// tokenizer `q35-rt` would refuse is refused when compiling, and checks
+/// its ids against the model's vocabulary (`origin` names it in messages).
+/// A tokenizer with fewer ids than `vocab_size` is accepted: models pad
+/// their vocabulary, and the runtime refuses an id the tokenizer lacks
+/// when it decodes one.
+pub(crate) fn check_tokenizer(json: &str, origin: &str, config: &ModelConfig) -> Result<()> {
+    let tokenizer = q35_rt::tokenizer::Tokenizer::from_json_str(json, origin)?;
+    tokenizer.check_model_vocab(config.vocab_size, origin)?;
+    Ok(())
 }
 
 impl Model {

@@ -13,7 +13,7 @@
 use super::{
     atomic::{write_error, PendingFile},
     dtype::DType,
-    error::{Error, Result},
+    error::{clip, quote, Error, Result},
     tensors::{Entry, RowOrder, Tensors},
 };
 use memmap2::Mmap;
@@ -83,8 +83,15 @@ pub(crate) fn parse_header(path: &Path, file: &[u8]) -> Result<Vec<HeaderEntry>>
     let data_start = 8 + header_len;
     let header = std::str::from_utf8(header)
         .map_err(|e| Error::malformed(path, format!("header is not valid UTF-8: {e}")))?;
-    let pairs = parse_object_pairs(header)
-        .map_err(|e| Error::malformed(path, format!("header is not a valid JSON object: {e}")))?;
+    let pairs = parse_object_pairs(header).map_err(|e| {
+        Error::malformed(
+            path,
+            format!(
+                "header is not a valid JSON object: {}",
+                clip(&e.to_string())
+            ),
+        )
+    })?;
 
     let mut entries = Vec::with_capacity(pairs.len());
     let mut seen = BTreeSet::new();
@@ -118,7 +125,10 @@ fn parse_entry(
         Error::tensor(
             path,
             &name,
-            format!("header entry is not {{\"dtype\", \"shape\", \"data_offsets\"}}: {e}"),
+            format!(
+                "header entry is not {{\"dtype\", \"shape\", \"data_offsets\"}}: {}",
+                clip(&e.to_string())
+            ),
         )
     })?;
     let dtype = match raw.dtype.as_str() {
@@ -129,7 +139,10 @@ fn parse_entry(
             return Err(Error::tensor(
                 path,
                 name,
-                format!("unsupported dtype {other}; q35 reads F32, F16 and BF16"),
+                format!(
+                    "unsupported dtype {}; q35 reads F32, F16 and BF16",
+                    quote(other)
+                ),
             ))
         }
     };
@@ -184,8 +197,10 @@ pub(crate) fn check_overlaps(path: &Path, entries: &[HeaderEntry]) -> Result<()>
                     path,
                     &b.name,
                     format!(
-                        "its bytes {:?} overlap those of tensor `{}` ({:?})",
-                        b.range, a.name, a.range
+                        "its bytes {:?} overlap those of tensor {} ({:?})",
+                        b.range,
+                        quote(&a.name),
+                        a.range
                     ),
                 ));
             }
@@ -252,7 +267,10 @@ pub(crate) fn read_sharded(index: &Path, tensors: &mut Tensors) -> Result<()> {
     let parsed: Index = serde_json::from_str(&text).map_err(|e| {
         Error::malformed(
             index,
-            format!("not a safetensors index (needs `weight_map`): {e}"),
+            format!(
+                "not a safetensors index (needs `weight_map`): {}",
+                clip(&e.to_string())
+            ),
         )
     })?;
     let dir = index.parent().unwrap_or(Path::new(""));
@@ -272,7 +290,10 @@ pub(crate) fn read_sharded(index: &Path, tensors: &mut Tensors) -> Result<()> {
         ) {
             return Err(Error::malformed(
                 index,
-                format!("`weight_map` names shard `{shard}`, which is not a file name in this directory"),
+                format!(
+                    "`weight_map` names shard {}, which is not a file name in this directory",
+                    quote(shard)
+                ),
             ));
         }
         let shard_path: PathBuf = dir.join(shard);
@@ -282,7 +303,9 @@ pub(crate) fn read_sharded(index: &Path, tensors: &mut Tensors) -> Result<()> {
                 let said = parsed
                     .weight_map
                     .get(name)
-                    .map_or("not listed".to_string(), |s| format!("listed in `{s}`"));
+                    .map_or("not listed".to_string(), |s| {
+                        format!("listed in {}", quote(s))
+                    });
                 return Err(Error::tensor(
                     &shard_path,
                     name,
@@ -530,7 +553,27 @@ mod tests {
         ));
         assert_eq!(
             e,
-            "m/model.safetensors: tensor `ids`: unsupported dtype I64; q35 reads F32, F16 and BF16"
+            "m/model.safetensors: tensor `ids`: unsupported dtype `I64`; q35 reads F32, F16 and BF16"
+        );
+        // A name or dtype of 1 MB is quoted short.
+        let long = "n".repeat(1 << 20);
+        let e = error(&raw_file(
+            &format!(r#"{{"{long}":{{"dtype":"{long}","shape":[1],"data_offsets":[0,8]}}}}"#),
+            &[0; 8],
+        ));
+        let short = format!("`{}…` (1048576 bytes)", "n".repeat(40));
+        assert_eq!(
+            e,
+            format!("m/model.safetensors: tensor {short}: unsupported dtype {short}; q35 reads F32, F16 and BF16")
+        );
+        let e = error(&raw_file(
+            &format!(r#"{{"w":{{"dtype":"F32","shape":"{long}","data_offsets":[0,8]}}}}"#),
+            &[0; 8],
+        ));
+        assert!(
+            e.len() < 400 && e.contains("bytes cut]…"),
+            "{}",
+            &e[..e.len().min(400)]
         );
         let e = error(&raw_file(
             r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,

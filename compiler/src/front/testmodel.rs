@@ -22,6 +22,11 @@ use std::path::{Path, PathBuf};
 const TINY_MERGES: [&str; 6] = ["Ġ t", "h e", "i n", "Ġt he", "e r", "a n"];
 /// Tokens of the tiny tokenizer: 256 bytes, the merges, `<s>`, `</s>`.
 pub const TINY_TOKENIZER_LEN: usize = 256 + TINY_MERGES.len() + 2;
+/// The most parameters a tiny model may have: 2^28, 1 GiB of f32 weights
+/// on disk and about twice that in memory while it is generated (every
+/// tensor as f32, then as bytes). A tiny model is for tests and quick
+/// trials; anything larger is a mistyped size.
+pub const MAX_TINY_PARAMETERS: u64 = 1 << 28;
 
 /// Sizes and seed of a tiny model.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,6 +67,73 @@ impl Default for TinySpec {
 }
 
 impl TinySpec {
+    /// Checks the sizes before anything is written, naming the
+    /// `q35c tiny-model` option at fault: every size positive, `--hidden`
+    /// divisible by `--heads`, `--heads` by `--kv-heads`, an even head
+    /// width, and at most [`MAX_TINY_PARAMETERS`] parameters.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        for (flag, value) in [
+            ("--layers", self.num_hidden_layers),
+            ("--hidden", self.hidden_size),
+            ("--heads", self.num_attention_heads),
+            ("--kv-heads", self.num_key_value_heads),
+            ("--ffn", self.intermediate_size),
+            ("vocab_size", self.vocab_size),
+        ] {
+            if value == 0 {
+                return Err(format!("{flag} must be positive, found 0"));
+            }
+        }
+        let (hidden, heads, kv_heads) = (
+            self.hidden_size,
+            self.num_attention_heads,
+            self.num_key_value_heads,
+        );
+        if hidden % heads != 0 {
+            return Err(format!(
+                "--hidden {hidden} is not divisible by --heads {heads} (each head takes hidden/heads dimensions)"
+            ));
+        }
+        if heads % kv_heads != 0 {
+            return Err(format!(
+                "--heads {heads} is not a multiple of --kv-heads {kv_heads} (each key/value head serves heads/kv-heads query heads)"
+            ));
+        }
+        let head_dim = hidden / heads;
+        if head_dim % 2 != 0 {
+            return Err(format!(
+                "--hidden {hidden} / --heads {heads} = {head_dim} dimensions per head, which must be even (RoPE rotates pairs)"
+            ));
+        }
+        let parameters = self.parameters();
+        if parameters > u128::from(MAX_TINY_PARAMETERS) {
+            return Err(format!(
+                "{parameters} parameters (--layers {}, --hidden {hidden}, --ffn {}, {} tokens) is over the tiny \
+                 model's limit of 2^28 = {MAX_TINY_PARAMETERS} (1 GiB of f32 weights): lower --hidden, --ffn or --layers",
+                self.num_hidden_layers, self.intermediate_size, self.vocab_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parameters of the model (computed without overflow, for any sizes).
+    pub fn parameters(&self) -> u128 {
+        let [layers, hidden, heads, kv_heads, ffn, vocab] = [
+            self.num_hidden_layers,
+            self.hidden_size,
+            self.num_attention_heads,
+            self.num_key_value_heads,
+            self.intermediate_size,
+            self.vocab_size,
+        ]
+        .map(|n| n as u128);
+        let kv_width = kv_heads * (hidden / heads.max(1));
+        // q and o, k and v, gate, up and down, two norms.
+        let layer = 2 * hidden * hidden + 2 * kv_width * hidden + 3 * ffn * hidden + 2 * hidden;
+        let heads_and_embedding = if self.tie_word_embeddings { 1 } else { 2 } * vocab * hidden;
+        layers * layer + heads_and_embedding + hidden
+    }
+
     /// The model configuration this spec describes.
     pub fn config(&self) -> ModelConfig {
         let (bos, eos) = if self.tokenizer {
@@ -168,9 +240,34 @@ pub fn tiny_tokenizer() -> GgufTokenizer {
     }
 }
 
+/// `q35c tiny-model -o DIR`: checks `spec` before touching the disk
+/// ([`TinySpec::check`]), creates `dir` and any missing parents, and writes
+/// the model; if writing fails, the directories it created are removed, so
+/// a failure leaves nothing behind.
+pub fn create_tiny_model(dir: &Path, spec: TinySpec) -> Result<PathBuf> {
+    spec.check()
+        .map_err(|message| Error::malformed(dir, format!("tiny model: {message}")))?;
+    // The outermost directory this call creates.
+    let created = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .last()
+        .map(Path::to_path_buf);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let written = write_tiny_model(dir, spec);
+    if written.is_err() {
+        if let Some(created) = created {
+            let _ = std::fs::remove_dir_all(created);
+        }
+    }
+    written
+}
+
 /// Writes the tiny model into `dir` (which must exist) and returns the
 /// path of its `model.safetensors`.
 pub fn write_tiny_model(dir: &Path, spec: TinySpec) -> Result<PathBuf> {
+    spec.check()
+        .map_err(|message| Error::malformed(dir, format!("tiny model: {message}")))?;
     if spec.tokenizer && spec.vocab_size < TINY_TOKENIZER_LEN {
         return Err(Error::config(
             &dir.join(CONFIG_FILE),
@@ -281,5 +378,60 @@ mod tests {
         let model = crate::front::load(&path).unwrap();
         assert_eq!(model.config.vocab_size, 256);
         assert_eq!(model.config.bos_token_id, None);
+    }
+
+    #[test]
+    fn bad_sizes_are_refused_before_anything_is_written() {
+        type Edit = fn(&mut TinySpec);
+        let root = tempfile::tempdir().unwrap();
+        let cases: [(Edit, &str); 6] = [
+            (|s| s.num_attention_heads = 3, "tiny model: --hidden 64 is not divisible by --heads 3 (each head takes hidden/heads dimensions)"),
+            (|s| s.num_key_value_heads = 3, "tiny model: --heads 4 is not a multiple of --kv-heads 3"),
+            (|s| { s.hidden_size = 60; s.num_attention_heads = 4 }, "--hidden 60 / --heads 4 = 15 dimensions per head, which must be even (RoPE rotates pairs)"),
+            (|s| s.num_hidden_layers = 0, "tiny model: --layers must be positive, found 0"),
+            (|s| s.num_key_value_heads = 0, "tiny model: --kv-heads must be positive, found 0"),
+            (
+                |s| { s.hidden_size = 65536; s.num_attention_heads = 64; s.num_key_value_heads = 64 },
+                "tiny model: 34445000704 parameters (--layers 2, --hidden 65536, --ffn 128, 264 tokens) is over the tiny model's limit of 2^28 = 268435456 (1 GiB of f32 weights): lower --hidden, --ffn or --layers",
+            ),
+        ];
+        for (edit, expected) in cases {
+            let mut spec = TinySpec::default();
+            edit(&mut spec);
+            let dir = root.path().join("new/model");
+            let e = create_tiny_model(&dir, spec).unwrap_err().to_string();
+            assert!(e.contains(expected), "{e}");
+            assert!(!root.path().join("new").exists(), "{e}");
+        }
+        // A failure after the directory was made removes what was created.
+        let spec = TinySpec {
+            vocab_size: 256,
+            ..TinySpec::default()
+        };
+        let e = create_tiny_model(&root.path().join("new/model"), spec)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the tiny tokenizer needs 264 tokens"), "{e}");
+        assert!(!root.path().join("new").exists());
+        // An existing directory is kept.
+        let existing = root.path().join("existing");
+        std::fs::create_dir(&existing).unwrap();
+        let spec = TinySpec {
+            vocab_size: 256,
+            ..TinySpec::default()
+        };
+        create_tiny_model(&existing, spec).unwrap_err();
+        assert!(existing.is_dir());
+        // Defaults pass, and the largest sizes stay within the bound.
+        create_tiny_model(&root.path().join("ok/model"), TinySpec::default()).unwrap();
+        assert!(TinySpec::default().parameters() < u128::from(MAX_TINY_PARAMETERS));
+        let huge = TinySpec {
+            num_hidden_layers: usize::MAX,
+            ..TinySpec::default()
+        };
+        assert!(huge
+            .check()
+            .unwrap_err()
+            .contains("over the tiny model's limit"));
     }
 }

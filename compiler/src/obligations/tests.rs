@@ -244,7 +244,9 @@ fn verify_accepts_the_compiled_artifact() {
     assert_eq!(summary.counts[&Kind::Dequant], 18);
     assert_eq!(summary.total, 35);
     let text = summary.to_string();
-    assert!(text.starts_with("verified 35 obligations (z3 "), "{text}");
+    assert!(text.starts_with("plan of "), "{text}");
+    assert!(text.contains(" kernel signatures; verified 35 obligations (z3 "), "{text}");
+    assert!(summary.kernels > 0 && summary.dispatches >= summary.kernels, "{text}");
     assert!(text.ends_with("9 layout, 8 tiling, 18 dequant, 0 accumulator"), "{text}");
     let artifact = Artifact::parse("t.q35", tiny_artifact()).unwrap();
     let set = ObligationSet::from_json(artifact.payload(OBLIGATIONS_PAYLOAD).unwrap()).unwrap();

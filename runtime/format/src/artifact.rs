@@ -15,8 +15,11 @@ use std::collections::BTreeMap;
 /// `Manifest::format` of every q35 artifact.
 pub const ARTIFACT_FORMAT: &str = "q35-artifact";
 /// Bumped on any incompatible change of the manifest or payloads.
-pub const ARTIFACT_VERSION: u32 = 1;
+pub const ARTIFACT_VERSION: u32 = 2;
 const MANIFEST_KEY: &str = "q35.manifest";
+/// FNV-1a 64 of the manifest's JSON text, beside it in the header metadata
+/// (version 2): the manifest is covered like every payload.
+const MANIFEST_CHECKSUM_KEY: &str = "q35.manifest_checksum";
 /// Payload holding the artifact's proof obligations (JSON written by
 /// `q35c`, checked by `q35c verify`; docs/proofs.md). Optional: artifacts
 /// without it still load. Like every payload it is checksummed by
@@ -143,6 +146,8 @@ pub enum ArtifactError {
         expected: String,
         found: String,
     },
+    #[error("{path}: checksum mismatch in the manifest (expected {expected}, found {found}): the file is corrupted or was edited; recompile it with q35c")]
+    ManifestChecksum { path: String, expected: String, found: String },
 }
 
 /// FNV-1a, 64 bit: a dependency-free checksum that catches flipped and
@@ -166,10 +171,12 @@ pub fn write_artifact(manifest: &Manifest, payloads: &[(String, Vec<u8>)]) -> Ve
         .collect();
     let mut header = serde_json::Map::new();
     let mut metadata = serde_json::Map::new();
+    let manifest_text = serde_json::to_string(&manifest).expect("manifest serializes");
     metadata.insert(
-        MANIFEST_KEY.into(),
-        serde_json::Value::String(serde_json::to_string(&manifest).expect("manifest serializes")),
+        MANIFEST_CHECKSUM_KEY.into(),
+        serde_json::Value::String(format!("{:016x}", fnv1a64(manifest_text.as_bytes()))),
     );
+    metadata.insert(MANIFEST_KEY.into(), serde_json::Value::String(manifest_text));
     header.insert("__metadata__".into(), serde_json::Value::Object(metadata));
     let mut offset = 0usize;
     for (name, bytes) in payloads {
@@ -236,6 +243,19 @@ impl<'a> Artifact<'a> {
                 path: path.to_string(),
                 found: version,
                 expected: ARTIFACT_VERSION,
+            });
+        }
+        let expected = header
+            .get("__metadata__")
+            .and_then(|m| m.get(MANIFEST_CHECKSUM_KEY))
+            .and_then(|m| m.as_str())
+            .ok_or_else(|| corrupted("the manifest has no checksum".into()))?;
+        let found = format!("{:016x}", fnv1a64(manifest_text.as_bytes()));
+        if found != expected {
+            return Err(ArtifactError::ManifestChecksum {
+                path: path.to_string(),
+                expected: crate::quote::clip(expected),
+                found,
             });
         }
         let manifest: Manifest =

@@ -25,6 +25,9 @@
 pub mod activations;
 pub mod artifact;
 pub mod output;
+pub mod plan;
+pub mod quote;
+pub mod signature;
 mod config;
 mod kind;
 mod layout;

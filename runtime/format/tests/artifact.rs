@@ -118,3 +118,20 @@ fn other_files_are_not_artifacts() {
     let err = Artifact::parse("x.bin", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}        ").err().unwrap();
     assert_eq!(err.to_string(), "x.bin: not a q35 artifact: no q35 manifest in the header metadata");
 }
+
+/// The manifest is covered by its own checksum: an edit of any value in it
+/// (here a workgroup count inside the JSON string) is caught.
+#[test]
+fn an_edited_manifest_fails_its_checksum() {
+    let bytes = bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let edited = text.replacen("\\\"rows_per_workgroup\\\":64", "\\\"rows_per_workgroup\\\":96", 1);
+    assert_ne!(edited, text, "the edit must apply");
+    let err = Artifact::parse("m.q35", edited.as_bytes()).err().unwrap();
+    assert!(matches!(err, ArtifactError::ManifestChecksum { .. }), "{err}");
+    assert!(err.to_string().starts_with("m.q35: checksum mismatch in the manifest"), "{err}");
+    // And a manifest without its checksum is refused.
+    let stripped = text.replacen("\"q35.manifest_checksum\"", "\"q35.manifest_checksux\"", 1);
+    let err = Artifact::parse("m.q35", stripped.as_bytes()).err().unwrap();
+    assert!(err.to_string().contains("the manifest has no checksum"), "{err}");
+}

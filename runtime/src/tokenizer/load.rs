@@ -3,10 +3,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{de, Deserialize, Deserializer};
 
 use super::byte_level::byte_to_char;
 use super::{AddedToken, MergeTable, PreTokenizer, Tokenizer, TokenizerError};
+use q35_format::quote::quote;
 
 // tokenizer.json, as far as we read it.
 
@@ -41,6 +42,7 @@ struct AddedTokenJson {
 struct ModelJson {
     #[serde(rename = "type")]
     kind: Option<String>,
+    #[serde(default, deserialize_with = "unique_vocab")]
     vocab: Option<HashMap<String, u32>>,
     merges: Option<Vec<MergeJson>>,
     #[serde(default)]
@@ -55,12 +57,45 @@ struct ModelJson {
     ignore_merges: bool,
 }
 
-/// Merges come as `"a b"` (older files) or `["a", "b"]` (tokenizers ≥ 0.20).
+/// Merges come as `"a b"` (older files) or `["a", "b"]` (tokenizers ≥ 0.20);
+/// anything else is kept to be refused with its index.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum MergeJson {
     Text(String),
     Pair(String, String),
+    Other(serde_json::Value),
+}
+
+/// `model.vocab` as a map, refusing a token listed twice (serde's map would
+/// keep the last, silently leaving the first one's id unused).
+fn unique_vocab<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<HashMap<String, u32>>, D::Error> {
+    struct Vocab;
+    impl<'de> de::Visitor<'de> for Vocab {
+        type Value = Option<HashMap<String, u32>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of token to id")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut vocab = HashMap::with_capacity(map.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some((token, id)) = map.next_entry::<String, u32>()? {
+                if vocab.contains_key(&token) {
+                    return Err(de::Error::custom(format_args!(
+                        "model.vocab lists the token {} twice",
+                        quote(&token)
+                    )));
+                }
+                vocab.insert(token, id);
+            }
+            Ok(Some(vocab))
+        }
+    }
+    deserializer.deserialize_any(Vocab)
 }
 
 impl Tokenizer {
@@ -76,12 +111,20 @@ impl Tokenizer {
     }
 
     /// Parses the contents of a `tokenizer.json`; `origin` names it in errors.
+    /// A leading UTF-8 byte order mark is skipped.
     pub fn from_json_str(json: &str, origin: &str) -> Result<Self, TokenizerError> {
         let file = || origin.to_string();
-        let parsed: FileJson =
-            serde_json::from_str(json).map_err(|source| TokenizerError::Json {
+        let json = json.strip_prefix('\u{feff}').unwrap_or(json);
+        if json.trim().is_empty() {
+            return Err(TokenizerError::Invalid {
                 file: file(),
-                source,
+                what: "the file is empty; expected a tokenizer.json object".into(),
+            });
+        }
+        let parsed: FileJson =
+            serde_json::from_str(json).map_err(|error| TokenizerError::Json {
+                file: file(),
+                error,
             })?;
         let unsupported = |component, kind: &str, supported| TokenizerError::Unsupported {
             file: file(),
@@ -134,6 +177,12 @@ impl Tokenizer {
             file: file(),
             field: "model.vocab",
         })?;
+        if vocab.is_empty() {
+            return Err(TokenizerError::Invalid {
+                file: file(),
+                what: "model.vocab is empty: there are no tokens to encode text into".into(),
+            });
+        }
         let merges_json = model.merges.ok_or(TokenizerError::Missing {
             file: file(),
             field: "model.merges",
@@ -164,7 +213,7 @@ impl Tokenizer {
         let unk = match model.unk_token {
             Some(u) => Some(*vocab.get(&u).ok_or_else(|| TokenizerError::Invalid {
                 file: file(),
-                what: format!("unk_token `{u}` is not in the vocabulary"),
+                what: format!("unk_token {} is not in the vocabulary", quote(&u)),
             })?),
             None => None,
         };
@@ -214,7 +263,8 @@ fn id_table(
         let slot = id as usize;
         if slot >= limit {
             return Err(invalid(format!(
-                "token id {id} (`{token}`) is far beyond the {entries} tokens in the file"
+                "token id {id} ({}) is far beyond the {entries} tokens in the file",
+                quote(token)
             )));
         }
         if is_added && token.is_empty() {
@@ -262,12 +312,18 @@ fn parse_merges(
                 }
                 _ => return Err(bad(s, "is not two tokens separated by one space".into())),
             },
+            MergeJson::Other(v) => {
+                return Err(bad(
+                    v.to_string(),
+                    r#"is neither "left right" nor ["left", "right"]"#.into(),
+                ))
+            }
         };
         let id_of = |t: &str, problem: &str| {
             vocab.get(t).copied().ok_or_else(|| {
                 bad(
                     format!("{left} {right}"),
-                    format!("{problem} `{t}`, which is not in the vocabulary"),
+                    format!("{problem} {}, which is not in the vocabulary", quote(t)),
                 )
             })
         };

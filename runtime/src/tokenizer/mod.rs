@@ -39,6 +39,18 @@
 //! Bytes whose byte-level character is not in the vocabulary (SmolLM2 lacks
 //! 21, mostly bytes UTF-8 never uses) become `unk_token` if there is one and
 //! are dropped otherwise, as Hugging Face does.
+//!
+//! # What loading checks
+//!
+//! `q35c` loads a model's tokenizer with this same loader when it compiles,
+//! so a file the runtime would refuse is refused there. A leading UTF-8 BOM
+//! is skipped (Windows editors write one; JSON itself forbids it). Refused:
+//! an empty file, invalid JSON, an empty `model.vocab`, a token listed twice
+//! in it, two tokens with one id, an id far beyond the number of tokens, a
+//! merge that is not two tokens of the vocabulary whose concatenation is in
+//! it too, an empty added token, and unsupported components.
+//! [`Tokenizer::check_model_vocab`] checks the ids against a model's
+//! vocabulary.
 
 mod bpe;
 mod byte_level;
@@ -52,11 +64,13 @@ use std::fmt;
 
 use byte_level::char_to_byte;
 use pretokenize::split_digits;
+use q35_format::quote::{clip, quote};
 
 /// Everything that can go wrong while loading a `tokenizer.json`.
 ///
 /// `file` is the path given to [`Tokenizer::from_file`] (or the origin given
-/// to [`Tokenizer::from_json_str`]).
+/// to [`Tokenizer::from_json_str`]). Strings from the file (tokens, type
+/// names) are shown through [`quote`]: at most a short prefix.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     #[error("{file}: cannot read tokenizer: {source}")]
@@ -65,29 +79,30 @@ pub enum TokenizerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}: not a valid tokenizer.json: {source}")]
+    /// Not a source: serde's message can quote megabytes of the file, and
+    /// is shown here clipped.
+    #[error("{file}: not a valid tokenizer.json: {}", clip(&.error.to_string()))]
     Json {
         file: String,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error("{file}: {field} is missing")]
     Missing { file: String, field: &'static str },
-    #[error("{file}: unsupported {component} `{kind}` ({supported})")]
+    #[error("{file}: unsupported {component} {} ({supported})", quote(.kind))]
     Unsupported {
         file: String,
         component: &'static str,
         kind: String,
         supported: &'static str,
     },
-    #[error("{file}: merge {index} (`{merge}`) {problem}")]
+    #[error("{file}: merge {index} ({}) {problem}", quote(.merge))]
     BadMerge {
         file: String,
         index: usize,
         merge: String,
         problem: String,
     },
-    #[error("{file}: token id {id} is used by both `{first}` and `{second}`")]
+    #[error("{file}: token id {id} is used by both {} and {}", quote(.first), quote(.second))]
     DuplicateId {
         file: String,
         id: u32,
@@ -164,6 +179,29 @@ impl Tokenizer {
     /// Number of ids (one more than the largest id in use).
     pub fn vocab_size(&self) -> usize {
         self.id_to_token.len()
+    }
+
+    /// Checks that every id is one the model has (`vocab_size` rows of
+    /// embedding and logits); `origin` names the file in the error. A
+    /// token beyond it could never be produced, and a prompt holding it
+    /// would index past the embedding table. A tokenizer with fewer ids
+    /// than the model is fine (models pad their vocabulary): an id it lacks
+    /// is refused when decoding ([`UnknownTokenId`]).
+    pub fn check_model_vocab(&self, vocab_size: usize, origin: &str) -> Result<(), TokenizerError> {
+        if self.vocab_size() <= vocab_size {
+            return Ok(());
+        }
+        let id = self.vocab_size() - 1;
+        let token = self.id_to_token(id as u32).unwrap_or_default();
+        Err(TokenizerError::Invalid {
+            file: origin.to_string(),
+            what: format!(
+                "token id {id} ({}) is outside the model's vocabulary of {vocab_size} ids \
+                 (config vocab_size): the model could never produce ids {vocab_size} to {id}, \
+                 nor read them in a prompt",
+                quote(token),
+            ),
+        })
     }
 
     /// The id of a token written as in the file (`"<|im_end|>"`, `"Ġthe"`).
@@ -557,14 +595,115 @@ mod tests {
                 "unsupported pre_tokenizer `Metaspace`",
             ),
             ("{".to_string(), "bad.json: not a valid tokenizer.json"),
+            (
+                "".to_string(),
+                "bad.json: the file is empty; expected a tokenizer.json object",
+            ),
+            (" \n".to_string(), "bad.json: the file is empty"),
+            (
+                "{{\n".to_string(),
+                "bad.json: not a valid tokenizer.json: key must be a string at line 1 column 2",
+            ),
+            (
+                base.replace(r#""vocab": {"a": 0,"#, r#""vocab": {"#)
+                    .replace(
+                        r#""aa": 14, "<|im_start|>": 20}"#,
+                        r#""aa": 14, "<|im_start|>": 20, "b": 0}"#,
+                    ),
+                "model.vocab lists the token `b` twice",
+            ),
+            (
+                base.replace(r#""merges": ["#, r#""merges": [["a"], "#),
+                r#"merge 0 (`["a"]`) is neither "left right" nor ["left", "right"]"#,
+            ),
+            (
+                base.replace(r#""merges": ["#, r#""merges": [["a", "b", "c"], "#),
+                r#"merge 0 (`["a","b","c"]`) is neither"#,
+            ),
+            (
+                base.replace(
+                    r#""<|im_start|>": 20}"#,
+                    r#""<|im_start|>": 20, "x": 500000}"#,
+                ),
+                "token id 500000 (`x`) is far beyond the 20 tokens in the file",
+            ),
         ];
         for (json, expected) in cases {
             let err = load_err(&json);
             assert!(err.contains(expected), "{err:?} lacks {expected:?}");
         }
+        let empty_vocab = r#"{"pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {}, "merges": []}}"#;
+        assert_eq!(
+            load_err(empty_vocab),
+            "bad.json: model.vocab is empty: there are no tokens to encode text into"
+        );
         let err = Tokenizer::from_file("/nonexistent/tokenizer.json").unwrap_err();
         assert!(err
             .to_string()
             .starts_with("/nonexistent/tokenizer.json: cannot read"));
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        let json = format!("\u{feff}{}", tiny_json(BYTE_LEVEL));
+        let t = Tokenizer::from_json_str(&json, "bom.json").unwrap();
+        assert_eq!(t.vocab_size(), 23);
+        assert_eq!(
+            load_err("\u{feff}"),
+            "bad.json: the file is empty; expected a tokenizer.json object"
+        );
+    }
+
+    #[test]
+    fn long_strings_are_quoted_short() {
+        let long = "x".repeat(10 << 20);
+        let base = tiny_json(BYTE_LEVEL);
+        let cases = [
+            // A 10 MB token colliding with another token's id.
+            (
+                base.replace(r#""b": 1,"#, &format!(r#""b": 1, "{long}": 0,"#)),
+                "token id 0 is used by both `a` and `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…` (10485760 bytes)",
+            ),
+            (
+                base.replace(r#""a a""#, &format!(r#""a {long}""#)),
+                "merge 6 (`a xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…` (10485762 bytes)) names `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…` (10485760 bytes), which is not",
+            ),
+            (
+                base.replace(r#""type": "BPE""#, &format!(r#""type": "{long}""#)),
+                "unsupported model type `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…` (10485760 bytes) (expected BPE)",
+            ),
+            // serde's own message quotes the value: clipped too.
+            (
+                base.replace(r#""b": 1,"#, &format!(r#""b": "{long}","#)),
+                "bytes cut]…",
+            ),
+        ];
+        for (json, expected) in cases {
+            let err = load_err(&json);
+            assert!(
+                err.contains(expected),
+                "{:?} lacks {expected:?}",
+                &err[..err.len().min(300)]
+            );
+            assert!(err.len() < 400, "{} bytes: {:?}", err.len(), &err[..300]);
+        }
+    }
+
+    #[test]
+    fn ids_beyond_the_models_vocabulary_are_refused() {
+        let t = tiny(BYTE_LEVEL);
+        assert_eq!(t.vocab_size(), 23);
+        t.check_model_vocab(23, "tiny.json").unwrap();
+        // Fewer tokenizer ids than model ids is fine (padded vocabularies).
+        t.check_model_vocab(32, "tiny.json").unwrap();
+        let err = t
+            .check_model_vocab(21, "tiny.json")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "tiny.json: token id 22 (`<|im_start|>x`) is outside the model's vocabulary of 21 ids \
+             (config vocab_size): the model could never produce ids 21 to 22, nor read them in a prompt"
+        );
     }
 }

@@ -121,6 +121,17 @@ pub fn cpu_assembly(module: &LlvmModule, options: &Options) -> Result<String> {
     Ok(String::from_utf8_lossy(buffer.as_slice()).into_owned())
 }
 
+/// Adds to `module` an exported constant byte array `name` holding
+/// `bytes`: data the code object declares about itself (the kernel
+/// signatures), which the runtime reads from the ELF file before loading it.
+pub fn add_exported_bytes(module: &LlvmModule, name: &str, bytes: &[u8]) {
+    let value = module.get_context().const_string(bytes, false);
+    let global = module.add_global(value.get_type(), None, name);
+    global.set_initializer(&value);
+    global.set_constant(true);
+    global.set_linkage(inkwell::module::Linkage::External);
+}
+
 /// Links an object file into a shared object with the system C compiler
 /// driver (as rustc does), adding libm for the math the kernels call.
 pub fn link_shared_object(object: &[u8], output: &Path) -> Result<()> {

@@ -28,7 +28,7 @@ mod value;
 use super::{
     config::{ModelConfig, LLAMA_ARCHITECTURE},
     dtype::DType,
-    error::{Error, Result},
+    error::{clip, quote, Error, Result},
     safetensors::{check_overlaps, map_file, HeaderEntry},
     tensors::{Entry, RowOrder, Tensors},
     Model,
@@ -179,7 +179,7 @@ impl GgufFile {
         if arch != LLAMA {
             return Err(Error::UnsupportedArchitecture {
                 path: self.path.clone(),
-                found: format!("`{arch}` (general.architecture)"),
+                found: format!("{} (general.architecture)", quote(arch)),
                 supported: "`llama` GGUF files (LlamaForCausalLM)",
             });
         }
@@ -196,7 +196,10 @@ impl GgufFile {
         {
             return Err(self.error(
                 &key("rope.scaling.type"),
-                format!("RoPE scaling `{scaling}` is not supported; q35 implements plain RoPE"),
+                format!(
+                    "RoPE scaling {} is not supported; q35 implements plain RoPE",
+                    quote(scaling)
+                ),
             ));
         }
         let hidden_size = self.req_usize(&key("embedding_length"))?;
@@ -376,6 +379,13 @@ pub(crate) fn read_model(path: &Path) -> Result<(Model, Option<GgufTokenizer>)> 
         .as_ref()
         .map(|t| t.to_tokenizer_json(path))
         .transpose()?;
+    if let Some(json) = &tokenizer_json {
+        let origin = format!(
+            "{}: tokenizer.json made from its tokenizer.ggml metadata",
+            path.display()
+        );
+        super::check_tokenizer(json, &origin, &config)?;
+    }
     let tensors = file.into_tensors(&config)?;
     let model = Model {
         config,
@@ -540,11 +550,14 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     let mut metadata = BTreeMap::new();
     for i in 0..kv_count {
         let key = c.string(&format!("metadata key {i}"))?;
-        let what = format!("metadata `{key}`");
+        let what = format!("metadata {}", quote(&key));
         let ty = c.u32(&format!("type of {what}"))?;
         let value = c.value(ty, &what, 0)?;
         if metadata.insert(key.clone(), value).is_some() {
-            return Err(Error::config(path, key, "appears twice in the metadata"));
+            return Err(Error::malformed(
+                path,
+                format!("metadata key {} appears twice", quote(&key)),
+            ));
         }
     }
     let alignment = match metadata.get("general.alignment") {
@@ -553,7 +566,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
             Error::config(
                 path,
                 "general.alignment",
-                format!("must be a power of two, found {v:?}"),
+                format!("must be a power of two, found {}", clip(&format!("{v:?}"))),
             )
         })?,
     };
@@ -568,7 +581,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     let mut raw = Vec::with_capacity(tensor_count.min(1 << 16));
     for i in 0..tensor_count {
         let name = c.string(&format!("name of tensor {i}"))?;
-        let what = |field: &str| format!("{field} of tensor `{name}`");
+        let what = |field: &str| format!("{field} of tensor {}", quote(&name));
         let n_dims = c.u32(&what("dimension count"))?;
         if n_dims == 0 || n_dims > MAX_DIMS {
             return Err(Error::tensor(

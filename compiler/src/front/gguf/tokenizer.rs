@@ -8,7 +8,7 @@
 //! tokens in `added_tokens`), because the runtime reads the same file.
 
 use super::{GgufFile, Value};
-use crate::front::error::{Error, Result};
+use crate::front::error::{quote, Error, Result};
 use serde::{ser::SerializeMap, Serialize, Serializer};
 use serde_json::json;
 use std::{
@@ -62,9 +62,10 @@ impl GgufTokenizer {
         };
         if model != "gpt2" {
             tracing::warn!(
-                "{}: tokenizer.ggml.model `{model}` is not converted (q35 converts byte-level BPE, `gpt2`); \
+                "{}: tokenizer.ggml.model {} is not converted (q35 converts byte-level BPE, `gpt2`); \
                  no tokenizer.json",
-                file.path.display()
+                file.path.display(),
+                quote(model)
             );
             return Ok(None);
         }
@@ -167,8 +168,9 @@ impl GgufTokenizer {
                 }
                 // A JSON object cannot hold the same key twice; keep the first.
                 Entry::Occupied(first) => tracing::warn!(
-                    "{}: token `{token}` (id {id}) repeats token {}; tokenizer.json keeps the first",
+                    "{}: token {} (id {id}) repeats token {}; tokenizer.json keeps the first",
                     path.display(),
+                    quote(token),
                     first.get()
                 ),
             }
@@ -182,7 +184,7 @@ impl GgufTokenizer {
                 return Err(Error::config(
                     path,
                     field(),
-                    format!("`{merge}` is not two tokens separated by a space"),
+                    format!("{} is not two tokens separated by a space", quote(merge)),
                 ));
             };
             for part in [
@@ -194,7 +196,11 @@ impl GgufTokenizer {
                     return Err(Error::config(
                         path,
                         field(),
-                        format!("`{merge}`: `{part}` is not in the vocabulary"),
+                        format!(
+                            "{}: {} is not in the vocabulary",
+                            quote(merge),
+                            quote(&part)
+                        ),
                     ));
                 }
             }
@@ -240,8 +246,9 @@ impl GgufTokenizer {
             ),
             other => {
                 tracing::warn!(
-                    "{}: pre-tokenizer `{other}` is not known to q35; using GPT-2's byte-level split",
-                    path.display()
+                    "{}: pre-tokenizer {} is not known to q35; using GPT-2's byte-level split",
+                    path.display(),
+                    quote(other)
                 );
                 (byte_level(true), false)
             }

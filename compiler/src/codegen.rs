@@ -46,6 +46,9 @@ pub struct CpuOptions {
     /// Per-column importances (`--quant-importance`); the matrices it names
     /// are quantized importance-weighted instead of with `search`.
     pub importance: Option<crate::importance::Importance>,
+    /// GPTQ's error compensation per weight (from calibration); the
+    /// matrices it names get error-compensating rounding.
+    pub compensation: crate::calibration::Compensations,
     /// Most tokens one runtime call takes (rows of activation buffers).
     pub max_tokens: usize,
     pub rows_per_workgroup: usize,
@@ -65,6 +68,7 @@ impl CpuOptions {
             group,
             search: QuantSearch::default(),
             importance: None,
+            compensation: Default::default(),
             max_tokens: 64,
             rows_per_workgroup: DEFAULT_ROWS_PER_WORKGROUP,
             fuse: true,
@@ -142,14 +146,8 @@ pub fn lower_to_llvm(
 
 /// Quantizes every weight the plan names (in parallel, with a progress
 /// bar) and returns (spec, payload) pairs. Norm vectors are stored as f32.
-fn quantize_weights(
-    model: &Model,
-    graph: &ModelGraph,
-    kind: QuantKind,
-    group: GroupSize,
-    search: QuantSearch,
-    importance: Option<&crate::importance::Importance>,
-) -> Result<Vec<(WeightSpec, Vec<u8>)>> {
+fn quantize_weights(model: &Model, graph: &ModelGraph, options: &CpuOptions) -> Result<Vec<(WeightSpec, Vec<u8>)>> {
+    let (kind, group, search) = (options.emit.quant, options.group, options.search);
     let weights = graph.weights();
     let progress = ProgressBar::new(weights.len() as u64).with_style(
         ProgressStyle::with_template("quantizing {bar:40} {pos}/{len} {msg}")
@@ -167,11 +165,27 @@ fn quantize_weights(
                 let result = (|| -> Result<(WeightSpec, Vec<u8>)> {
                     let data = model.tensor_f32(&weight.name)?;
                     let (rows, cols, kind, group) = if weight.is_matrix {
+                        let (kind, group) = options.emit.rule_for(&weight.name).map_or((kind, group), |r| (r.kind, r.group));
                         (weight.shape[0], weight.shape[1], kind, group)
                     } else {
                         (1, weight.shape[0], QuantKind::F32, GroupSize::Channel)
                     };
-                    let q = crate::importance::quantize(&weight.name, rows, cols, &data, kind, group, search, importance)?;
+                    let q = match options.compensation.get(&weight.name).filter(|_| kind.is_coded() && weight.is_matrix) {
+                        Some(compensation) => {
+                            let importance = options.importance.as_ref().and_then(|i| i.get(&weight.name));
+                            q35_format::QuantizedTensor::quantize_with_compensation(
+                                &weight.name,
+                                rows,
+                                cols,
+                                &data,
+                                kind,
+                                group,
+                                importance.map(Vec::as_slice),
+                                compensation,
+                            )?
+                        }
+                        None => crate::importance::quantize(&weight.name, rows, cols, &data, kind, group, search, options.importance.as_ref())?,
+                    };
                     let spec = WeightSpec {
                         name: weight.name.clone(),
                         tensor: format!("weights/{}", weight.name),
@@ -269,7 +283,7 @@ pub(crate) fn assemble_artifact(
     timings: &mut Timings,
 ) -> Result<Vec<u8>> {
     let started = Instant::now();
-    let weights = quantize_weights(model, graph, options.emit.quant, options.group, options.search, options.importance.as_ref())?;
+    let weights = quantize_weights(model, graph, options)?;
     timings.record("quantize weights", started.elapsed());
 
     let mut toolchain = BTreeMap::new();

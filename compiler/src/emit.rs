@@ -48,6 +48,9 @@ pub enum Group {
 pub struct EmitOptions {
     pub quant: Quant,
     pub group: Group,
+    /// Matrices stored otherwise than `quant` and `group`
+    /// (`--quant-policy`; first match wins).
+    pub overrides: Vec<crate::policy::Rule>,
     /// Rows of each layer's KV cache: the longest sequence the compiled
     /// model can run.
     pub context_length: usize,
@@ -71,13 +74,32 @@ fn tensor_type<'c>(context: &'c Context, text: &str) -> Result<Type<'c>> {
     Type::parse(context, text).ok_or_else(|| Error::Internal(format!("bad type {text}")))
 }
 
-/// The packed type of a weight matrix under `options`.
-pub fn packed_type(rows: usize, cols: usize, options: &EmitOptions) -> PackedType {
-    let group = match (options.quant.is_coded(), options.group) {
+impl EmitOptions {
+    /// The override rule for matrix `name`, if one matches.
+    pub fn rule_for(&self, name: &str) -> Option<&crate::policy::Rule> {
+        self.overrides.iter().find(|r| crate::policy::matches(&r.pattern, name))
+    }
+
+    /// The kind and group matrix `name` is stored with.
+    pub fn format_of(&self, name: &str) -> (Quant, Group) {
+        match self.rule_for(name) {
+            Some(rule) => (
+                rule.kind,
+                rule.group.fixed().map_or(Group::Channel, |g| Group::Size(g as u64)),
+            ),
+            None => (self.quant, self.group),
+        }
+    }
+}
+
+/// The packed type of weight matrix `name` under `options`.
+pub fn packed_type(name: &str, rows: usize, cols: usize, options: &EmitOptions) -> PackedType {
+    let (quant, group) = options.format_of(name);
+    let group = match (quant.is_coded(), group) {
         (true, Group::Size(g)) if (g as usize) < cols => g,
         _ => cols as u64,
     };
-    PackedType::new(rows as u64, cols as u64, group, options.quant)
+    PackedType::new(rows as u64, cols as u64, group, quant)
 }
 
 /// Builds and verifies the module.
@@ -118,7 +140,7 @@ pub fn emit_module<'c>(
     for weight in graph.weights() {
         let location = Location::name(context, &weight.name, file);
         let ty = if weight.is_matrix {
-            packed_type(weight.shape[0], weight.shape[1], options).to_type(context)?
+            packed_type(&weight.name, weight.shape[0], weight.shape[1], options).to_type(context)?
         } else {
             tensor_type(context, &format!("tensor<{}xf32>", weight.shape[0]))?
         };
@@ -236,6 +258,7 @@ mod tests {
             quant: Quant::Q35,
             group: Group::Size(32),
             context_length: 16,
+            overrides: Vec::new(),
         }
     }
 
@@ -263,16 +286,18 @@ mod tests {
 
     #[test]
     fn group_larger_than_k_becomes_per_channel() {
-        let p = packed_type(8, 64, &EmitOptions {
+        let p = packed_type("w", 8, 64, &EmitOptions {
             quant: Quant::Q35,
             group: Group::Size(128),
             context_length: 1,
+            overrides: Vec::new(),
         });
         assert_eq!(p.group, 64);
-        let f = packed_type(8, 64, &EmitOptions {
+        let f = packed_type("w", 8, 64, &EmitOptions {
             quant: Quant::F16,
             group: Group::Size(32),
             context_length: 1,
+            overrides: Vec::new(),
         });
         assert_eq!(f.group, 64, "pass-through weights have one group per row");
     }

@@ -4,6 +4,7 @@
 //! Passes transform IR through melior or upstream MLIR passes; IR is never
 //! rewritten as text. Weights never enter the IR (see DESIGN.md).
 
+pub mod calibration;
 pub mod codegen;
 pub mod driver;
 pub mod emit;
@@ -15,4 +16,5 @@ pub mod nvptx;
 pub mod obligations;
 pub mod passes;
 pub mod pipeline;
+pub mod policy;
 pub mod quant_report;

@@ -201,6 +201,7 @@ mod tests {
                 None => Group::Channel,
             },
             context_length,
+            overrides: Vec::new(),
         }
     }
 

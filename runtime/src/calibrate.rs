@@ -107,6 +107,9 @@ pub struct CalibrationOptions {
     pub tokens: usize,
     /// Tokens per window; `None`: 512, or the artifact's context if shorter.
     pub context: Option<usize>,
+    /// Also collect each matrix's input Hessian `E[x xᵀ]` (for GPTQ's
+    /// error-compensating rounding in `q35c`; costs K² per token and input).
+    pub hessians: bool,
 }
 
 impl Default for CalibrationOptions {
@@ -114,6 +117,7 @@ impl Default for CalibrationOptions {
         Self {
             tokens: DEFAULT_TOKENS,
             context: None,
+            hessians: false,
         }
     }
 }
@@ -127,8 +131,31 @@ struct Column {
     rows: usize,
 }
 
-/// Σx² per input column of every quantized matrix, accumulated over
-/// observed forward calls.
+/// Σ x xᵀ of one distinct matrix input, shared by the weights that read
+/// the same `x` (q, k and v; gate and up).
+#[derive(Debug, Clone)]
+struct Gram {
+    /// Row-major K×K; only the upper triangle is accumulated.
+    sums: Vec<f64>,
+    rows: usize,
+    /// The forward chunk that last added to it.
+    chunk: usize,
+}
+
+/// Which weights share an input, found on the first chunk (the plan is
+/// the same for every chunk), and the sums.
+#[derive(Debug, Clone, Default)]
+struct Grams {
+    of_weight: Vec<Option<usize>>,
+    grams: Vec<Gram>,
+    /// (length, content hash) of the inputs seen in the first chunk.
+    first_chunk: BTreeMap<(usize, u64), usize>,
+    chunk: usize,
+    last_dispatch: Option<usize>,
+}
+
+/// Σx² per input column of every quantized matrix (and, when asked, Σ x xᵀ
+/// of every distinct input), accumulated over observed forward calls.
 #[derive(Debug, Clone)]
 pub struct Calibration {
     /// For each dispatch of the manifest: the weights it multiplies its
@@ -136,6 +163,7 @@ pub struct Calibration {
     plan: Vec<Vec<usize>>,
     names: Vec<String>,
     weights: Vec<Column>,
+    grams: Option<Grams>,
 }
 
 impl Calibration {
@@ -226,7 +254,17 @@ impl Calibration {
             plan,
             names,
             weights,
+            grams: None,
         })
+    }
+
+    /// Also accumulates Σ x xᵀ of every distinct matrix input.
+    pub fn with_hessians(mut self) -> Self {
+        self.grams = Some(Grams {
+            of_weight: vec![None; self.names.len()],
+            ..Grams::default()
+        });
+        self
     }
 
     /// The weights calibrated, in dispatch order.
@@ -260,6 +298,9 @@ impl Calibration {
                 .for_each(|(s, q)| *s += q);
             column.rows += rows;
         }
+        if let Some(grams) = &mut self.grams {
+            grams.observe(index, bound, x, cols);
+        }
     }
 
     /// Runs `tokens` through `session` from an empty cache, observing it.
@@ -269,6 +310,37 @@ impl Calibration {
             self.observe(i, spec, buffers)
         })?;
         Ok(())
+    }
+
+    /// `E[x xᵀ]` (K×K, row-major, symmetric) of every weight's input, when
+    /// [`Calibration::with_hessians`] asked for them; weights that read the
+    /// same input share one matrix.
+    pub fn hessians(&self) -> BTreeMap<String, std::sync::Arc<Vec<f64>>> {
+        let Some(grams) = &self.grams else {
+            return BTreeMap::new();
+        };
+        let means: Vec<std::sync::Arc<Vec<f64>>> = grams
+            .grams
+            .iter()
+            .map(|g| {
+                let k = (g.sums.len() as f64).sqrt() as usize;
+                let mut h = g.sums.clone();
+                let n = g.rows.max(1) as f64;
+                for i in 0..k {
+                    for j in i..k {
+                        let v = h[i * k + j] / n;
+                        h[i * k + j] = v;
+                        h[j * k + i] = v;
+                    }
+                }
+                std::sync::Arc::new(h)
+            })
+            .collect();
+        self.names
+            .iter()
+            .zip(&grams.of_weight)
+            .filter_map(|(name, slot)| Some((name.clone(), means[(*slot)?].clone())))
+            .collect()
     }
 
     /// Mean x² per input column of every weight.
@@ -294,6 +366,106 @@ impl Calibration {
         }
         Ok(out)
     }
+}
+
+impl Grams {
+    fn observe(&mut self, index: usize, bound: &[usize], x: &[f32], cols: usize) {
+        if self.last_dispatch.is_some_and(|last| index <= last) {
+            self.chunk += 1;
+        }
+        self.last_dispatch = Some(index);
+        let key = (x.len(), content_hash(x));
+        for &w in bound {
+            let slot = match self.of_weight[w] {
+                Some(slot) => slot,
+                None => {
+                    let shared = (self.chunk == 0).then(|| self.first_chunk.get(&key).copied()).flatten();
+                    let slot = shared.unwrap_or_else(|| {
+                        self.grams.push(Gram {
+                            sums: vec![0.0; cols * cols],
+                            rows: 0,
+                            chunk: usize::MAX,
+                        });
+                        self.grams.len() - 1
+                    });
+                    if self.chunk == 0 {
+                        self.first_chunk.insert(key, slot);
+                    }
+                    self.of_weight[w] = Some(slot);
+                    slot
+                }
+            };
+            let gram = &mut self.grams[slot];
+            if gram.chunk == self.chunk {
+                continue;
+            }
+            gram.chunk = self.chunk;
+            add_gram(&mut gram.sums, x, cols);
+            gram.rows += x.len() / cols;
+        }
+    }
+}
+
+/// Adds the upper triangle of `xᵀx` (`x` is `[rows, cols]`) to `sums`,
+/// eight rows at a time (each pass over a row of `sums`, K f64 that do not
+/// stay in cache for K = 1536, then does eight rows' work), the rows of
+/// `sums` split over the cores in shares of equal work.
+fn add_gram(sums: &mut [f64], x: &[f32], cols: usize) {
+    const BLOCK: usize = 8;
+    let rows = x.len() / cols;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(cols.div_ceil(64));
+    // Row i of the triangle costs cols - i: share t ends where a fraction
+    // (t + 1) / threads of the area lies above it.
+    let bounds: Vec<usize> = (0..=threads)
+        .map(|t| {
+            let f = t as f64 / threads as f64;
+            ((cols as f64) * (1.0 - (1.0 - f).sqrt())).round() as usize
+        })
+        .collect();
+    let mut blocks = Vec::new();
+    for start in (0..rows).step_by(BLOCK) {
+        let n = BLOCK.min(rows - start);
+        let mut block = vec![0f64; BLOCK * cols];
+        for (b, row) in block.chunks_exact_mut(cols).zip(x[start * cols..(start + n) * cols].chunks_exact(cols)) {
+            b.iter_mut().zip(row).for_each(|(d, &v)| *d = f64::from(v));
+        }
+        blocks.push(block);
+    }
+    let add_rows = |first: usize, rows_of_sums: &mut [f64]| {
+        for block in &blocks {
+            let rows_of = |r: usize| &block[r * cols..(r + 1) * cols];
+            for (offset, sums_row) in rows_of_sums.chunks_exact_mut(cols).enumerate() {
+                let i = first + offset;
+                let a: [f64; BLOCK] = std::array::from_fn(|r| rows_of(r)[i]);
+                let xs: [&[f64]; BLOCK] = std::array::from_fn(|r| &rows_of(r)[i..]);
+                for (j, s) in sums_row[i..].iter_mut().enumerate() {
+                    let mut v = 0.0;
+                    for r in 0..BLOCK {
+                        v += a[r] * xs[r][j];
+                    }
+                    *s += v;
+                }
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        let mut rest = &mut sums[..];
+        for t in 0..threads {
+            let (mine, tail) = rest.split_at_mut((bounds[t + 1] - bounds[t]) * cols);
+            rest = tail;
+            let first = bounds[t];
+            if t + 1 == threads {
+                add_rows(first, mine);
+            } else {
+                scope.spawn(move || add_rows(first, mine));
+            }
+        }
+    });
+}
+
+/// FNV-1a of the bits of `x`: tells the inputs of a chunk apart.
+fn content_hash(x: &[f32]) -> u64 {
+    x.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| (h ^ u64::from(v.to_bits())).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// A text tokenized for a model, as `q35-rt perplexity` and `calibrate`
@@ -335,6 +507,8 @@ pub fn text_tokens(session: &Session, tokenizer: &Tokenizer, text: &str) -> Text
 #[derive(Debug, Clone)]
 pub struct CalibrationReport {
     pub importance: BTreeMap<String, Vec<f32>>,
+    /// `E[x xᵀ]` of every weight's input, when the options asked for them.
+    pub hessians: BTreeMap<String, std::sync::Arc<Vec<f64>>>,
     /// Tokens run (all windows).
     pub tokens: usize,
     /// Tokens the text has in all.
@@ -378,6 +552,9 @@ pub fn calibrate_text(
     }
     let used = &tokens[..tokens.len().min(options.tokens)];
     let mut calibration = Calibration::new(session.artifact().path(), session.manifest())?;
+    if options.hessians {
+        calibration = calibration.with_hessians();
+    }
     let windows = used.len().div_ceil(context);
     let mut window_tokens = Vec::with_capacity(context);
     for (w, window) in used.chunks(context).enumerate() {
@@ -391,6 +568,7 @@ pub fn calibrate_text(
     }
     Ok(CalibrationReport {
         importance: calibration.importance()?,
+        hessians: calibration.hessians(),
         tokens: used.len(),
         text_tokens,
         windows,
@@ -429,4 +607,54 @@ pub fn write_importance(
         q35_format::output::OutputError::Io { error, .. } => write_err(error),
         other => write_err(std::io::Error::other(other.to_string())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_blocked_gram_equals_the_plain_sum() {
+        // One share, and (on two or more cores) several.
+        for (rows, cols) in [(13, 5), (9, 130)] {
+            gram_case(rows, cols);
+        }
+    }
+
+    fn gram_case(rows: usize, cols: usize) {
+        let x: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 23) as f32 - 11.0) / 7.0).collect();
+        let mut sums = vec![0f64; cols * cols];
+        add_gram(&mut sums, &x, cols);
+        for i in 0..cols {
+            for j in 0..cols {
+                let want: f64 = if j < i {
+                    0.0 // only the upper triangle is accumulated
+                } else {
+                    (0..rows).map(|r| f64::from(x[r * cols + i]) * f64::from(x[r * cols + j])).sum()
+                };
+                assert!((sums[i * cols + j] - want).abs() < 1e-12, "({i},{j}) {} vs {want}", sums[i * cols + j]);
+            }
+        }
+    }
+
+    #[test]
+    fn weights_that_read_one_input_share_its_hessian() {
+        let mut grams = Grams {
+            of_weight: vec![None; 3],
+            ..Grams::default()
+        };
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let y = [0.5f32, -1.0, 2.0, 0.0];
+        for _ in 0..2 {
+            // Dispatch 0 and 1 read the same x (q and k), 2 another input.
+            grams.observe(0, &[0], &x, 2);
+            grams.observe(1, &[1], &x, 2);
+            grams.observe(2, &[2], &y, 2);
+        }
+        assert_eq!(grams.grams.len(), 2);
+        assert_eq!(grams.of_weight, [Some(0), Some(0), Some(1)]);
+        // Two chunks of two rows each, added once per chunk.
+        assert_eq!(grams.grams[0].rows, 4);
+        assert_eq!(grams.grams[0].sums, [2.0 * (1.0 + 9.0), 2.0 * (2.0 + 12.0), 0.0, 2.0 * (4.0 + 16.0)]);
+    }
 }

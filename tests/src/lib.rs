@@ -119,6 +119,7 @@ fn compile_for(
             None => Group::Channel,
         },
         context_length: model.config.max_position_embeddings,
+        overrides: Vec::new(),
     };
     let module = emit_module(&q35, &graph, &model.config, &model.source.display().to_string(), &emit)?;
     let mut options = CpuOptions::new(emit, group);

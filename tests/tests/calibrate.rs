@@ -127,6 +127,7 @@ fn calibration_matches_the_reference_and_round_trips() {
     let options = CalibrationOptions {
         tokens: 40,
         context: Some(24),
+        hessians: false,
     };
     // The default tiny model is untied: its embedding table is only looked
     // up (no entry), its LM head is multiplied.
@@ -185,6 +186,7 @@ fn tied_head_is_calibrated_under_the_embedding_name() {
     let options = CalibrationOptions {
         tokens: 1000,
         context: Some(32),
+        hessians: false,
     };
     let report = calibrate_text(&mut session, TEXT, "text", &options, |_, _| {}).unwrap();
     // The whole text, fewer tokens than asked for.
@@ -227,6 +229,7 @@ fn check_one_token(artifact: &Path) {
     let options = CalibrationOptions {
         tokens: 1,
         context: None,
+        hessians: false,
     };
     let report = calibrate_text(&mut session, "Q", "text", &options, |_, _| {}).unwrap();
     assert_eq!((report.tokens, report.windows), (1, 1));
@@ -293,6 +296,7 @@ fn bad_input_is_refused_and_writes_nothing() {
         &CalibrationOptions {
             tokens: 0,
             context: None,
+            hessians: false,
         },
     )
     .unwrap_err();
@@ -306,6 +310,7 @@ fn bad_input_is_refused_and_writes_nothing() {
         &CalibrationOptions {
             tokens: 8,
             context: Some(10_000),
+            hessians: false,
         },
     )
     .unwrap_err();

@@ -69,6 +69,16 @@ pub enum Stage {
     Ptx,
 }
 
+/// How the quantizer picks each weight's code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Rounding {
+    /// Each weight to its nearest level.
+    Nearest,
+    /// GPTQ: column by column, each rounding error moved onto the columns
+    /// not yet rounded through the input's inverse Hessian.
+    Gptq,
+}
+
 /// Code generation targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum TargetKind {
@@ -157,6 +167,28 @@ struct CompileArgs {
     /// importance-weighted error.
     #[arg(long)]
     quant_importance: Option<PathBuf>,
+    /// The text q35c calibrates the quantizer on (default: the built-in
+    /// Apache License 2.0 text). Calibration runs by default for coded
+    /// weights: an f16 build of the model runs over the text and every
+    /// matrix's input statistics weigh its quantization error.
+    #[arg(long, conflicts_with_all = ["no_calibration", "quant_importance"])]
+    calibration_text: Option<PathBuf>,
+    /// Per-matrix kinds and groups: lines `PATTERN KIND GROUP` (first
+    /// match wins, `*` matches any text); other matrices take --quant and
+    /// --group.
+    #[arg(long)]
+    quant_policy: Option<PathBuf>,
+    /// Tokens of the calibration text to run.
+    #[arg(long, default_value_t = crate::calibration::DEFAULT_TOKENS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    calibration_tokens: u64,
+    /// Quantize without calibration (plain min/max, or --quant-search).
+    #[arg(long)]
+    no_calibration: bool,
+    /// How codes are chosen once group parameters are set: `gptq`, GPTQ's
+    /// error-compensating rounding with the input statistics calibration
+    /// collects (the default when calibrating), or `nearest`.
+    #[arg(long, value_enum)]
+    rounding: Option<Rounding>,
     /// Quantize every matrix and report bits per weight and error against
     /// the source weights (with int4/int3 beside q35).
     #[arg(long)]
@@ -213,6 +245,7 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, inputs: &[&Pat
         .context
         .unwrap_or_else(|| model.config.max_position_embeddings.min(2048));
     crate::limits::check_context(context_length)?;
+    let policy = quant_policy(args, graph)?;
     let emit_options = EmitOptions {
         quant: args.quant,
         group: match args.group.fixed() {
@@ -220,6 +253,7 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, inputs: &[&Pat
             None => Group::Channel,
         },
         context_length,
+        overrides: policy.rules.clone(),
     };
     let run_options = crate::pipeline::RunOptions {
         verify_each: true,
@@ -307,7 +341,10 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, inputs: &[&Pat
     if args.output == "-" {
         bail!("--target {} writes a binary artifact: give a file with -o model.q35", if target == TargetKind::Nvptx { "nvptx" } else { "cpu" });
     }
-    options.importance = args.quant_importance.as_deref().map(|p| crate::importance::load_for(p, graph)).transpose()?;
+    if let Some(calibrated) = calibrated(args, &q35, model, graph, timings)? {
+        options.importance = Some(calibrated.importance);
+        options.compensation = calibrated.compensation;
+    }
     let bytes = match target {
         TargetKind::Cpu => codegen::compile_cpu(&q35, module, model, graph, &options, &run_options, timings)?,
         TargetKind::Nvptx => {
@@ -323,6 +360,58 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, inputs: &[&Pat
     timings.record("write artifact", started.elapsed());
     eprintln!("wrote {} ({:.1} MiB)", args.output, bytes.len() as f64 / (1024.0 * 1024.0));
     Ok(())
+}
+
+/// What the quantizer weighs its error with: `--quant-importance`, else
+/// calibration (by default, for coded weights; with GPTQ's compensation
+/// unless `--rounding nearest`), else nothing.
+fn calibrated(
+    args: &CompileArgs,
+    q35: &Q35Context,
+    model: &Model,
+    graph: &ModelGraph,
+    timings: &mut crate::pipeline::Timings,
+) -> Result<Option<crate::calibration::Calibrated>> {
+    if let Some(path) = &args.quant_importance {
+        if args.rounding == Some(Rounding::Gptq) {
+            bail!("--rounding gptq needs q35c's own calibration (its input Hessians), not --quant-importance");
+        }
+        return Ok(Some(crate::calibration::Calibrated {
+            importance: crate::importance::load_for(path, graph)?,
+            ..Default::default()
+        }));
+    }
+    if args.no_calibration || !args.quant.is_coded() {
+        if args.rounding == Some(Rounding::Gptq) {
+            bail!("--rounding gptq needs calibration and coded weights (--quant q35, int4 or int3)");
+        }
+        return Ok(None);
+    }
+    let text = match &args.calibration_text {
+        Some(path) => crate::calibration::CalibrationText::File(path.clone()),
+        None => crate::calibration::CalibrationText::BuiltIn,
+    };
+    let gptq = args.rounding != Some(Rounding::Nearest);
+    crate::calibration::calibrate(q35, model, graph, &text, args.calibration_tokens as usize, gptq, timings)
+}
+
+/// `--quant-policy`, checked against the model's matrices and options.
+fn quant_policy(args: &CompileArgs, graph: &ModelGraph) -> Result<crate::policy::QuantPolicy> {
+    let default = (args.quant, args.group);
+    let Some(path) = &args.quant_policy else {
+        return Ok(crate::policy::QuantPolicy::uniform(args.quant, args.group));
+    };
+    let policy = crate::policy::QuantPolicy::load(path, default)?;
+    let weights = graph.weights();
+    let names = weights.iter().filter(|w| w.is_matrix).map(|w| w.name.as_str());
+    let origin = path.display().to_string();
+    policy.check_against(names, &origin)?;
+    if args.activations == Activations::Int8 {
+        if let Some(rule) = policy.rules.iter().find(|r| !r.kind.is_coded()) {
+            bail!("{origin}: the rule for {} stores it as {}, but --activations int8 needs coded weights (q35, int4 or int3)", q35_format::quote::quote(&rule.pattern), rule.kind);
+        }
+    }
+    Ok(policy)
 }
 
 fn parse_quant(s: &str) -> Result<QuantKind, String> {
@@ -408,7 +497,9 @@ fn run(cli: Cli) -> Result<()> {
     };
     // Refuse an output that would overwrite an input before any work.
     let input_files: Vec<PathBuf> =
-        front::input_files(path).into_iter().chain(args.quant_importance.iter().cloned()).collect();
+        front::input_files(path).into_iter().chain(args.quant_importance.iter().cloned()).chain(args.calibration_text.iter().cloned())
+        .chain(args.quant_policy.iter().cloned())
+        .collect();
     let inputs: Vec<&Path> = input_files.iter().map(PathBuf::as_path).collect();
     q35_format::output::check_output(Path::new(&args.output), &inputs)?;
     let mut timings = crate::pipeline::Timings::default();

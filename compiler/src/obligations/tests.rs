@@ -206,6 +206,7 @@ fn tiny_artifact() -> &'static [u8] {
             quant: QuantKind::Q35,
             group: Group::Size(64),
             context_length: 32,
+            overrides: Vec::new(),
         };
         let module = emit_module(&q35, &graph, &model.config, "tiny", &emit).unwrap();
         let options = codegen::CpuOptions::new(emit, GroupSize::G64);

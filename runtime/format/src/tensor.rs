@@ -5,6 +5,7 @@ use std::fmt;
 
 use half::f16;
 
+use crate::gptq::Compensation;
 use crate::math::{range_code_for, range_scale_for};
 use crate::search::search_group;
 use crate::{
@@ -119,7 +120,7 @@ impl QuantizedTensor {
         group: GroupSize,
         search: QuantSearch,
     ) -> Result<Self> {
-        Self::quantize_inner(name.into(), rows, cols, data, kind, group, search, None)
+        Self::quantize_inner(name.into(), rows, cols, data, kind, group, search, None, None)
     }
 
     /// Like [`QuantizedTensor::quantize_with`] with [`QuantSearch::Mse`],
@@ -153,7 +154,36 @@ impl QuantizedTensor {
             group,
             QuantSearch::Mse,
             Some(importance),
+            None,
         )
+    }
+
+    /// Like [`QuantizedTensor::quantize_with_importance`] (or plain min/max
+    /// parameters without `importance`), then the codes chosen by GPTQ's
+    /// error-compensating rounding against the input statistics in
+    /// `compensation` ([`crate::gptq`]) instead of rounding each weight to
+    /// its nearest level. Same stored format and decode.
+    ///
+    /// # Panics
+    /// As [`QuantizedTensor::quantize_with_importance`], and if
+    /// `compensation` is for another number of columns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn quantize_with_compensation(
+        name: impl Into<String>,
+        rows: usize,
+        cols: usize,
+        data: &[f32],
+        kind: QuantKind,
+        group: GroupSize,
+        importance: Option<&[f32]>,
+        compensation: &Compensation,
+    ) -> Result<Self> {
+        assert_eq!(compensation.cols(), cols, "a compensation for {cols} columns");
+        if let Some(importance) = importance {
+            assert_eq!(importance.len(), cols, "one importance per column");
+        }
+        let search = if importance.is_some() { QuantSearch::Mse } else { QuantSearch::None };
+        Self::quantize_inner(name.into(), rows, cols, data, kind, group, search, importance, Some(compensation))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -166,6 +196,7 @@ impl QuantizedTensor {
         group: GroupSize,
         search: QuantSearch,
         importance: Option<&[f32]>,
+        compensation: Option<&Compensation>,
     ) -> Result<Self> {
         check_shape(&name, rows, cols, data.len())?;
         let layout = Layout::new(kind, group, cols);
@@ -207,25 +238,39 @@ impl QuantizedTensor {
                 let mut range_scale = vec![0; rows];
                 let mut mins = vec![0; rows * ng];
                 let mut range_codes = vec![0; rows * ng];
-                // Each row reads its own input and writes its own chunks;
-                // a parallel caller can split these slices the same way.
-                for r in 0..rows {
-                    let out = RowMut {
-                        codes: &mut codes[r * rb..(r + 1) * rb],
-                        range_scale: &mut range_scale[r],
-                        mins: &mut mins[r * ng..(r + 1) * ng],
-                        range_codes: &mut range_codes[r * ng..(r + 1) * ng],
-                    };
-                    quantize_row(
-                        &name,
-                        r,
-                        &layout,
-                        &data[r * cols..(r + 1) * cols],
-                        search,
-                        importance,
-                        out,
-                    )?;
-                }
+                // Each row reads its own input and writes its own chunks, so
+                // the rows are split into contiguous shares, one per core
+                // (a searched quantization of a large matrix takes seconds).
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let share = rows.div_ceil(threads).max(64);
+                let results: Vec<Result<()>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = codes
+                        .chunks_mut(share * rb)
+                        .zip(range_scale.chunks_mut(share))
+                        .zip(mins.chunks_mut(share * ng))
+                        .zip(range_codes.chunks_mut(share * ng))
+                        .enumerate()
+                        .map(|(t, (((codes, range_scale), mins), range_codes))| {
+                            let (name, layout) = (&name, &layout);
+                            scope.spawn(move || -> Result<()> {
+                                for (i, scale) in range_scale.iter_mut().enumerate() {
+                                    let r = t * share + i;
+                                    let out = RowMut {
+                                        codes: &mut codes[i * rb..(i + 1) * rb],
+                                        range_scale: scale,
+                                        mins: &mut mins[i * ng..(i + 1) * ng],
+                                        range_codes: &mut range_codes[i * ng..(i + 1) * ng],
+                                    };
+                                    quantize_row(name, r, layout, &data[r * cols..(r + 1) * cols], search, importance, compensation, out)?;
+                                }
+                                Ok(())
+                            })
+                        })
+                        .collect();
+                    handles.into_iter().map(|h| h.join().expect("a quantizing thread panicked")).collect()
+                });
+                // The first error in row order, as the sequential loop gave.
+                results.into_iter().collect::<Result<Vec<()>>>()?;
                 Payload::Coded {
                     codes,
                     range_scale,
@@ -574,6 +619,7 @@ fn f16_finite(bits: u16) -> bool {
 
 /// Quantizes one row: per-group f16 min (rounded down), one f16 range scale
 /// for the row (rounded up), per-group range codes (rounded up), then codes.
+#[allow(clippy::too_many_arguments)]
 fn quantize_row(
     name: &str,
     r: usize,
@@ -581,6 +627,7 @@ fn quantize_row(
     row: &[f32],
     search: QuantSearch,
     importance: Option<&[f32]>,
+    compensation: Option<&Compensation>,
     out: RowMut<'_>,
 ) -> Result<()> {
     let mut extremes = Vec::with_capacity(layout.groups());
@@ -621,7 +668,7 @@ fn quantize_row(
     *out.range_scale = rs.to_bits();
 
     let kind = layout.kind();
-    let (mut q4, mut q3) = (Vec::new(), Vec::new());
+    let mut params = Vec::with_capacity(extremes.len());
     for (g, &(min, max)) in extremes.iter().enumerate() {
         let c = range_code_for(min, max, rs);
         let (min, c) = match search {
@@ -640,17 +687,53 @@ fn quantize_row(
         out.mins[g] = min.to_bits();
         out.range_codes[g] = c;
         // Codes are chosen against the parameters exactly as stored.
-        let p = GroupParams::from_bits(min.to_bits(), rs.to_bits(), c);
-        let (s4, s3) = (p.s4(), p.s3());
+        params.push(GroupParams::from_bits(min.to_bits(), rs.to_bits(), c));
+    }
+    // A column's level count and step: q35 gives even columns of a group
+    // 4-bit codes, odd ones 3-bit.
+    let level = |g: usize, col: usize| {
+        let four = match kind {
+            QuantKind::Q35 => (col - layout.group_cols(g).start) % 2 == 0,
+            QuantKind::Int4 => true,
+            _ => false,
+        };
+        if four {
+            (L4, params[g].s4())
+        } else {
+            (L3, params[g].s3())
+        }
+    };
+    let mut codes = vec![0u8; row.len()];
+    match compensation {
+        None => {
+            for g in 0..params.len() {
+                for col in layout.group_cols(g) {
+                    let (l, s) = level(g, col);
+                    codes[col] = quantize_code(row[col], params[g].min, s, l);
+                }
+            }
+        }
+        Some(compensation) => {
+            let group_of = |col: usize| (0..params.len()).find(|&g| layout.group_cols(g).contains(&col)).expect("every column is in a group");
+            let groups: Vec<usize> = (0..row.len()).map(group_of).collect();
+            compensation.round_row(row, |col, value| {
+                let g = groups[col];
+                let (l, s) = level(g, col);
+                let code = quantize_code(value as f32, params[g].min, s, l);
+                codes[col] = code;
+                f64::from(dequant(params[g].min, s, code))
+            });
+        }
+    }
+    let (mut q4, mut q3) = (Vec::new(), Vec::new());
+    for g in 0..params.len() {
         q4.clear();
         q3.clear();
-        let cols = layout.group_cols(g);
-        for (i, &w) in row[cols].iter().enumerate() {
-            match kind {
-                QuantKind::Q35 if i % 2 == 0 => q4.push(quantize_code(w, p.min, s4, L4)),
-                QuantKind::Q35 => q3.push(quantize_code(w, p.min, s3, L3)),
-                QuantKind::Int4 => q4.push(quantize_code(w, p.min, s4, L4)),
-                _ => q3.push(quantize_code(w, p.min, s3, L3)),
+        for col in layout.group_cols(g) {
+            if level(g, col).0 == L4 {
+                q4.push(codes[col]);
+            } else {
+                q3.push(codes[col]);
             }
         }
         pack_planes(&q4, &q3, &mut out.codes[layout.block_range(g)]);

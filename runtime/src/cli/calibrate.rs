@@ -51,6 +51,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let options = CalibrationOptions {
         tokens: args.tokens,
         context: args.context,
+        hessians: false,
     };
     let started = Instant::now();
     let report = calibrate_file(&mut session, &args.text, &options, |_, _| {

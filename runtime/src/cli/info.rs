@@ -154,13 +154,27 @@ fn quantization(artifact: &Artifact<'_>) -> String {
         }
     }
     let bpw = |bytes: usize, params: usize| 8.0 * bytes as f64 / params.max(1) as f64;
+    // Matrices stored otherwise than the default (`q35c --quant-policy`),
+    // by kind and group as their buffer types say.
+    let mut formats: BTreeMap<String, usize> = BTreeMap::new();
+    for b in m.buffers.iter().filter(|b| b.role == "weight") {
+        if let Ok(p) = q35_rt::artifact::PackedElement::parse(&b.element) {
+            *formats.entry(format!("{} g{}", p.kind, p.group)).or_default() += 1;
+        }
+    }
+    let mixed = if formats.len() > 1 {
+        let list: Vec<String> = formats.iter().map(|(f, n)| format!("{n} {f}")).collect();
+        format!(" (per matrix: {})", list.join(", "))
+    } else {
+        String::new()
+    };
     let activations = if m.activations == "int8" {
         "; int8 activations (integer path)"
     } else {
         ""
     };
     format!(
-        "quantization: {}, group {}; {:.3} bits per weight over {} quantized parameters ({:.3} over all {} weights){activations}",
+        "quantization: {}, group {}{mixed}; {:.3} bits per weight over {} quantized parameters ({:.3} over all {} weights){activations}",
         m.quant,
         m.group,
         bpw(coded_bytes, coded_params),

@@ -36,5 +36,10 @@ if [ -x proofs/check.sh ]; then
   if bash proofs/check.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
 fi
 
+echo "== fuzz (20 s per target; docs/reliability.md)"
+if ! bash scripts/fuzz.sh --seconds 20 2>&1 | tee "$logs/fuzz.txt"; then status=1; fi
+read -r p f < <(sed -n 's/^fuzz: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$logs/fuzz.txt" | tail -1) || true
+passed=$((passed + ${p:-0})); failed=$((failed + ${f:-1}))
+
 echo "q35: $passed passed, $failed failed"
 exit $status

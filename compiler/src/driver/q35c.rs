@@ -175,7 +175,8 @@ struct CompileArgs {
     calibration_text: Option<PathBuf>,
     /// Per-matrix kinds and groups: lines `PATTERN KIND GROUP` (first
     /// match wins, `*` matches any text); other matrices take --quant and
-    /// --group.
+    /// --group. `uniform`: every matrix alike. Default for q35 g128: the
+    /// built-in policy (embedding and v_proj g64, gate/up g256).
     #[arg(long)]
     quant_policy: Option<PathBuf>,
     /// Tokens of the calibration text to run.
@@ -398,8 +399,15 @@ fn calibrated(
 /// `--quant-policy`, checked against the model's matrices and options.
 fn quant_policy(args: &CompileArgs, graph: &ModelGraph) -> Result<crate::policy::QuantPolicy> {
     let default = (args.quant, args.group);
-    let Some(path) = &args.quant_policy else {
-        return Ok(crate::policy::QuantPolicy::uniform(args.quant, args.group));
+    let path = match args.quant_policy.as_deref() {
+        Some(p) if p == Path::new("uniform") => return Ok(crate::policy::QuantPolicy::uniform(args.quant, args.group)),
+        Some(p) => p,
+        // The default q35 g128 build: the built-in policy, measured on
+        // SmolLM2 (docs/quality.md), within the 3.76 bpw budget.
+        None if default == (QuantKind::Q35, GroupSize::G128) => {
+            return crate::policy::QuantPolicy::parse(crate::policy::DEFAULT_POLICY, "the built-in policy", default);
+        }
+        None => return Ok(crate::policy::QuantPolicy::uniform(args.quant, args.group)),
     };
     let policy = crate::policy::QuantPolicy::load(path, default)?;
     let weights = graph.weights();

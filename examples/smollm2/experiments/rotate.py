@@ -9,7 +9,6 @@
 #
 #   python3 rotate.py SRC/model.safetensors DST [had|orth]
 #   q35c DST --quant f16 --target cpu -o rot-f16.q35   # equals the source: 18.30 on GPL-3
-# Experiment: QuaRot-style rotation absorbed into the weights (offline part only).
 import json, struct, sys, os, shutil
 import numpy as np
 

@@ -92,18 +92,12 @@ impl CheckReport {
     }
 }
 
-/// The columns per activation group of an integer-path artifact
-/// (`usize::MAX`: one group per row), `None` for f32 activations. The
-/// integer path quantizes activations in the weights' groups.
-pub fn int8_activation_group(manifest: &q35_format::artifact::Manifest) -> Option<usize> {
-    (manifest.activations == "int8").then(|| {
-        manifest
-            .group
-            .parse::<q35_format::GroupSize>()
-            .ok()
-            .and_then(|g| g.fixed())
-            .unwrap_or(usize::MAX)
-    })
+/// The columns per activation group of a matmul on the integer path
+/// (`usize::MAX`: one group per row): the integer path quantizes each
+/// matmul's input in its weight's own groups, so matrices of one model
+/// may differ.
+pub fn int8_activation_group(weight: &QuantizedTensor) -> usize {
+    weight.group().fixed().unwrap_or(usize::MAX)
 }
 
 /// An artifact's weights, decoded once for a check: what the reference
@@ -111,8 +105,9 @@ pub fn int8_activation_group(manifest: &q35_format::artifact::Manifest) -> Optio
 pub struct ArtifactWeights {
     /// Every weight, by name.
     pub tensors: HashMap<String, QuantizedTensor>,
-    /// The integer path's activation group ([`int8_activation_group`]).
-    pub int8: Option<usize>,
+    /// Whether matmuls take int8 activations (the integer path), each in
+    /// its weight's groups ([`int8_activation_group`]).
+    pub int8: bool,
     config: q35_format::ModelConfig,
     /// Weights the plan binds as f32 vectors (norm weights): `[cols]`.
     vectors: HashSet<String>,
@@ -132,7 +127,7 @@ impl ArtifactWeights {
                 .collect();
             Ok((
                 decoded_weights(&name, artifact),
-                int8_activation_group(manifest),
+                manifest.activations == "int8",
                 manifest.model.clone(),
                 vectors,
             ))
@@ -165,8 +160,10 @@ impl ArtifactWeights {
             .collect();
         let reference = Reference::new(self.config.clone(), &dense)?;
         Ok(match self.int8 {
-            Some(group) => reference.with_int8_activations(group),
-            None => reference,
+            true => reference.with_int8_activations(
+                self.tensors.iter().map(|(name, t)| (name.clone(), int8_activation_group(t))).collect(),
+            ),
+            false => reference,
         })
     }
 }

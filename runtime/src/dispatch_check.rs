@@ -120,12 +120,13 @@ impl Dense {
 
 /// Runs `prompt` from an empty cache, then `decode_steps` greedy tokens,
 /// and checks every matmul dispatch of every call against exact
-/// arithmetic on its observed inputs. `int8` is the integer path's
-/// activation group (`crate::check::int8_activation_group`).
+/// arithmetic on its observed inputs. `int8`: the integer path, each
+/// matmul's input in its weight's groups
+/// (`crate::check::int8_activation_group`).
 pub fn check_matmuls(
     session: &mut Session,
     weights: &HashMap<String, QuantizedTensor>,
-    int8: Option<usize>,
+    int8: bool,
     prompt: &[u32],
     decode_steps: usize,
 ) -> Result<DispatchReport, CheckError> {
@@ -167,7 +168,7 @@ fn check_call(
     report: &mut DispatchReport,
     dense: &mut HashMap<String, Dense>,
     weights: &HashMap<String, QuantizedTensor>,
-    int8: Option<usize>,
+    int8: bool,
     output: &str,
     tokens: &[u32],
     start: usize,
@@ -226,7 +227,7 @@ fn expect(
     tokens: usize,
     weights: &HashMap<String, QuantizedTensor>,
     dense: &mut HashMap<String, Dense>,
-    int8: Option<usize>,
+    int8: bool,
 ) -> Option<Pending> {
     let swiglu = kernel.ends_with("_swiglu");
     let add = kernel.ends_with("_add");
@@ -240,8 +241,11 @@ fn expect(
     let first = &dense[&weight_names[0]];
     let (rows, cols) = (first.values.len() / first.cols, first.cols);
     let residual = if add { views.get(2).copied().flatten() } else { None };
-    // The integer path applies to coded weights only (`_i8_` kernels).
-    let int8 = int8.filter(|_| kernel.starts_with("dequant_matmul_i8_"));
+    // The integer path applies to coded weights only (`_i8_` kernels),
+    // in the groups of the weight (fused SwiGLU weights share theirs).
+    let int8 = (int8 && kernel.starts_with("dequant_matmul_i8_"))
+        .then(|| weights.get(&weight_names[0]).map(crate::check::int8_activation_group))
+        .flatten();
     let u = 2f64.powi(-24);
     let mut expected = Vec::with_capacity(tokens * rows);
     for m in 0..tokens {

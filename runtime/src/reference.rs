@@ -237,10 +237,10 @@ pub struct Reference {
     lm_head: Option<Vec<f32>>,
     cache: Vec<LayerCache>,
     cached: usize,
-    /// The integer path's activation groups (columns), when the compiled
-    /// model quantizes matmul inputs to int8 (`usize::MAX`: one group per
-    /// row).
-    int8_activations: Option<usize>,
+    /// The integer path's activation group (columns) of each weight, by
+    /// name, when the compiled model quantizes matmul inputs to int8
+    /// (`usize::MAX`, or a weight not listed: one group per row).
+    int8_activations: Option<std::collections::HashMap<String, usize>>,
 }
 
 impl Reference {
@@ -307,11 +307,11 @@ impl Reference {
         })
     }
 
-    /// Every matmul input is quantized to int8 per group of `group`
-    /// columns first and stands for `sx·x8`
+    /// Every matmul input is quantized to int8 per group of its weight's
+    /// `groups[name]` columns first and stands for `sx·x8`
     /// (`q35_format::activations`), as the integer path computes.
-    pub fn with_int8_activations(mut self, group: usize) -> Self {
-        self.int8_activations = Some(group);
+    pub fn with_int8_activations(mut self, groups: std::collections::HashMap<String, usize>) -> Self {
+        self.int8_activations = Some(groups);
         self
     }
 
@@ -398,7 +398,9 @@ impl Reference {
             });
         }
         let kv_dim = self.config.kv_dim();
-        let int8 = self.int8_activations;
+        let groups = self.int8_activations.as_ref();
+        let int8 = |name: &str| groups.map(|g| g.get(name).copied().unwrap_or(usize::MAX));
+        let layer_int8 = |l: usize, name: &str| int8(&format!("model.layers.{l}.{name}.weight"));
         for cache in &mut self.cache {
             cache.k.truncate(start * kv_dim);
             cache.v.truncate(start * kv_dim);
@@ -418,9 +420,9 @@ impl Reference {
                 for name in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"] {
                     seen(Some(l), name, &h);
                 }
-                let mut q = matvec(&layer.wq, &h, int8);
-                let mut k = matvec(&layer.wk, &h, int8);
-                let v = matvec(&layer.wv, &h, int8);
+                let mut q = matvec(&layer.wq, &h, layer_int8(l, "self_attn.q_proj"));
+                let mut k = matvec(&layer.wk, &h, layer_int8(l, "self_attn.k_proj"));
+                let v = matvec(&layer.wv, &h, layer_int8(l, "self_attn.v_proj"));
                 let pos = start + i;
                 for head in q.chunks_exact_mut(self.config.head_dim) {
                     rope(head, pos, self.config.rope_theta);
@@ -435,19 +437,19 @@ impl Reference {
             for (i, (x, q)) in xs.iter_mut().zip(&queries).enumerate() {
                 let attn = attention(&self.config, q, cache, start + i + 1);
                 seen(Some(l), "self_attn.o_proj", &attn);
-                add_assign(x, &matvec(&layer.wo, &attn, int8));
+                add_assign(x, &matvec(&layer.wo, &attn, layer_int8(l, "self_attn.o_proj")));
                 let h = rms_norm(x, &layer.mlp_norm, self.config.rms_norm_eps);
                 seen(Some(l), "mlp.gate_proj", &h);
                 seen(Some(l), "mlp.up_proj", &h);
-                let gate = matvec(&layer.w_gate, &h, int8);
-                let up = matvec(&layer.w_up, &h, int8);
+                let gate = matvec(&layer.w_gate, &h, layer_int8(l, "mlp.gate_proj"));
+                let up = matvec(&layer.w_up, &h, layer_int8(l, "mlp.up_proj"));
                 let act: Vec<f32> = gate
                     .iter()
                     .zip(&up)
                     .map(|(&g, &u)| (silu(f64::from(g)) * f64::from(u)) as f32)
                     .collect();
                 seen(Some(l), "mlp.down_proj", &act);
-                add_assign(x, &matvec(&layer.w_down, &act, int8));
+                add_assign(x, &matvec(&layer.w_down, &act, layer_int8(l, "mlp.down_proj")));
             }
         }
         self.cached = start + tokens.len();
@@ -461,7 +463,7 @@ impl Reference {
         for x in &xs {
             let h = rms_norm(x, &self.norm, self.config.rms_norm_eps);
             seen(None, head_name, &h);
-            logits.extend(matvec(head, &h, int8));
+            logits.extend(matvec(head, &h, int8(head_name)));
         }
         Ok(logits)
     }

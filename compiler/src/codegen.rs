@@ -170,22 +170,16 @@ fn quantize_weights(model: &Model, graph: &ModelGraph, options: &CpuOptions) -> 
                     } else {
                         (1, weight.shape[0], QuantKind::F32, GroupSize::Channel)
                     };
-                    let q = match options.compensation.get(&weight.name).filter(|_| kind.is_coded() && weight.is_matrix) {
-                        Some(compensation) => {
-                            let importance = options.importance.as_ref().and_then(|i| i.get(&weight.name));
-                            q35_format::QuantizedTensor::quantize_with_compensation(
-                                &weight.name,
-                                rows,
-                                cols,
-                                &data,
-                                kind,
-                                group,
-                                importance.map(Vec::as_slice),
-                                compensation,
-                            )?
-                        }
-                        None => crate::importance::quantize(&weight.name, rows, cols, &data, kind, group, search, options.importance.as_ref())?,
-                    };
+                    let q = quantize_matrix(
+                        &weight.name,
+                        rows,
+                        cols,
+                        &data,
+                        (kind, group),
+                        search,
+                        options.importance.as_ref(),
+                        options.compensation.get(&weight.name).filter(|_| weight.is_matrix).map(|c| &**c),
+                    )?;
                     let spec = WeightSpec {
                         name: weight.name.clone(),
                         tensor: format!("weights/{}", weight.name),
@@ -208,6 +202,35 @@ fn quantize_weights(model: &Model, graph: &ModelGraph, options: &CpuOptions) -> 
         .into_iter()
         .map(|r| r.expect("every weight is processed once"))
         .collect()
+}
+
+/// Quantizes one matrix as the artifact stores it: GPTQ's rounding where
+/// calibration gave a compensation, else importance-weighted (or
+/// `search`ed) group parameters with nearest rounding.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_matrix(
+    name: &str,
+    rows: usize,
+    cols: usize,
+    data: &[f32],
+    (kind, group): (QuantKind, GroupSize),
+    search: q35_format::QuantSearch,
+    importance: Option<&crate::importance::Importance>,
+    compensation: Option<&q35_format::gptq::Compensation>,
+) -> Result<q35_format::QuantizedTensor> {
+    match compensation.filter(|_| kind.is_coded()) {
+        Some(compensation) => Ok(q35_format::QuantizedTensor::quantize_with_compensation(
+            name,
+            rows,
+            cols,
+            data,
+            kind,
+            group,
+            importance.and_then(|i| i.get(name)).map(Vec::as_slice),
+            compensation,
+        )?),
+        None => crate::importance::quantize(name, rows, cols, data, kind, group, search, importance),
+    }
 }
 
 /// Compiles the model for the host CPU into artifact bytes.

@@ -16,24 +16,21 @@
 //! A pattern is a weight name in which `*` stands for any run of
 //! characters. The kinds are `q35`, `int4`, `int3`, `f16` and `f32`; the
 //! groups 32, 64, 128, 256 or `channel`.
+//!
+//! Without a file, the default q35 g128 build (or any `--bpw-budget`)
+//! chooses every matrix's format by sensitivity within a bit budget
+//! ([`allocate`], built on `q35_format::allocate`).
 
+use crate::{front::Model, graph::ModelGraph, importance::Importance};
 use anyhow::{bail, Context as _, Result};
-use q35_format::{quote::quote, GroupSize, QuantKind};
-use std::path::Path;
-
-/// The default q35 g128 build's policy: the tied embedding (also the LM
-/// head) and v_proj, the most sensitive matrices, at group 64, paid for by
-/// the MLP's gate and up at group 256. On SmolLM2: 3.742 bits per weight
-/// all-in (uniform g128: 3.736), perplexity 24.7 against 26.5 (GPTQ
-/// damping 0.01, when the policy was chosen), and it
-/// answers the France prompt (docs/quality.md). Patterns that match no
-/// matrix of a model are simply unused.
-pub const DEFAULT_POLICY: &str = "\
-model.embed_tokens.weight q35 64
-*.self_attn.v_proj.weight q35 64
-*.mlp.gate_proj.weight q35 256
-*.mlp.up_proj.weight q35 256
-";
+use q35_format::{allocate, quote::quote, GroupSize, QuantKind};
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+};
 
 /// One rule: matrices whose name matches `pattern` get `kind` and `group`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +109,101 @@ impl QuantPolicy {
         }
         Ok(())
     }
+}
+
+/// The policy [`q35_format::allocate`] chooses for `model` within
+/// `budget` bits per weight over all matrices: one rule per matrix, by
+/// its exact name. `importance` (from calibration) weighs each input
+/// column's error; without it every column weighs the same.
+pub fn allocate(model: &Model, graph: &ModelGraph, importance: Option<&Importance>, budget: f64) -> Result<QuantPolicy> {
+    let matrices: Vec<_> = graph.weights().into_iter().filter(|w| w.is_matrix).collect();
+    let next = AtomicUsize::new(0);
+    let estimates: Mutex<Vec<Option<Result<allocate::Options>>>> = Mutex::new((0..matrices.len()).map(|_| None).collect());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(weight) = matrices.get(i) else { break };
+                let estimate = model.tensor_f32(&weight.name).map_err(anyhow::Error::from).map(|data| {
+                    allocate::estimate(&allocate::Matrix {
+                        name: &weight.name,
+                        rows: weight.shape[0],
+                        cols: weight.shape[1],
+                        data: &data,
+                        importance: importance.and_then(|i| i.get(&weight.name)).map(Vec::as_slice),
+                    })
+                });
+                estimates.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(estimate);
+            });
+        }
+    });
+    let estimates = estimates
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|e| e.expect("every matrix is estimated"))
+        .collect::<Result<Vec<_>>>()?;
+    let weights = matrices.iter().map(|w| w.shape[0] * w.shape[1]).sum();
+    let formats = allocate::allocate(&estimates, weights, budget).map_err(anyhow::Error::msg)?;
+    for (estimate, format) in estimates.iter().zip(&formats) {
+        let error = |f: (QuantKind, GroupSize)| estimate.formats.iter().find(|o| o.0 == f).map_or(f64::NAN, |o| o.2);
+        tracing::debug!(
+            matrix = estimate.name,
+            q35_g128 = error((QuantKind::Q35, GroupSize::G128)) / allocate::role_sensitivity(&estimate.name),
+            chosen = %format!("{} g{}", format.0, format.1),
+            "relative output error estimate at q35 g128 (before the role's coefficient)"
+        );
+    }
+    let rules = matrices
+        .iter()
+        .zip(formats)
+        .map(|(w, (kind, group))| Rule {
+            pattern: w.name.clone(),
+            kind,
+            group,
+        })
+        .collect();
+    Ok(QuantPolicy {
+        default: (QuantKind::Q35, GroupSize::G128),
+        rules,
+    })
+}
+
+/// Bits per weight of `policy` over `graph`'s matrices, group parameters
+/// included.
+pub fn bits_per_weight(policy: &QuantPolicy, graph: &ModelGraph) -> f64 {
+    let matrices: Vec<_> = graph.weights().into_iter().filter(|w| w.is_matrix).collect();
+    let shapes: Vec<(usize, usize)> = matrices.iter().map(|w| (w.shape[0], w.shape[1])).collect();
+    let formats: Vec<_> = matrices.iter().map(|w| policy.format_of(&w.name)).collect();
+    allocate::bits_per_weight(&shapes, &formats)
+}
+
+/// The policy in one line per distinct format: `q35 g128: 120 matrices
+/// (61.2% of weights)`, largest share first.
+pub fn summary(policy: &QuantPolicy, graph: &ModelGraph) -> String {
+    let matrices: Vec<_> = graph.weights().into_iter().filter(|w| w.is_matrix).collect();
+    let total: usize = matrices.iter().map(|w| w.shape[0] * w.shape[1]).sum();
+    let mut by_format: Vec<((QuantKind, GroupSize), usize, usize)> = Vec::new();
+    for w in &matrices {
+        let format = policy.format_of(&w.name);
+        let n = w.shape[0] * w.shape[1];
+        match by_format.iter_mut().find(|(f, _, _)| *f == format) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.2 += n;
+            }
+            None => by_format.push((format, 1, n)),
+        }
+    }
+    by_format.sort_by(|a, b| b.2.cmp(&a.2));
+    by_format
+        .iter()
+        .map(|((kind, group), count, n)| {
+            format!("{kind} g{group}: {count} matrices ({:.1}% of weights)", 100.0 * *n as f64 / total.max(1) as f64)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `*`-glob match of `name` against `pattern`.

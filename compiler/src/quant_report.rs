@@ -1,13 +1,13 @@
-//! `q35c --quant-report`: quantize every weight matrix and report, per
-//! tensor and in total, the true bits per weight (group parameters
-//! included), RMSE and max error against the source weights, with int4
-//! and int3 at the same grouping beside q35 for comparison.
+//! `q35c --quant-report`: the policy (each matrix's kind and group, and
+//! how it was chosen), then every matrix quantized exactly as the artifact
+//! stores it (calibrated GPTQ by default) with its true bits per weight
+//! (group parameters included), RMSE and max error against the source
+//! weights, and the totals.
 
-use crate::{front::Model, graph::ModelGraph};
+use crate::{calibration::Calibrated, front::Model, graph::ModelGraph, policy::QuantPolicy};
 use anyhow::{Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use crate::importance::Importance;
-use q35_format::{GroupSize, QuantKind, QuantSearch, QuantizedTensor};
+use q35_format::{GroupSize, QuantKind, QuantSearch};
 use std::{
     fmt::Write as _,
     sync::{
@@ -22,26 +22,19 @@ struct Row {
     name: String,
     rows: usize,
     cols: usize,
+    format: (QuantKind, GroupSize),
     bytes: usize,
     bpw: f64,
     rmse: f64,
     max_err: f64,
     /// Sum of squared errors, for the total RMSE.
     sse: f64,
-    /// RMSE of int4 and int3 at the same grouping (only for q35).
-    compare: Option<(f64, f64)>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn quantize_one(name: &str, data: &[f32], rows: usize, cols: usize, kind: QuantKind, group: GroupSize, search: QuantSearch, importance: Option<&Importance>) -> Result<(QuantizedTensor, q35_format::QuantStats)> {
-    let q = crate::importance::quantize(name, rows, cols, data, kind, group, search, importance)?;
-    let stats = q.stats(data)?;
-    Ok((q, stats))
-}
-
-/// Quantizes every matrix of the graph (in parallel over tensors) and
-/// renders the report.
-pub fn run(model: &Model, graph: &ModelGraph, kind: QuantKind, group: GroupSize, search: QuantSearch, importance: Option<&Importance>) -> Result<String> {
+/// Quantizes every matrix of the graph as `policy` says (in parallel over
+/// tensors) and renders the report; `origin` says how the policy was
+/// chosen.
+pub fn run(model: &Model, graph: &ModelGraph, policy: &QuantPolicy, origin: &str, search: QuantSearch, calibrated: Option<&Calibrated>) -> Result<String> {
     let matrices: Vec<_> = graph.weights().into_iter().filter(|w| w.is_matrix).collect();
     let vectors: Vec<_> = graph.weights().into_iter().filter(|w| !w.is_matrix).collect();
     let progress = ProgressBar::new(matrices.len() as u64).with_style(
@@ -61,24 +54,28 @@ pub fn run(model: &Model, graph: &ModelGraph, kind: QuantKind, group: GroupSize,
                     let data = model
                         .tensor_f32(&weight.name)
                         .with_context(|| format!("reading `{}`", weight.name))?;
-                    let (q, stats) = quantize_one(&weight.name, &data, rows, cols, kind, group, search, importance)?;
-                    let compare = if kind == QuantKind::Q35 {
-                        let (_, int4) = quantize_one(&weight.name, &data, rows, cols, QuantKind::Int4, group, search, importance)?;
-                        let (_, int3) = quantize_one(&weight.name, &data, rows, cols, QuantKind::Int3, group, search, importance)?;
-                        Some((int4.rmse, int3.rmse))
-                    } else {
-                        None
-                    };
+                    let format = policy.format_of(&weight.name);
+                    let q = crate::codegen::quantize_matrix(
+                        &weight.name,
+                        rows,
+                        cols,
+                        &data,
+                        format,
+                        search,
+                        calibrated.map(|c| &c.importance),
+                        calibrated.and_then(|c| c.compensation.get(&weight.name)).map(|c| &**c),
+                    )?;
+                    let stats = q.stats(&data)?;
                     Ok(Row {
                         name: weight.name.clone(),
                         rows,
                         cols,
+                        format,
                         bytes: q.byte_len(),
                         bpw: stats.bpw,
                         rmse: stats.rmse,
                         max_err: stats.max_abs_err,
                         sse: stats.rmse * stats.rmse * (rows * cols) as f64,
-                        compare,
                     })
                 })();
                 progress.set_message(weight.name.clone());
@@ -95,33 +92,36 @@ pub fn run(model: &Model, graph: &ModelGraph, kind: QuantKind, group: GroupSize,
         .map(|r| r.expect("every index is processed once"))
         .collect::<Result<_>>()?;
     let vector_bytes: usize = vectors.iter().map(|v| v.shape.iter().product::<usize>() * 4).sum();
-    Ok(render(&rows, vector_bytes, kind, group, search, &model.source.display().to_string()))
+    let mut out = String::new();
+    let rounding = match calibrated {
+        Some(c) if !c.compensation.is_empty() => "calibrated, GPTQ rounding",
+        Some(_) => "calibrated importance, nearest rounding",
+        None => "not calibrated",
+    };
+    let _ = writeln!(out, "quantization report: {} ({rounding}, --quant-search {search})", model.source.display());
+    let _ = writeln!(out, "policy: {origin}");
+    for line in crate::policy::summary(policy, graph).lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    out.push_str(&render(&rows, vector_bytes));
+    Ok(out)
 }
 
-fn render(rows: &[Row], vector_bytes: usize, kind: QuantKind, group: GroupSize, search: QuantSearch, source: &str) -> String {
+fn render(rows: &[Row], vector_bytes: usize) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "quantization report: {source}, --quant {kind} --group {group} --quant-search {search}");
-    let compare = rows.iter().any(|r| r.compare.is_some());
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
-    let _ = write!(out, "{:<width$}  {:>11}  {:>6}  {:>10}  {:>10}", "tensor", "shape", "bpw", "rmse", "max err");
-    if compare {
-        let _ = write!(out, "  {:>10}  {:>10}", "int4 rmse", "int3 rmse");
-    }
-    out.push('\n');
+    let _ = writeln!(out, "{:<width$}  {:>11}  {:>12}  {:>6}  {:>10}  {:>10}", "tensor", "shape", "format", "bpw", "rmse", "max err");
     for r in rows {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "{:<width$}  {:>11}  {:>6.3}  {:>10.3e}  {:>10.3e}",
+            "{:<width$}  {:>11}  {:>12}  {:>6.3}  {:>10.3e}  {:>10.3e}",
             r.name,
             format!("{}x{}", r.rows, r.cols),
+            format!("{} g{}", r.format.0, r.format.1),
             r.bpw,
             r.rmse,
             r.max_err
         );
-        if let Some((int4, int3)) = r.compare {
-            let _ = write!(out, "  {int4:>10.3e}  {int3:>10.3e}");
-        }
-        out.push('\n');
     }
     let weights: usize = rows.iter().map(|r| r.rows * r.cols).sum();
     let bytes: usize = rows.iter().map(|r| r.bytes).sum();

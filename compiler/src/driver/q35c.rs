@@ -175,10 +175,16 @@ struct CompileArgs {
     calibration_text: Option<PathBuf>,
     /// Per-matrix kinds and groups: lines `PATTERN KIND GROUP` (first
     /// match wins, `*` matches any text); other matrices take --quant and
-    /// --group. `uniform`: every matrix alike. Default for q35 g128: the
-    /// built-in policy (embedding and v_proj g64, gate/up g256).
+    /// --group. `uniform`: every matrix alike. Default for q35 g128: each
+    /// matrix's kind and group chosen by sensitivity (--bpw-budget).
     #[arg(long)]
     quant_policy: Option<PathBuf>,
+    /// Bits per weight over all matrices (embedding and group parameters
+    /// included) within which q35c chooses each matrix's kind and group by
+    /// its measured sensitivity. The default q35 g128 build does this
+    /// with 3.76.
+    #[arg(long, conflicts_with = "quant_policy", value_parser = parse_budget)]
+    bpw_budget: Option<f64>,
     /// Tokens of the calibration text to run.
     #[arg(long, default_value_t = crate::calibration::DEFAULT_TOKENS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     calibration_tokens: u64,
@@ -238,39 +244,10 @@ struct CompileArgs {
     timing: bool,
 }
 
-/// Runs the pipeline from emission as far as --emit asks, or to the
-/// artifact for --target.
-fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, inputs: &[&Path], timings: &mut crate::pipeline::Timings) -> Result<()> {
-    let q35 = Q35Context::new()?;
-    let context_length = args
-        .context
-        .unwrap_or_else(|| model.config.max_position_embeddings.min(2048));
-    crate::limits::check_context(context_length)?;
-    let policy = quant_policy(args, graph)?;
-    let emit_options = EmitOptions {
-        quant: args.quant,
-        group: match args.group.fixed() {
-            Some(g) => Group::Size(g as u64),
-            None => Group::Channel,
-        },
-        context_length,
-        overrides: policy.rules.clone(),
-    };
-    let run_options = crate::pipeline::RunOptions {
-        verify_each: true,
-        print_ir_after_all: args.print_ir_after_all,
-    };
-    let started = Instant::now();
-    let source = model.source.display().to_string();
-    let mut module = emit_module(&q35, graph, &model.config, &source, &emit_options)?;
-    timings.record("emit q35 MLIR", started.elapsed());
-    let print = |text: String| write_output(&args.output, inputs, text.as_bytes());
+/// The option combinations compile() refuses, checked before any slow
+/// step (calibration) runs.
+fn check_compile_args(args: &CompileArgs) -> Result<()> {
     let int8 = args.activations == Activations::Int8;
-    let rows_per_workgroup = args.rows_per_workgroup.unwrap_or(if int8 {
-        crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP_INT8
-    } else {
-        crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP
-    });
     let linalg = args.kernels == KernelBodies::Linalg || args.emit == Some(Stage::Linalg);
     if linalg && int8 {
         bail!("--kernels linalg writes f32-activation matmuls; the integer path (--activations int8) has only native kernels");
@@ -292,9 +269,62 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, inputs: &[&Pat
     if args.max_tokens == 0 {
         bail!("--max-tokens 0: a call must take at least one token");
     }
-    if rows_per_workgroup == 0 {
+    if args.rows_per_workgroup == Some(0) {
         bail!("--rows-per-workgroup 0: a workgroup must compute at least one row");
     }
+    if args.emit.is_none() {
+        let Some(target) = args.target else {
+            bail!("--target is required to write an artifact");
+        };
+        if args.output == "-" {
+            bail!("--target {} writes a binary artifact: give a file with -o model.q35", if target == TargetKind::Nvptx { "nvptx" } else { "cpu" });
+        }
+    }
+    Ok(())
+}
+
+/// Runs the pipeline from emission as far as --emit asks, or to the
+/// artifact for --target.
+#[allow(clippy::too_many_arguments)]
+fn compile(
+    args: &CompileArgs,
+    q35: &Q35Context,
+    model: &Model,
+    graph: &ModelGraph,
+    inputs: &[&Path],
+    policy: &crate::policy::QuantPolicy,
+    calibrated: Option<crate::calibration::Calibrated>,
+    timings: &mut crate::pipeline::Timings,
+) -> Result<()> {
+    let context_length = args
+        .context
+        .unwrap_or_else(|| model.config.max_position_embeddings.min(2048));
+    crate::limits::check_context(context_length)?;
+    let emit_options = EmitOptions {
+        quant: args.quant,
+        group: match args.group.fixed() {
+            Some(g) => Group::Size(g as u64),
+            None => Group::Channel,
+        },
+        context_length,
+        overrides: policy.rules.clone(),
+    };
+    let run_options = crate::pipeline::RunOptions {
+        verify_each: true,
+        print_ir_after_all: args.print_ir_after_all,
+    };
+    let started = Instant::now();
+    let source = model.source.display().to_string();
+    let mut module = emit_module(q35, graph, &model.config, &source, &emit_options)?;
+    timings.record("emit q35 MLIR", started.elapsed());
+    let print = |text: String| write_output(&args.output, inputs, text.as_bytes());
+    let int8 = args.activations == Activations::Int8;
+    let rows_per_workgroup = args.rows_per_workgroup.unwrap_or(if int8 {
+        crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP_INT8
+    } else {
+        crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP
+    });
+    let linalg = args.kernels == KernelBodies::Linalg || args.emit == Some(Stage::Linalg);
     let mut options = codegen::CpuOptions::new(emit_options, args.group);
     options.search = args.quant_search;
     options.max_tokens = args.max_tokens;
@@ -306,19 +336,19 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, inputs: &[&Pat
         Some(Stage::Mlir) => return print(format!("{}\n", module.as_operation())),
         Some(Stage::Tiled) => {
             let steps = crate::pipeline::parse(&format!("q35-tile{{tile={}}}", args.tile))?;
-            crate::pipeline::run(&q35, &mut module, &steps, &run_options, timings)?;
+            crate::pipeline::run(q35, &mut module, &steps, &run_options, timings)?;
             return print(format!("{}\n", module.as_operation()));
         }
         Some(Stage::Kernels) | Some(Stage::Linalg) => {
-            codegen::lower_to_kernels(&q35, &mut module, &options, &run_options, timings)?;
+            codegen::lower_to_kernels(q35, &mut module, &options, &run_options, timings)?;
             return print(format!("{}\n", module.as_operation()));
         }
         Some(Stage::LlvmMlir) => {
-            codegen::lower_to_llvm(&q35, &mut module, &options, &run_options, timings)?;
+            codegen::lower_to_llvm(q35, &mut module, &options, &run_options, timings)?;
             return print(format!("{}\n", module.as_operation()));
         }
         Some(Stage::LlvmIr) | Some(Stage::Asm) => {
-            codegen::lower_to_llvm(&q35, &mut module, &options, &run_options, timings)?;
+            codegen::lower_to_llvm(q35, &mut module, &options, &run_options, timings)?;
             let llvm = q35_target_llvm::llvm_context();
             let ir = q35_target_llvm::translate(&module, &llvm)?;
             if args.emit == Some(Stage::LlvmIr) {
@@ -327,33 +357,28 @@ fn compile(args: &CompileArgs, model: &Model, graph: &ModelGraph, inputs: &[&Pat
             return print(q35_target_llvm::cpu_assembly(&ir, &q35_target_llvm::Options::default())?);
         }
         Some(Stage::Gpu) => {
-            crate::nvptx::lower_to_gpu(&q35, &mut module, !args.no_fuse, crate::passes::gpu::DEFAULT_WARPS, &run_options, timings)?;
+            crate::nvptx::lower_to_gpu(q35, &mut module, !args.no_fuse, crate::passes::gpu::DEFAULT_WARPS, &run_options, timings)?;
             return print(format!("{}\n", module.as_operation()));
         }
         Some(Stage::Ptx) => {
-            crate::nvptx::lower_to_nvvm(&q35, &mut module, !args.no_fuse, crate::passes::gpu::DEFAULT_WARPS, &run_options, timings)?;
+            crate::nvptx::lower_to_nvvm(q35, &mut module, !args.no_fuse, crate::passes::gpu::DEFAULT_WARPS, &run_options, timings)?;
             return print(crate::nvptx::ptx(&module, &args.gpu_arch, timings)?);
         }
         Some(Stage::Graph) | None => {}
     }
-    let Some(target) = args.target else {
-        bail!("--target is required to write an artifact");
-    };
-    if args.output == "-" {
-        bail!("--target {} writes a binary artifact: give a file with -o model.q35", if target == TargetKind::Nvptx { "nvptx" } else { "cpu" });
-    }
-    if let Some(calibrated) = calibrated(args, &q35, model, graph, timings)? {
+    let target = args.target.expect("check_compile_args: an artifact has a target");
+    if let Some(calibrated) = calibrated {
         options.importance = Some(calibrated.importance);
         options.compensation = calibrated.compensation;
     }
     let bytes = match target {
-        TargetKind::Cpu => codegen::compile_cpu(&q35, module, model, graph, &options, &run_options, timings)?,
+        TargetKind::Cpu => codegen::compile_cpu(q35, module, model, graph, &options, &run_options, timings)?,
         TargetKind::Nvptx => {
             let nvptx = crate::nvptx::NvptxOptions {
                 arch: args.gpu_arch.clone(),
                 ..Default::default()
             };
-            crate::nvptx::compile_nvptx(&q35, module, model, graph, &options, &nvptx, &run_options, timings)?
+            crate::nvptx::compile_nvptx(q35, module, model, graph, &options, &nvptx, &run_options, timings)?
         }
     };
     let started = Instant::now();
@@ -396,18 +421,32 @@ fn calibrated(
     crate::calibration::calibrate(q35, model, graph, &text, args.calibration_tokens as usize, gptq, timings)
 }
 
-/// `--quant-policy`, checked against the model's matrices and options.
-fn quant_policy(args: &CompileArgs, graph: &ModelGraph) -> Result<crate::policy::QuantPolicy> {
+/// How each matrix's kind and group is decided.
+enum PolicyChoice {
+    /// `--quant-policy FILE` or `uniform`, or an uncoded --quant; with a
+    /// phrase naming it for the report.
+    Fixed(crate::policy::QuantPolicy, String),
+    /// Chosen by sensitivity within a budget, once calibration has run.
+    Allocate(f64),
+}
+
+/// `--quant-policy` (checked against the model's matrices and options) or
+/// `--bpw-budget`: the default q35 g128 build allocates within
+/// [`q35_format::allocate::DEFAULT_BUDGET`].
+fn quant_policy(args: &CompileArgs, graph: &ModelGraph) -> Result<PolicyChoice> {
     let default = (args.quant, args.group);
+    let uniform = || PolicyChoice::Fixed(crate::policy::QuantPolicy::uniform(args.quant, args.group), format!("uniform {} g{}", args.quant, args.group));
     let path = match args.quant_policy.as_deref() {
-        Some(p) if p == Path::new("uniform") => return Ok(crate::policy::QuantPolicy::uniform(args.quant, args.group)),
+        Some(p) if p == Path::new("uniform") => return Ok(uniform()),
         Some(p) => p,
-        // The default q35 g128 build: the built-in policy, measured on
-        // SmolLM2 (docs/quality.md), within the 3.76 bpw budget.
-        None if default == (QuantKind::Q35, GroupSize::G128) => {
-            return crate::policy::QuantPolicy::parse(crate::policy::DEFAULT_POLICY, "the built-in policy", default);
+        None => {
+            return Ok(match args.bpw_budget {
+                Some(_) if !args.quant.is_coded() => bail!("--bpw-budget chooses among coded kinds; it does not apply to --quant {}", args.quant),
+                Some(budget) => PolicyChoice::Allocate(budget),
+                None if default == (QuantKind::Q35, GroupSize::G128) => PolicyChoice::Allocate(q35_format::allocate::DEFAULT_BUDGET),
+                None => uniform(),
+            })
         }
-        None => return Ok(crate::policy::QuantPolicy::uniform(args.quant, args.group)),
     };
     let policy = crate::policy::QuantPolicy::load(path, default)?;
     let weights = graph.weights();
@@ -419,7 +458,35 @@ fn quant_policy(args: &CompileArgs, graph: &ModelGraph) -> Result<crate::policy:
             bail!("{origin}: the rule for {} stores it as {}, but --activations int8 needs coded weights (q35, int4 or int3)", q35_format::quote::quote(&rule.pattern), rule.kind);
         }
     }
-    Ok(policy)
+    Ok(PolicyChoice::Fixed(policy, format!("--quant-policy {origin}")))
+}
+
+/// The policy itself, and a phrase saying how it was chosen.
+fn decide_policy(
+    choice: PolicyChoice,
+    model: &Model,
+    graph: &ModelGraph,
+    calibrated: Option<&crate::calibration::Calibrated>,
+    timings: &mut crate::pipeline::Timings,
+) -> Result<(crate::policy::QuantPolicy, String)> {
+    match choice {
+        PolicyChoice::Fixed(policy, origin) => Ok((policy, origin)),
+        PolicyChoice::Allocate(budget) => {
+            let started = Instant::now();
+            let importance = calibrated.map(|c| &c.importance);
+            let policy = crate::policy::allocate(model, graph, importance, budget)?;
+            timings.record("choose precisions", started.elapsed());
+            let weighed = if importance.is_some() { "calibrated" } else { "weights alone, no calibration" };
+            Ok((policy, format!("chosen by sensitivity within {budget} bits per weight ({weighed})")))
+        }
+    }
+}
+
+fn parse_budget(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(b) if b.is_finite() && b > 0.0 => Ok(b),
+        _ => Err(format!("expected a positive number of bits per weight, such as 3.76, not {}", q35_format::quote::quote(s))),
+    }
 }
 
 fn parse_quant(s: &str) -> Result<QuantKind, String> {
@@ -519,21 +586,38 @@ fn run(cli: Cli) -> Result<()> {
     let graph = ModelGraph::llama(&model.config)?;
     timings.record("build graph", started.elapsed());
 
-    if args.quant_report {
-        let started = Instant::now();
-        let importance = args.quant_importance.as_deref().map(|p| crate::importance::load_for(p, &graph)).transpose()?;
-        let report = quant_report::run(&model, &graph, args.quant, args.group, args.quant_search, importance.as_ref())?;
-        timings.record("quantize", started.elapsed());
-        print!("{report}");
-    }
-
     let needs_mlir = args.emit.is_some_and(|stage| stage >= Stage::Mlir) || args.target.is_some();
+    if !needs_mlir && !args.quant_report && args.emit != Some(Stage::Graph) {
+        bail!("nothing to do: pass --target cpu -o model.q35, --emit STAGE or --quant-report (see --help)");
+    }
+    if needs_mlir {
+        check_compile_args(&args)?;
+    }
+    let choice = quant_policy(&args, &graph)?;
     if args.emit == Some(Stage::Graph) {
         write_output(&args.output, &inputs, graph.to_dot().as_bytes())?;
-    } else if needs_mlir {
-        compile(&args, &model, &graph, &inputs, &mut timings)?;
-    } else if !args.quant_report {
-        bail!("nothing to do: pass --target cpu -o model.q35, --emit STAGE or --quant-report (see --help)");
+        if !args.quant_report {
+            return Ok(());
+        }
+    }
+    let q35 = Q35Context::new()?;
+    // Calibration only for what quantizes: an artifact or the report.
+    let artifact = needs_mlir && args.emit.is_none();
+    let calibrated = if artifact || args.quant_report {
+        calibrated(&args, &q35, &model, &graph, &mut timings)?
+    } else {
+        None
+    };
+    let (policy, origin) = decide_policy(choice, &model, &graph, calibrated.as_ref(), &mut timings)?;
+
+    if args.quant_report {
+        let started = Instant::now();
+        let report = quant_report::run(&model, &graph, &policy, &origin, args.quant_search, calibrated.as_ref())?;
+        timings.record("quantize (report)", started.elapsed());
+        print!("{report}");
+    }
+    if needs_mlir && args.emit != Some(Stage::Graph) {
+        compile(&args, &q35, &model, &graph, &inputs, &policy, calibrated, &mut timings)?;
     }
     if args.timing {
         eprint!("{}", timings.render());

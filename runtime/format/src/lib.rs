@@ -29,6 +29,7 @@ pub mod plan;
 pub mod quote;
 pub mod signature;
 mod config;
+pub mod allocate;
 pub mod gptq;
 mod kind;
 mod layout;

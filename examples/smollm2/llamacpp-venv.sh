@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs llama-cpp-python (it builds llama.cpp from source, CPU only:
+# about 9 minutes on 2 cores, once) and gguf into a venv,
+# $Q35_CACHE/llamacpp-venv (default ~/.cache/q35), quiet when it is there,
+# and prints the venv's path. Used by llamacpp-check.sh and quality.sh.
+set -euo pipefail
+cache="${Q35_CACHE:-$HOME/.cache/q35}"
+venv="$cache/llamacpp-venv"
+llama_cpp_version=0.3.36
+gguf_version=0.19.0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+
+installed() {
+  "$venv/bin/python" - "$llama_cpp_version" "$gguf_version" 2>/dev/null <<'PY'
+import sys
+from importlib.metadata import version
+sys.exit(version("llama-cpp-python") != sys.argv[1] or version("gguf") != sys.argv[2])
+PY
+}
+
+if ! installed; then
+  echo "llamacpp-venv: installing llama-cpp-python $llama_cpp_version into $venv" \
+    "(builds llama.cpp from source; ~9 min on 2 cores)" >&2
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null || ! command -v c++ >/dev/null; then
+    $sudo apt-get update -qq >/dev/null
+    $sudo apt-get install -qq -y python3-venv python3-pip g++ >/dev/null
+  fi
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  # CPU only, no BLAS or OpenMP (ggml's own threads), and only the library
+  # the Python package loads: no tests, examples, tools or server.
+  CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_BLAS=OFF -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF" \
+    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "llama-cpp-python==$llama_cpp_version" "gguf==$gguf_version" >&2
+  installed || { echo "llamacpp-venv: the install in $venv failed" >&2; exit 1; }
+fi
+echo "$venv"

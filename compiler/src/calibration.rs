@@ -24,15 +24,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use q35_dialect::Q35Context;
 use q35_format::{gptq::Compensation, GroupSize, QuantKind};
 use q35_rt::calibrate::{calibrate_text, CalibrationOptions};
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
-    time::Instant,
-};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Instant};
 
 /// The default calibration text (Apache License 2.0; its own terms allow
 /// redistribution).
@@ -160,28 +152,15 @@ fn compensations(hessians: &BTreeMap<String, Arc<Vec<f64>>>) -> Result<Compensat
     }
     // Largest first, so the two cores finish together.
     distinct.sort_by_key(|h| std::cmp::Reverse(h.len()));
-    let next = AtomicUsize::new(0);
-    let factored: Mutex<Vec<Option<std::result::Result<Arc<Compensation>, String>>>> =
-        Mutex::new(vec![None; distinct.len()]);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(h) = distinct.get(i) else { break };
-                let k = (h.len() as f64).sqrt() as usize;
-                let result = Compensation::new(h, k).map(Arc::new);
-                factored.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
-            });
-        }
+    let factored = crate::parallel::map(&distinct, |h| {
+        let k = (h.len() as f64).sqrt() as usize;
+        Compensation::new(h, k).map(Arc::new)
     });
-    let factored = factored.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut out = Compensations::new();
     for (name, h) in hessians {
         let i = distinct.iter().position(|d| Arc::ptr_eq(d, h)).expect("listed above");
         let compensation = factored[i]
             .clone()
-            .expect("every Hessian is factored")
             .map_err(|e| anyhow::anyhow!("calibration of {name}: {e}"))?;
         out.insert(name.clone(), compensation);
     }

@@ -23,14 +23,7 @@ use q35_format::{
     signature::{CodeSignatures, SIGNATURES_SYMBOL},
     GroupSize, ModelConfig, QuantKind, QuantSearch,
 };
-use std::{
-    collections::BTreeMap,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Mutex,
-    },
-    time::Instant,
-};
+use std::{collections::BTreeMap, time::Instant};
 
 /// The upstream conversions from kernels (func/scf/arith/math/memref, and
 /// linalg for `kernels=linalg`) to the LLVM dialect, in order.
@@ -153,55 +146,40 @@ fn quantize_weights(model: &Model, graph: &ModelGraph, options: &CpuOptions) -> 
         ProgressStyle::with_template("quantizing {bar:40} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let next = AtomicUsize::new(0);
-    type Quantized = Result<(WeightSpec, Vec<u8>)>;
-    let results: Mutex<Vec<Option<Quantized>>> = Mutex::new((0..weights.len()).map(|_| None).collect());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(weight) = weights.get(i) else { break };
-                let result = (|| -> Result<(WeightSpec, Vec<u8>)> {
-                    let data = model.tensor_f32(&weight.name)?;
-                    let (rows, cols, kind, group) = if weight.is_matrix {
-                        let (kind, group) = options.emit.rule_for(&weight.name).map_or((kind, group), |r| (r.kind, r.group));
-                        (weight.shape[0], weight.shape[1], kind, group)
-                    } else {
-                        (1, weight.shape[0], QuantKind::F32, GroupSize::Channel)
-                    };
-                    let q = quantize_matrix(
-                        &weight.name,
-                        rows,
-                        cols,
-                        &data,
-                        (kind, group),
-                        search,
-                        options.importance.as_ref(),
-                        options.compensation.get(&weight.name).filter(|_| weight.is_matrix).map(|c| &**c),
-                    )?;
-                    let spec = WeightSpec {
-                        name: weight.name.clone(),
-                        tensor: format!("weights/{}", weight.name),
-                        kind: kind.to_string(),
-                        rows,
-                        cols,
-                    };
-                    Ok((spec, q.to_bytes()))
-                })();
-                progress.set_message(weight.name.clone());
-                progress.inc(1);
-                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
-            });
-        }
+    let results = crate::parallel::map(&weights, |weight| {
+        let result = (|| -> Result<(WeightSpec, Vec<u8>)> {
+            let data = model.tensor_f32(&weight.name)?;
+            let (rows, cols, kind, group) = if weight.is_matrix {
+                let (kind, group) = options.emit.rule_for(&weight.name).map_or((kind, group), |r| (r.kind, r.group));
+                (weight.shape[0], weight.shape[1], kind, group)
+            } else {
+                (1, weight.shape[0], QuantKind::F32, GroupSize::Channel)
+            };
+            let q = quantize_matrix(
+                &weight.name,
+                rows,
+                cols,
+                &data,
+                (kind, group),
+                search,
+                options.importance.as_ref(),
+                options.compensation.get(&weight.name).filter(|_| weight.is_matrix).map(|c| &**c),
+            )?;
+            let spec = WeightSpec {
+                name: weight.name.clone(),
+                tensor: format!("weights/{}", weight.name),
+                kind: kind.to_string(),
+                rows,
+                cols,
+            };
+            Ok((spec, q.to_bytes()))
+        })();
+        progress.set_message(weight.name.clone());
+        progress.inc(1);
+        result
     });
     progress.finish_and_clear();
-    results
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .map(|r| r.expect("every weight is processed once"))
-        .collect()
+    results.into_iter().collect()
 }
 
 /// Quantizes one matrix as the artifact stores it: GPTQ's rounding where

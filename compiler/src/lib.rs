@@ -14,6 +14,7 @@ pub mod importance;
 pub mod limits;
 pub mod nvptx;
 pub mod obligations;
+pub mod parallel;
 pub mod passes;
 pub mod pipeline;
 pub mod policy;

@@ -24,13 +24,7 @@
 use crate::{front::Model, graph::ModelGraph, importance::Importance};
 use anyhow::{bail, Context as _, Result};
 use q35_format::{allocate, quote::quote, GroupSize, QuantKind};
-use std::{
-    path::Path,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Mutex,
-    },
-};
+use std::path::Path;
 
 /// One rule: matrices whose name matches `pattern` get `kind` and `group`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,33 +111,18 @@ impl QuantPolicy {
 /// column's error; without it every column weighs the same.
 pub fn allocate(model: &Model, graph: &ModelGraph, importance: Option<&Importance>, budget: f64) -> Result<QuantPolicy> {
     let matrices: Vec<_> = graph.weights().into_iter().filter(|w| w.is_matrix).collect();
-    let next = AtomicUsize::new(0);
-    let estimates: Mutex<Vec<Option<Result<allocate::Options>>>> = Mutex::new((0..matrices.len()).map(|_| None).collect());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(weight) = matrices.get(i) else { break };
-                let estimate = model.tensor_f32(&weight.name).map_err(anyhow::Error::from).map(|data| {
-                    allocate::estimate(&allocate::Matrix {
-                        name: &weight.name,
-                        rows: weight.shape[0],
-                        cols: weight.shape[1],
-                        data: &data,
-                        importance: importance.and_then(|i| i.get(&weight.name)).map(Vec::as_slice),
-                    })
-                });
-                estimates.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(estimate);
-            });
-        }
-    });
-    let estimates = estimates
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .map(|e| e.expect("every matrix is estimated"))
-        .collect::<Result<Vec<_>>>()?;
+    let estimates = crate::parallel::map(&matrices, |weight| {
+        let data = model.tensor_f32(&weight.name)?;
+        Ok(allocate::estimate(&allocate::Matrix {
+            name: &weight.name,
+            rows: weight.shape[0],
+            cols: weight.shape[1],
+            data: &data,
+            importance: importance.and_then(|i| i.get(&weight.name)).map(Vec::as_slice),
+        }))
+    })
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
     let weights = matrices.iter().map(|w| w.shape[0] * w.shape[1]).sum();
     let formats = allocate::allocate(&estimates, weights, budget).map_err(anyhow::Error::msg)?;
     for (estimate, format) in estimates.iter().zip(&formats) {

@@ -8,13 +8,7 @@ use crate::{calibration::Calibrated, front::Model, graph::ModelGraph, policy::Qu
 use anyhow::{Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use q35_format::{GroupSize, QuantKind, QuantSearch};
-use std::{
-    fmt::Write as _,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Mutex,
-    },
-};
+use std::fmt::Write as _;
 
 /// One matrix's figures.
 #[derive(Clone, Debug)]
@@ -41,56 +35,42 @@ pub fn run(model: &Model, graph: &ModelGraph, policy: &QuantPolicy, origin: &str
         ProgressStyle::with_template("quantizing {bar:40} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Row>>>> = Mutex::new((0..matrices.len()).map(|_| None).collect());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(weight) = matrices.get(i) else { break };
-                let row = (|| -> Result<Row> {
-                    let (rows, cols) = (weight.shape[0], weight.shape[1]);
-                    let data = model
-                        .tensor_f32(&weight.name)
-                        .with_context(|| format!("reading `{}`", weight.name))?;
-                    let format = policy.format_of(&weight.name);
-                    let q = crate::codegen::quantize_matrix(
-                        &weight.name,
-                        rows,
-                        cols,
-                        &data,
-                        format,
-                        search,
-                        calibrated.map(|c| &c.importance),
-                        calibrated.and_then(|c| c.compensation.get(&weight.name)).map(|c| &**c),
-                    )?;
-                    let stats = q.stats(&data)?;
-                    Ok(Row {
-                        name: weight.name.clone(),
-                        rows,
-                        cols,
-                        format,
-                        bytes: q.byte_len(),
-                        bpw: stats.bpw,
-                        rmse: stats.rmse,
-                        max_err: stats.max_abs_err,
-                        sse: stats.rmse * stats.rmse * (rows * cols) as f64,
-                    })
-                })();
-                progress.set_message(weight.name.clone());
-                progress.inc(1);
-                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(row);
-            });
-        }
+    let rows = crate::parallel::map(&matrices, |weight| {
+        let row = (|| -> Result<Row> {
+            let (rows, cols) = (weight.shape[0], weight.shape[1]);
+            let data = model
+                .tensor_f32(&weight.name)
+                .with_context(|| format!("reading `{}`", weight.name))?;
+            let format = policy.format_of(&weight.name);
+            let q = crate::codegen::quantize_matrix(
+                &weight.name,
+                rows,
+                cols,
+                &data,
+                format,
+                search,
+                calibrated.map(|c| &c.importance),
+                calibrated.and_then(|c| c.compensation.get(&weight.name)).map(|c| &**c),
+            )?;
+            let stats = q.stats(&data)?;
+            Ok(Row {
+                name: weight.name.clone(),
+                rows,
+                cols,
+                format,
+                bytes: q.byte_len(),
+                bpw: stats.bpw,
+                rmse: stats.rmse,
+                max_err: stats.max_abs_err,
+                sse: stats.rmse * stats.rmse * (rows * cols) as f64,
+            })
+        })();
+        progress.set_message(weight.name.clone());
+        progress.inc(1);
+        row
     });
     progress.finish_and_clear();
-    let rows: Vec<Row> = results
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .map(|r| r.expect("every index is processed once"))
-        .collect::<Result<_>>()?;
+    let rows: Vec<Row> = rows.into_iter().collect::<Result<_>>()?;
     let vector_bytes: usize = vectors.iter().map(|v| v.shape.iter().product::<usize>() * 4).sum();
     let mut out = String::new();
     let rounding = match calibrated {

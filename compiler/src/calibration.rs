@@ -31,8 +31,8 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Instant};
 pub const DEFAULT_TEXT: &str = include_str!("../calibration/apache-2.0.txt");
 /// Name of the default text in messages.
 pub const DEFAULT_TEXT_NAME: &str = "the built-in calibration text (Apache License 2.0)";
-/// Tokens of the text used by default: all of the built-in text (about
-/// 2,600 SmolLM2 tokens). GPTQ needs many more tokens than the importance
+/// Tokens of the text used by default: all of the built-in text (2,215
+/// SmolLM2 tokens). GPTQ needs many more tokens than the importance
 /// alone: a K×K Hessian from fewer than K tokens is singular, and on
 /// SmolLM2 GPTQ calibrated on 512 tokens was worse than none
 /// (docs/quality.md).

@@ -154,34 +154,39 @@ fn quantization(artifact: &Artifact<'_>) -> String {
         }
     }
     let bpw = |bytes: usize, params: usize| 8.0 * bytes as f64 / params.max(1) as f64;
-    // Matrices stored otherwise than the default (`q35c --quant-policy`),
-    // by kind and group as their buffer types say.
+    // Each matrix's kind and group, as its buffer type says (the kinds
+    // that store no groups, f16 and f32, by kind alone).
     let mut formats: BTreeMap<String, usize> = BTreeMap::new();
     for b in m.buffers.iter().filter(|b| b.role == "weight") {
         if let Ok(p) = q35_rt::artifact::PackedElement::parse(&b.element) {
-            *formats.entry(format!("{} g{}", p.kind, p.group)).or_default() += 1;
+            let format = if p.kind.is_coded() { format!("{} g{}", p.kind, p.group) } else { p.kind.to_string() };
+            *formats.entry(format).or_default() += 1;
         }
     }
-    let mixed = if formats.len() > 1 {
+    // One format, or the mix (the default build chooses per matrix).
+    let stored = if formats.len() > 1 {
         let list: Vec<String> = formats.iter().map(|(f, n)| format!("{n} {f}")).collect();
-        format!(" (per matrix: {})", list.join(", "))
+        format!("per matrix: {}", list.join(", "))
+    } else if m.quant.parse::<QuantKind>().is_ok_and(QuantKind::is_coded) {
+        format!("{}, group {}", m.quant, m.group)
     } else {
-        String::new()
+        m.quant.clone()
+    };
+    let all = bpw(all_bytes, all_params);
+    let size = if coded_params > 0 {
+        format!(
+            "{:.3} bits per weight over {coded_params} quantized parameters ({all:.3} over all {all_params} weights)",
+            bpw(coded_bytes, coded_params)
+        )
+    } else {
+        format!("{all:.3} bits per weight over all {all_params} weights")
     };
     let activations = if m.activations == "int8" {
         "; int8 activations (integer path)"
     } else {
         ""
     };
-    format!(
-        "quantization: {}, group {}{mixed}; {:.3} bits per weight over {} quantized parameters ({:.3} over all {} weights){activations}",
-        m.quant,
-        m.group,
-        bpw(coded_bytes, coded_params),
-        coded_params,
-        bpw(all_bytes, all_params),
-        all_params
-    )
+    format!("quantization: {stored}; {size}{activations}")
 }
 
 /// Buffers by role, with the memory they take at run time.

@@ -36,4 +36,4 @@ for v in "${variants[@]}"; do
 done
 
 echo "== fused GEMV 4096x4096 q35 g128 (f32 and int8 activations)"
-cargo bench --quiet -p q35c --bench gemv 2>/dev/null
+cargo bench --quiet -p q35-target-cpu --bench gemv 2>/dev/null

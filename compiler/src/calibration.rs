@@ -12,7 +12,7 @@
 //! from the GPL v3 that docs/quality.md evaluates on.
 
 use crate::{
-    codegen::{self, CpuOptions},
+    codegen::{self, CompileOptions},
     emit::{emit_module, EmitOptions, Group},
     front::Model,
     graph::ModelGraph,
@@ -93,7 +93,7 @@ pub fn calibrate(
         context_length,
             overrides: Vec::new(),
     };
-    let mut options = CpuOptions::new(emit.clone(), GroupSize::Channel);
+    let mut options = CompileOptions::new(emit.clone(), GroupSize::Channel);
     options.max_tokens = 128;
     let run = RunOptions {
         verify_each: false,

@@ -1,37 +1,30 @@
-//! CPU code generation and the artifact: the q35 module is lowered to
-//! kernels and the LLVM dialect, translated to LLVM IR, optimized for the
-//! host at -O3 and linked into a shared object; the weights are quantized
-//! and stored beside it with the manifest (buffer plan, dispatch list,
-//! config, toolchain, checksums) in one `.q35` file.
+//! Compiling for a target into an artifact: the target lowers the q35
+//! module to its code object (through the [`q35_target::Backend`] trait);
+//! the weights are quantized and stored beside it with the manifest
+//! (buffer plan, dispatch list, config, toolchain, checksums) and the proof
+//! obligations in one `.q35` file.
 
 use crate::{
     emit::EmitOptions,
     front::Model,
     graph::ModelGraph,
-    passes::lower::{LowerPass, DEFAULT_ROWS_PER_WORKGROUP},
-    pipeline::{self, RunOptions, Timings},
+    passes::Registry,
+    pipeline::{RunOptions, Timings},
 };
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use melior::{
-    ir::{block::BlockLike, operation::OperationLike, Module},
-    IrRewriter,
-};
+use melior::ir::Module;
 use q35_dialect::Q35Context;
 use q35_format::{
-    artifact::{write_artifact, Manifest, TargetSpec, WeightSpec, ARTIFACT_FORMAT, ARTIFACT_VERSION},
-    signature::{CodeSignatures, SIGNATURES_SYMBOL},
-    GroupSize, ModelConfig, QuantKind, QuantSearch,
+    artifact::{write_artifact, Manifest, WeightSpec, ARTIFACT_FORMAT, ARTIFACT_VERSION},
+    GroupSize, QuantKind, QuantSearch,
 };
+use q35_target::{kernel::DEFAULT_ROWS_PER_WORKGROUP, Backend, CodeObject, Plan, Session};
 use std::{collections::BTreeMap, time::Instant};
 
-/// The upstream conversions from kernels (func/scf/arith/math/memref, and
-/// linalg for `kernels=linalg`) to the LLVM dialect, in order.
-pub const TO_LLVM: &str = "builtin.module(convert-linalg-to-loops,lower-affine,convert-scf-to-cf,convert-math-to-llvm,expand-strided-metadata,finalize-memref-to-llvm,convert-arith-to-llvm,convert-func-to-llvm,convert-cf-to-llvm,reconcile-unrealized-casts)";
-
-/// CPU compilation options beyond the emitter's.
+/// Compilation options beyond the emitter's.
 #[derive(Clone, Debug)]
-pub struct CpuOptions {
+pub struct CompileOptions {
     pub emit: EmitOptions,
     pub group: GroupSize,
     /// How group parameters are chosen (the decode is the same).
@@ -44,17 +37,18 @@ pub struct CpuOptions {
     pub compensation: crate::calibration::Compensations,
     /// Most tokens one runtime call takes (rows of activation buffers).
     pub max_tokens: usize,
-    pub rows_per_workgroup: usize,
     /// Run q35-fuse (epilogues into matmuls) before lowering.
     pub fuse: bool,
+    /// [`compile_cpu`]'s target options (the driver reads them from the
+    /// CPU target's command-line options instead).
+    pub rows_per_workgroup: usize,
     /// Coded matmuls take the integer path (int8 activations, CPU only).
     pub int8_activations: bool,
     /// Kernels are linalg ops (`q35-lower-to-kernels{kernels=linalg}`).
     pub linalg: bool,
-    pub llvm: q35_target_llvm::Options,
 }
 
-impl CpuOptions {
+impl CompileOptions {
     pub fn new(emit: EmitOptions, group: GroupSize) -> Self {
         Self {
             emit,
@@ -67,79 +61,13 @@ impl CpuOptions {
             fuse: true,
             int8_activations: false,
             linalg: false,
-            llvm: q35_target_llvm::Options::default(),
         }
     }
-}
-
-/// The runtime's view of the model configuration.
-pub fn runtime_config(config: &crate::front::config::ModelConfig) -> ModelConfig {
-    ModelConfig {
-        architecture: config.architecture.clone(),
-        vocab_size: config.vocab_size,
-        hidden_size: config.hidden_size,
-        intermediate_size: config.intermediate_size,
-        num_hidden_layers: config.num_hidden_layers,
-        num_attention_heads: config.num_attention_heads,
-        num_key_value_heads: config.num_key_value_heads,
-        head_dim: config.head_dim,
-        rms_norm_eps: config.rms_norm_eps,
-        rope_theta: config.rope_theta,
-        max_position_embeddings: config.max_position_embeddings,
-        tie_word_embeddings: config.tie_word_embeddings,
-        bos_token_id: config.bos_token_id,
-        eos_token_id: config.eos_token_id,
-    }
-}
-
-/// Lowers `module` (the emitted q35 module) in place to the kernels stage
-/// of `options` (after `q35-fuse` when `fuse` is set; coded matmuls on the
-/// integer path when `int8_activations` is; linalg kernels when
-/// `linalg` is) and returns the plan.
-pub fn lower_to_kernels(
-    q35: &Q35Context,
-    module: &mut Module,
-    options: &CpuOptions,
-    run: &RunOptions,
-    timings: &mut Timings,
-) -> Result<(Vec<q35_format::artifact::BufferSpec>, Vec<q35_format::artifact::DispatchSpec>)> {
-    if options.fuse {
-        pipeline::run(q35, module, &pipeline::parse("q35-fuse")?, run, timings)?;
-    }
-    let lower = LowerPass::new(q35.context(), options.rows_per_workgroup)
-        .with_int8_activations(options.int8_activations)
-        .with_linalg(options.linalg);
-    let (plan, findings) = (lower.plan(), lower.findings());
-    pipeline::run_pass(q35, module, "q35-lower-to-kernels", lower.into_pass(), &findings, run, timings)?;
-    plan.take().ok_or_else(|| anyhow!("q35-lower-to-kernels produced no plan"))
-}
-
-/// [`lower_to_kernels`], then upstream conversions to the LLVM dialect.
-pub fn lower_to_llvm(
-    q35: &Q35Context,
-    module: &mut Module,
-    options: &CpuOptions,
-    run: &RunOptions,
-    timings: &mut Timings,
-) -> Result<(Vec<q35_format::artifact::BufferSpec>, Vec<q35_format::artifact::DispatchSpec>)> {
-    let plan = lower_to_kernels(q35, module, options, run, timings)?;
-    let steps = pipeline::parse(TO_LLVM)?;
-    pipeline::run(q35, module, &steps, run, timings)?;
-    // The plan op has done its job (the manifest carries it) and is not LLVM.
-    let body = module.body();
-    let mut op = body.first_operation();
-    while let Some(current) = op {
-        op = current.next_in_block();
-        if current.name().as_string_ref().as_str() == Ok("q35.plan") {
-            IrRewriter::new(q35.context()).as_rewriter_base().erase_op(current);
-        }
-    }
-    Ok(plan)
 }
 
 /// Quantizes every weight the plan names (in parallel, with a progress
 /// bar) and returns (spec, payload) pairs. Norm vectors are stored as f32.
-fn quantize_weights(model: &Model, graph: &ModelGraph, options: &CpuOptions) -> Result<Vec<(WeightSpec, Vec<u8>)>> {
+fn quantize_weights(model: &Model, graph: &ModelGraph, options: &CompileOptions) -> Result<Vec<(WeightSpec, Vec<u8>)>> {
     let (kind, group, search) = (options.emit.quant, options.group, options.search);
     let weights = graph.weights();
     let progress = ProgressBar::new(weights.len() as u64).with_style(
@@ -211,78 +139,81 @@ pub fn quantize_matrix(
     }
 }
 
-/// Compiles the model for the host CPU into artifact bytes.
-pub fn compile_cpu(
+/// Compiles the model with `backend` (a configured target) into artifact
+/// bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn compile(
     q35: &Q35Context,
-    mut module: Module,
+    module: Module,
     model: &Model,
     graph: &ModelGraph,
-    options: &CpuOptions,
+    options: &CompileOptions,
+    backend: &dyn Backend,
     run: &RunOptions,
     timings: &mut Timings,
 ) -> Result<Vec<u8>> {
     // An integer-path matmul beyond the proven int32 bound is refused before
     // anything is lowered.
     crate::obligations::check_integer_ops(&module).map_err(|e| anyhow!("refusing to compile:\n{e}"))?;
-    let (buffers, dispatches) = lower_to_llvm(q35, &mut module, options, run, timings)?;
-    // Refused before LLVM runs: a plan no machine could allocate.
-    crate::limits::check_plan_memory(&buffers, options.emit.context_length, options.max_tokens)?;
-
-    let started = Instant::now();
-    let llvm = q35_target_llvm::llvm_context();
-    let ir = q35_target_llvm::translate(&module, &llvm)?;
-    let signatures = CodeSignatures::of_plan(&buffers, &dispatches, options.emit.context_length, options.max_tokens)
-        .map_err(|e| anyhow!("internal error: {e}"))?;
-    q35_target_llvm::add_exported_bytes(&ir, SIGNATURES_SYMBOL, signatures.to_json().as_bytes());
-    timings.record("translate to LLVM IR", started.elapsed());
-    let started = Instant::now();
-    let object = q35_target_llvm::compile_cpu(&ir, &options.llvm)?;
-    timings.record("LLVM -O3 + object code", started.elapsed());
-    let started = Instant::now();
-    let dir = tempfile::tempdir().context("creating a temporary directory for linking")?;
-    let so_path = dir.path().join("kernels.so");
-    q35_target_llvm::link_shared_object(&object, &so_path)?;
-    let code = std::fs::read(&so_path).with_context(|| format!("reading {}", so_path.display()))?;
-    timings.record("link shared object", started.elapsed());
-
-    let (triple, host_cpu, host_features) = q35_target_llvm::host();
-    let target = TargetSpec {
-        kind: "cpu".to_string(),
-        triple,
-        cpu: options.llvm.cpu.clone().unwrap_or(host_cpu),
-        features: options.llvm.features.clone().unwrap_or(host_features),
-    };
-    let plan = Plan {
-        buffers,
-        dispatches,
-        launches: Vec::new(),
-        rows_per_workgroup: options.rows_per_workgroup,
-    };
-    assemble_artifact(model, graph, options, target, plan, ("code/cpu.so", code), timings)
+    let (context_length, max_tokens) = (options.emit.context_length, options.max_tokens);
+    let check = |plan: &Plan| crate::limits::check_plan_memory(&plan.buffers, context_length, max_tokens);
+    let mut session = Session { q35, passes: &Registry, run, timings };
+    let code = backend.compile(&mut session, module, &check)?;
+    assemble_artifact(model, graph, options, code, timings)
 }
 
-/// What lowering decided, as the manifest records it.
-pub(crate) struct Plan {
-    pub buffers: Vec<q35_format::artifact::BufferSpec>,
-    pub dispatches: Vec<q35_format::artifact::DispatchSpec>,
-    /// Launch configurations (GPU targets; empty on the CPU).
-    pub launches: Vec<q35_format::artifact::LaunchSpec>,
-    pub rows_per_workgroup: usize,
+/// Compiles the model for the host CPU (the options' CPU fields) into
+/// artifact bytes.
+pub fn compile_cpu(
+    q35: &Q35Context,
+    module: Module,
+    model: &Model,
+    graph: &ModelGraph,
+    options: &CompileOptions,
+    run: &RunOptions,
+    timings: &mut Timings,
+) -> Result<Vec<u8>> {
+    let cpu = q35_target_cpu::Cpu {
+        fuse: options.fuse,
+        rows_per_workgroup: options.rows_per_workgroup,
+        int8: options.int8_activations,
+        linalg: options.linalg,
+        context_length: options.emit.context_length,
+        max_tokens: options.max_tokens,
+        llvm: q35_target_llvm::Options::default(),
+    };
+    compile(q35, module, model, graph, options, &cpu, run, timings)
+}
+
+/// Compiles the model for NVIDIA GPUs (the SM `arch`, e.g. `sm_80`) into
+/// artifact bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn compile_nvptx(
+    q35: &Q35Context,
+    module: Module,
+    model: &Model,
+    graph: &ModelGraph,
+    options: &CompileOptions,
+    arch: &str,
+    run: &RunOptions,
+    timings: &mut Timings,
+) -> Result<Vec<u8>> {
+    let nvptx = q35_target_nvptx::Nvptx {
+        arch: arch.to_string(),
+        warps: q35_target_nvptx::DEFAULT_WARPS,
+        fuse: options.fuse,
+        context_length: options.emit.context_length,
+        max_tokens: options.max_tokens,
+    };
+    compile(q35, module, model, graph, options, &nvptx, run, timings)
 }
 
 /// Quantizes the weights and writes the artifact every target shares:
 /// manifest, weights, the code object `code`, tokenizer, and the proof
 /// obligations (derived from what is about to be written and proved with
 /// z3 first; docs/proofs.md).
-pub(crate) fn assemble_artifact(
-    model: &Model,
-    graph: &ModelGraph,
-    options: &CpuOptions,
-    target: TargetSpec,
-    plan: Plan,
-    (code_name, code): (&str, Vec<u8>),
-    timings: &mut Timings,
-) -> Result<Vec<u8>> {
+fn assemble_artifact(model: &Model, graph: &ModelGraph, options: &CompileOptions, code: CodeObject, timings: &mut Timings) -> Result<Vec<u8>> {
+    let CodeObject { payload: code_name, bytes: code, target, plan, launches, rows_per_workgroup, activations } = code;
     let started = Instant::now();
     let weights = quantize_weights(model, graph, options)?;
     timings.record("quantize weights", started.elapsed());
@@ -297,7 +228,7 @@ pub(crate) fn assemble_artifact(
         payloads.push((spec.tensor.clone(), bytes));
         specs.push(spec);
     }
-    payloads.push((code_name.to_string(), code));
+    payloads.push((code_name.clone(), code));
     let tokenizer = model.tokenizer_json.as_ref().map(|json| {
         payloads.push(("tokenizer.json".to_string(), json.as_bytes().to_vec()));
         "tokenizer.json".to_string()
@@ -306,21 +237,21 @@ pub(crate) fn assemble_artifact(
         format: ARTIFACT_FORMAT.to_string(),
         version: ARTIFACT_VERSION,
         target,
-        model: runtime_config(&model.config),
+        model: model.config.clone(),
         quant: options.emit.quant.to_string(),
         group: options.group.to_string(),
         context_length: options.emit.context_length,
         max_tokens: options.max_tokens,
-        rows_per_workgroup: plan.rows_per_workgroup,
+        rows_per_workgroup,
         buffers: plan.buffers,
         dispatches: plan.dispatches,
         weights: specs,
-        code: code_name.to_string(),
+        code: code_name,
         tokenizer,
         toolchain,
         checksums: BTreeMap::new(),
-        launches: plan.launches,
-        activations: if options.int8_activations { "int8" } else { "f32" }.to_string(),
+        launches,
+        activations: activations.to_string(),
     };
     let started = Instant::now();
     let obligations = crate::obligations::for_new_artifact(&manifest, &payloads).map_err(|e| anyhow!(e))?;

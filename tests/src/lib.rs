@@ -6,11 +6,10 @@ use anyhow::{Context, Result};
 use q35_dialect::Q35Context;
 use q35_format::{GroupSize, QuantKind};
 use q35c::{
-    codegen::{compile_cpu, CpuOptions},
+    codegen::{compile_cpu, compile_nvptx, CompileOptions},
     emit::{emit_module, EmitOptions, Group},
     front::{self, testmodel::TinySpec},
     graph::ModelGraph,
-    nvptx::{compile_nvptx, NvptxOptions},
     pipeline::{RunOptions, Timings},
 };
 use std::path::{Path, PathBuf};
@@ -89,7 +88,7 @@ pub fn compile_bytes_with(
     quant: QuantKind,
     group: GroupSize,
     max_tokens: usize,
-    configure: impl FnOnce(&mut CpuOptions),
+    configure: impl FnOnce(&mut CompileOptions),
 ) -> Result<Vec<u8>> {
     compile_for(model, quant, group, max_tokens, configure, None)
 }
@@ -97,7 +96,7 @@ pub fn compile_bytes_with(
 /// Artifact bytes for `model`, compiled for NVIDIA GPUs (`--target nvptx`,
 /// the default SM) as the q35c driver does.
 pub fn compile_nvptx_bytes(model: &Path, quant: QuantKind, group: GroupSize, max_tokens: usize, fuse: bool) -> Result<Vec<u8>> {
-    compile_for(model, quant, group, max_tokens, |o| o.fuse = fuse, Some(&NvptxOptions::default()))
+    compile_for(model, quant, group, max_tokens, |o| o.fuse = fuse, Some(q35_target_nvptx::DEFAULT_GPU_ARCH))
 }
 
 /// Compiles for the CPU, or for NVIDIA GPUs with `nvptx`.
@@ -106,8 +105,8 @@ fn compile_for(
     quant: QuantKind,
     group: GroupSize,
     max_tokens: usize,
-    configure: impl FnOnce(&mut CpuOptions),
-    nvptx: Option<&NvptxOptions>,
+    configure: impl FnOnce(&mut CompileOptions),
+    nvptx_arch: Option<&str>,
 ) -> Result<Vec<u8>> {
     let q35 = Q35Context::new()?;
     let model = front::load(model)?;
@@ -122,7 +121,7 @@ fn compile_for(
         overrides: Vec::new(),
     };
     let module = emit_module(&q35, &graph, &model.config, &model.source.display().to_string(), &emit)?;
-    let mut options = CpuOptions::new(emit, group);
+    let mut options = CompileOptions::new(emit, group);
     options.max_tokens = max_tokens;
     configure(&mut options);
     let run = RunOptions {
@@ -130,8 +129,8 @@ fn compile_for(
         print_ir_after_all: false,
     };
     let mut timings = Timings::default();
-    match nvptx {
-        Some(nvptx) => compile_nvptx(&q35, module, &model, &graph, &options, nvptx, &run, &mut timings),
+    match nvptx_arch {
+        Some(arch) => compile_nvptx(&q35, module, &model, &graph, &options, arch, &run, &mut timings),
         None => compile_cpu(&q35, module, &model, &graph, &options, &run, &mut timings),
     }
 }
@@ -139,7 +138,7 @@ fn compile_for(
 /// Whether this host can run the integer path (AVX-512 VNNI and VBMI);
 /// if not, says on stderr that the calling test is skipped.
 pub fn int8_path_or_skip() -> bool {
-    let available = q35c::passes::lower::int8_path_available();
+    let available = q35_target_cpu::int8_path_available();
     if !available {
         eprintln!("skipped: this host lacks AVX-512 VNNI/VBMI, which the integer path needs");
     }

@@ -191,7 +191,7 @@ fn process(
     if options.verify_each {
         verify_module(&module).map_err(|e| e.in_file(path))?;
     }
-    pipeline::run(context, &mut module, steps, options, timings).map_err(|e| rename(e, path))?;
+    pipeline::run(context, &mut module, &crate::passes::Registry, steps, options, timings).map_err(|e| rename(e, path))?;
     Ok(format!("{}\n", module.as_operation()))
 }
 

@@ -22,51 +22,23 @@ use std::{
     time::Instant,
 };
 
-/// How coded matmuls on the CPU take their activations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Activations {
-    /// f32 activations times the exactly dequantized weights.
-    F32,
-    /// The integer path: int8 activations per group, integer dot products.
-    Int8,
+/// The stages every target shares, in order (targets add theirs after
+/// `tiled`: [`q35_target::Target::stages`]).
+const SHARED_STAGES: &[q35_target::Stage] = &[
+    q35_target::Stage { name: "graph", help: "the model graph as Graphviz DOT" },
+    q35_target::Stage { name: "mlir", help: "the verified q35 dialect module (weights referenced by name)" },
+    q35_target::Stage { name: "tiled", help: "after q35-tile: dequant_matmul split into 320x320 (or --tile) tiles" },
+];
+
+/// `--emit`'s values: the shared stages, then each target's.
+fn stage_parser() -> clap::builder::PossibleValuesParser {
+    let stages = SHARED_STAGES.iter().chain(crate::targets::REGISTRY.iter().flat_map(|t| t.stages()));
+    clap::builder::PossibleValuesParser::new(stages.map(|s| clap::builder::PossibleValue::new(s.name).help(s.help)))
 }
 
-/// How the CPU's kernels are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum KernelBodies {
-    /// Loops and (on AVX-512) hand-scheduled vector code.
-    Native,
-    /// `linalg.generic` ops on strided views of the buffers (every kernel
-    /// but the KV-cache copy), weight codes decoded inside the reduction;
-    /// upstream MLIR writes the loops.
-    /// Portable and easy to inspect or hand to other MLIR tools; slower.
-    Linalg,
-}
-
-/// Pipeline stages, in order; the driver stops at the one asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub enum Stage {
-    /// The model graph as Graphviz DOT.
-    Graph,
-    /// The verified q35 dialect module (weights referenced by name).
-    Mlir,
-    /// After q35-tile: dequant_matmul split into 320x320 (or --tile) tiles.
-    Tiled,
-    /// After q35-lower-to-kernels: kernels in func/scf/arith/math/memref and the q35.plan.
-    Kernels,
-    /// The kernels stage with linalg kernels (as --kernels linalg):
-    /// linalg.generic ops on views of their buffers.
-    Linalg,
-    /// The kernels in the LLVM dialect.
-    LlvmMlir,
-    /// LLVM IR (before LLVM's optimizations).
-    LlvmIr,
-    /// Host assembly after -O3.
-    Asm,
-    /// After q35-lower-to-gpu: GPU kernels in a gpu.module and the q35.plan with launches (NVPTX).
-    Gpu,
-    /// PTX for --gpu-arch: one module with every kernel (NVPTX).
-    Ptx,
+/// `--target`'s values: the registered targets.
+fn target_parser() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(crate::targets::REGISTRY.iter().map(|t| clap::builder::PossibleValue::new(t.name()).help(t.about())))
 }
 
 /// How the quantizer picks each weight's code.
@@ -77,15 +49,6 @@ pub enum Rounding {
     /// GPTQ: column by column, each rounding error moved onto the columns
     /// not yet rounded through the input's inverse Hessian.
     Gptq,
-}
-
-/// Code generation targets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TargetKind {
-    /// The host CPU through LLVM: a shared object the runtime loads.
-    Cpu,
-    /// NVIDIA GPUs: PTX for --gpu-arch, run through the CUDA driver.
-    Nvptx,
 }
 
 #[derive(Parser, Debug)]
@@ -147,9 +110,9 @@ enum Command {
 struct CompileArgs {
     /// model.safetensors (or its directory, or a sharded index) or a .gguf file.
     model: Option<PathBuf>,
-    /// Print this stage and stop.
-    #[arg(long, value_enum)]
-    emit: Option<Stage>,
+    /// Print this stage and stop (a target's stages imply that target).
+    #[arg(long, value_parser = stage_parser())]
+    emit: Option<String>,
     /// How to store linear weights.
     #[arg(long, default_value = "q35", value_parser = parse_quant)]
     quant: QuantKind,
@@ -209,33 +172,17 @@ struct CompileArgs {
     #[arg(short, long, default_value = "-")]
     output: String,
     /// Compile for this target into an artifact (-o model.q35).
-    #[arg(long, value_enum)]
-    target: Option<TargetKind>,
+    #[arg(long, value_parser = target_parser())]
+    target: Option<String>,
     /// Tile sizes NxK for --emit tiled.
     #[arg(long, default_value = "320x320")]
     tile: String,
     /// Most tokens one runtime call takes (prefill chunk).
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
-    /// NVPTX: the SM to compile PTX for (sm_80, sm_86, sm_89, sm_90).
-    #[arg(long, default_value = crate::nvptx::DEFAULT_GPU_ARCH, value_parser = parse_gpu_arch)]
-    gpu_arch: String,
-    /// Output rows per matmul workgroup on the CPU (default 64, or 128
-    /// with --activations int8, whose rows go twice as fast).
-    #[arg(long)]
-    rows_per_workgroup: Option<usize>,
     /// Do not run q35-fuse: residual adds and SwiGLU stay separate kernels.
     #[arg(long)]
     no_fuse: bool,
-    /// Activations of coded matmuls on the CPU: `f32`, or `int8` (the
-    /// integer path: per-group int8 activations, integer dot products;
-    /// needs AVX-512 VNNI and VBMI; docs/format.md §8).
-    #[arg(long, value_enum, default_value = "f32")]
-    activations: Activations,
-    /// How CPU kernels are written: `native` loops and vectors, or
-    /// `linalg` ops lowered by upstream MLIR (f32 activations only).
-    #[arg(long, value_enum, default_value = "native")]
-    kernels: KernelBodies,
     /// Print the IR after every pass to stderr.
     #[arg(long = "mlir-print-ir-after-all")]
     print_ir_after_all: bool,
@@ -244,43 +191,72 @@ struct CompileArgs {
     timing: bool,
 }
 
-/// The option combinations compile() refuses, checked before any slow
-/// step (calibration) runs.
-fn check_compile_args(args: &CompileArgs) -> Result<()> {
-    let int8 = args.activations == Activations::Int8;
-    let linalg = args.kernels == KernelBodies::Linalg || args.emit == Some(Stage::Linalg);
-    if linalg && int8 {
-        bail!("--kernels linalg writes f32-activation matmuls; the integer path (--activations int8) has only native kernels");
-    }
-    if linalg && (args.target == Some(TargetKind::Nvptx) || matches!(args.emit, Some(Stage::Gpu) | Some(Stage::Ptx))) {
-        bail!("--kernels linalg is a CPU option; the nvptx target has its own GPU kernels");
-    }
-    if int8 {
-        if matches!(args.quant, QuantKind::F16 | QuantKind::F32) {
-            bail!("--activations int8 needs coded weights (--quant q35, int4 or int3), not {}", args.quant);
+/// The target an artifact or `--emit` stage is for: `--target`, or the
+/// target whose stage `--emit` names; `None` for the shared stages.
+fn chosen_target(args: &CompileArgs) -> Result<Option<&'static dyn q35_target::Target>> {
+    let named = args.target.as_deref().and_then(crate::targets::find);
+    let by_stage = args.emit.as_deref().and_then(crate::targets::owner_of_stage);
+    match (named, by_stage) {
+        (Some(named), Some(owner)) if named.name() != owner.name() => {
+            bail!("--emit {} is a stage of --target {}, not of --target {}", args.emit.as_deref().unwrap_or_default(), owner.name(), named.name())
         }
-        if args.target == Some(TargetKind::Nvptx) || matches!(args.emit, Some(Stage::Gpu) | Some(Stage::Ptx)) {
-            bail!("--activations int8 is a CPU option; the nvptx target runs f32 activations");
-        }
-        if !crate::passes::lower::int8_path_available() {
-            bail!("--activations int8 needs a CPU with AVX-512 VNNI and VBMI (avx512vnni, avx512vbmi), and this host lacks them: use --activations f32");
-        }
+        (named, by_stage) => Ok(named.or(by_stage)),
     }
-    if args.max_tokens == 0 {
-        bail!("--max-tokens 0: a call must take at least one token");
-    }
-    if args.rows_per_workgroup == Some(0) {
-        bail!("--rows-per-workgroup 0: a workgroup must compute at least one row");
-    }
-    if args.emit.is_none() {
-        let Some(target) = args.target else {
-            bail!("--target is required to write an artifact");
-        };
-        if args.output == "-" {
-            bail!("--target {} writes a binary artifact: give a file with -o model.q35", if target == TargetKind::Nvptx { "nvptx" } else { "cpu" });
+}
+
+/// Refuses an option of another target than `target` given on the
+/// command line.
+fn check_foreign_options(matches: &clap::ArgMatches, target: &dyn q35_target::Target) -> Result<()> {
+    for other in crate::targets::REGISTRY.iter().filter(|t| t.name() != target.name()) {
+        for option in other.args() {
+            let id = option.arg.get_id().as_str();
+            if matches.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
+                continue;
+            }
+            let value = matches.get_raw(id).and_then(|mut v| v.next()).map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
+            let flag = option.arg.get_long().unwrap_or(id);
+            let owner = other.name().to_uppercase();
+            let article = if owner.starts_with(['A', 'E', 'F', 'H', 'I', 'L', 'M', 'N', 'O', 'R', 'S', 'X']) { "an" } else { "a" };
+            bail!("--{flag} {value} is {article} {owner} option; the {} target {}", target.name(), option.elsewhere);
         }
     }
     Ok(())
+}
+
+/// The option combinations compile() refuses, checked before any slow
+/// step (calibration) runs, and the chosen target configured.
+fn check_compile_args(
+    args: &CompileArgs,
+    matches: &clap::ArgMatches,
+    model: &Model,
+) -> Result<Option<Box<dyn q35_target::Backend>>> {
+    if args.max_tokens == 0 {
+        bail!("--max-tokens 0: a call must take at least one token");
+    }
+    let target = chosen_target(args)?;
+    if args.emit.is_none() {
+        let Some(target) = target else {
+            bail!("--target is required to write an artifact");
+        };
+        if args.output == "-" {
+            bail!("--target {} writes a binary artifact: give a file with -o model.q35", target.name());
+        }
+    }
+    let Some(target) = target else { return Ok(None) };
+    check_foreign_options(matches, target)?;
+    let common = q35_target::Common {
+        quant: args.quant,
+        context_length: context_length(args, model),
+        max_tokens: args.max_tokens,
+        fuse: !args.no_fuse,
+        stage: args.emit.clone(),
+    };
+    target.configure(matches, &common).map(Some).map_err(anyhow::Error::msg)
+}
+
+/// KV cache rows: `--context`, or the model's context, at most 2048.
+fn context_length(args: &CompileArgs, model: &Model) -> usize {
+    args.context.unwrap_or_else(|| model.config.max_position_embeddings.min(2048))
 }
 
 /// Runs the pipeline from emission as far as --emit asks, or to the
@@ -288,6 +264,7 @@ fn check_compile_args(args: &CompileArgs) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn compile(
     args: &CompileArgs,
+    backend: Option<&dyn q35_target::Backend>,
     q35: &Q35Context,
     model: &Model,
     graph: &ModelGraph,
@@ -296,9 +273,7 @@ fn compile(
     calibrated: Option<crate::calibration::Calibrated>,
     timings: &mut crate::pipeline::Timings,
 ) -> Result<()> {
-    let context_length = args
-        .context
-        .unwrap_or_else(|| model.config.max_position_embeddings.min(2048));
+    let context_length = context_length(args, model);
     crate::limits::check_context(context_length)?;
     let emit_options = EmitOptions {
         quant: args.quant,
@@ -318,69 +293,31 @@ fn compile(
     let mut module = emit_module(q35, graph, &model.config, &source, &emit_options)?;
     timings.record("emit q35 MLIR", started.elapsed());
     let print = |text: String| write_output(&args.output, inputs, text.as_bytes());
-    let int8 = args.activations == Activations::Int8;
-    let rows_per_workgroup = args.rows_per_workgroup.unwrap_or(if int8 {
-        crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP_INT8
-    } else {
-        crate::passes::lower::DEFAULT_ROWS_PER_WORKGROUP
-    });
-    let linalg = args.kernels == KernelBodies::Linalg || args.emit == Some(Stage::Linalg);
-    let mut options = codegen::CpuOptions::new(emit_options, args.group);
+    let mut options = codegen::CompileOptions::new(emit_options, args.group);
     options.search = args.quant_search;
     options.max_tokens = args.max_tokens;
-    options.rows_per_workgroup = rows_per_workgroup;
     options.fuse = !args.no_fuse;
-    options.int8_activations = int8;
-    options.linalg = linalg;
-    match args.emit {
-        Some(Stage::Mlir) => return print(format!("{}\n", module.as_operation())),
-        Some(Stage::Tiled) => {
+    match args.emit.as_deref() {
+        Some("mlir") => return print(format!("{}\n", module.as_operation())),
+        Some("tiled") => {
             let steps = crate::pipeline::parse(&format!("q35-tile{{tile={}}}", args.tile))?;
-            crate::pipeline::run(q35, &mut module, &steps, &run_options, timings)?;
+            crate::pipeline::run(q35, &mut module, &crate::passes::Registry, &steps, &run_options, timings)?;
             return print(format!("{}\n", module.as_operation()));
         }
-        Some(Stage::Kernels) | Some(Stage::Linalg) => {
-            codegen::lower_to_kernels(q35, &mut module, &options, &run_options, timings)?;
-            return print(format!("{}\n", module.as_operation()));
+        Some(stage) => {
+            let backend = backend.ok_or_else(|| anyhow::anyhow!("internal error: no target for --emit {stage}"))?;
+            let mut session = q35_target::Session { q35, passes: &crate::passes::Registry, run: &run_options, timings };
+            let text = backend.emit(&mut session, &mut module, stage)?;
+            return print(text);
         }
-        Some(Stage::LlvmMlir) => {
-            codegen::lower_to_llvm(q35, &mut module, &options, &run_options, timings)?;
-            return print(format!("{}\n", module.as_operation()));
-        }
-        Some(Stage::LlvmIr) | Some(Stage::Asm) => {
-            codegen::lower_to_llvm(q35, &mut module, &options, &run_options, timings)?;
-            let llvm = q35_target_llvm::llvm_context();
-            let ir = q35_target_llvm::translate(&module, &llvm)?;
-            if args.emit == Some(Stage::LlvmIr) {
-                return print(ir.print_to_string().to_string());
-            }
-            return print(q35_target_llvm::cpu_assembly(&ir, &q35_target_llvm::Options::default())?);
-        }
-        Some(Stage::Gpu) => {
-            crate::nvptx::lower_to_gpu(q35, &mut module, !args.no_fuse, crate::passes::gpu::DEFAULT_WARPS, &run_options, timings)?;
-            return print(format!("{}\n", module.as_operation()));
-        }
-        Some(Stage::Ptx) => {
-            crate::nvptx::lower_to_nvvm(q35, &mut module, !args.no_fuse, crate::passes::gpu::DEFAULT_WARPS, &run_options, timings)?;
-            return print(crate::nvptx::ptx(&module, &args.gpu_arch, timings)?);
-        }
-        Some(Stage::Graph) | None => {}
+        None => {}
     }
-    let target = args.target.expect("check_compile_args: an artifact has a target");
+    let backend = backend.ok_or_else(|| anyhow::anyhow!("internal error: an artifact without a target"))?;
     if let Some(calibrated) = calibrated {
         options.importance = Some(calibrated.importance);
         options.compensation = calibrated.compensation;
     }
-    let bytes = match target {
-        TargetKind::Cpu => codegen::compile_cpu(q35, module, model, graph, &options, &run_options, timings)?,
-        TargetKind::Nvptx => {
-            let nvptx = crate::nvptx::NvptxOptions {
-                arch: args.gpu_arch.clone(),
-                ..Default::default()
-            };
-            crate::nvptx::compile_nvptx(q35, module, model, graph, &options, &nvptx, &run_options, timings)?
-        }
-    };
+    let bytes = codegen::compile(q35, module, model, graph, &options, backend, &run_options, timings)?;
     let started = Instant::now();
     write_output(&args.output, inputs, &bytes)?;
     timings.record("write artifact", started.elapsed());
@@ -434,7 +371,7 @@ enum PolicyChoice {
 /// `--quant-policy` (checked against the model's matrices and options) or
 /// `--bpw-budget`: the default q35 g128 build allocates within
 /// [`q35_format::allocate::DEFAULT_BUDGET`].
-fn quant_policy(args: &CompileArgs, graph: &ModelGraph) -> Result<PolicyChoice> {
+fn quant_policy(args: &CompileArgs, graph: &ModelGraph, backend: Option<&dyn q35_target::Backend>) -> Result<PolicyChoice> {
     let default = (args.quant, args.group);
     let uniform = || PolicyChoice::Fixed(crate::policy::QuantPolicy::uniform(args.quant, args.group), format!("uniform {} g{}", args.quant, args.group));
     let path = match args.quant_policy.as_deref() {
@@ -457,9 +394,9 @@ fn quant_policy(args: &CompileArgs, graph: &ModelGraph) -> Result<PolicyChoice> 
     let names = weights.iter().filter(|w| w.is_matrix).map(|w| w.name.as_str());
     let origin = path.display().to_string();
     policy.check_against(names, &origin)?;
-    if args.activations == Activations::Int8 {
+    if let Some(why) = backend.and_then(|b| b.needs_coded_weights()) {
         if let Some(rule) = policy.rules.iter().find(|r| !r.kind.is_coded()) {
-            bail!("{origin}: the rule for {} stores it as {}, but --activations int8 needs coded weights (q35, int4 or int3)", q35_format::quote::quote(&rule.pattern), rule.kind);
+            bail!("{origin}: the rule for {} stores it as {}, but {why} needs coded weights (q35, int4 or int3)", q35_format::quote::quote(&rule.pattern), rule.kind);
         }
     }
     Ok(PolicyChoice::Fixed(policy, format!("--quant-policy {origin}")))
@@ -509,23 +446,27 @@ fn parse_search(s: &str) -> Result<QuantSearch, String> {
     s.parse().map_err(|e: q35_format::Error| e.to_string())
 }
 
-fn parse_gpu_arch(s: &str) -> Result<String, String> {
-    if q35_target_llvm::GPU_ARCHS.contains(&s) {
-        Ok(s.to_string())
-    } else {
-        Err(format!("unsupported GPU architecture `{s}` (known: {})", q35_target_llvm::GPU_ARCHS.join(", ")))
-    }
-}
-
 fn parse_group(s: &str) -> Result<GroupSize, String> {
     s.parse().map_err(|e: q35_format::Error| e.to_string())
 }
 
 /// Entry point of the `q35c` binary; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    // The targets' own options join the driver's.
+    let mut command = Cli::command();
+    for target in crate::targets::REGISTRY {
+        for option in target.args() {
+            command = command.arg(option.arg);
+        }
+    }
+    let matches = command.get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     init_logging(cli.verbose);
-    match run(cli) {
+    match run(cli, &matches) {
         Ok(()) => 0,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -534,7 +475,7 @@ pub fn main() -> i32 {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
     if let Some(Command::TinyModel {
         output,
         layers,
@@ -598,15 +539,14 @@ fn run(cli: Cli) -> Result<()> {
     let graph = ModelGraph::llama(&model.config)?;
     timings.record("build graph", started.elapsed());
 
-    let needs_mlir = args.emit.is_some_and(|stage| stage >= Stage::Mlir) || args.target.is_some();
-    if !needs_mlir && !args.quant_report && args.emit != Some(Stage::Graph) {
+    let graph_only = args.emit.as_deref() == Some("graph");
+    let needs_mlir = (args.emit.is_some() && !graph_only) || args.target.is_some();
+    if !needs_mlir && !args.quant_report && !graph_only {
         bail!("nothing to do: pass --target cpu -o model.q35, --emit STAGE or --quant-report (see --help)");
     }
-    if needs_mlir {
-        check_compile_args(&args)?;
-    }
-    let choice = quant_policy(&args, &graph)?;
-    if args.emit == Some(Stage::Graph) {
+    let backend = if needs_mlir { check_compile_args(&args, matches, &model)? } else { None };
+    let choice = quant_policy(&args, &graph, backend.as_deref())?;
+    if graph_only {
         write_output(&args.output, &inputs, graph.to_dot().as_bytes())?;
         if !args.quant_report {
             return Ok(());
@@ -628,8 +568,8 @@ fn run(cli: Cli) -> Result<()> {
         timings.record("quantize (report)", started.elapsed());
         print!("{report}");
     }
-    if needs_mlir && args.emit != Some(Stage::Graph) {
-        compile(&args, &q35, &model, &graph, &inputs, &policy, calibrated, &mut timings)?;
+    if needs_mlir && !graph_only {
+        compile(&args, backend.as_deref(), &q35, &model, &graph, &inputs, &policy, calibrated, &mut timings)?;
     }
     if args.timing {
         eprint!("{}", timings.render());

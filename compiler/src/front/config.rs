@@ -28,33 +28,9 @@ pub const MAX_WIDTH: usize = 1 << 20;
 /// context hold fewer than 2^31 entries.
 pub const MAX_I32_COUNT: usize = i32::MAX as usize;
 
-/// Hyper-parameters of a Llama-family decoder.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelConfig {
-    /// HF class name; always [`LLAMA_ARCHITECTURE`] once validated.
-    pub architecture: String,
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    /// Grouped-query attention: key/value heads (defaults to the heads).
-    pub num_key_value_heads: usize,
-    /// Per-head width (defaults to hidden_size / num_attention_heads).
-    pub head_dim: usize,
-    pub rms_norm_eps: f64,
-    /// RoPE base frequency (default 10000).
-    pub rope_theta: f64,
-    pub max_position_embeddings: usize,
-    /// The output projection reuses the token embedding (no `lm_head.weight`).
-    pub tie_word_embeddings: bool,
-    pub bos_token_id: Option<u32>,
-    /// The first end-of-sequence id when config.json lists several (every
-    /// listed id is checked against the vocabulary; the artifact keeps one).
-    pub eos_token_id: Option<u32>,
-    /// The dtype the checkpoint was saved in, as HF writes it (`bfloat16`).
-    pub torch_dtype: Option<String>,
-}
+/// Hyper-parameters of a Llama-family decoder: the one configuration type
+/// the front end, the compiler and the runtime share.
+pub use q35_format::ModelConfig;
 
 /// A configuration value that cannot work, with the HF field it is in.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -78,9 +54,24 @@ impl InvalidConfig {
     }
 }
 
-impl ModelConfig {
+/// A [`ModelConfig`] read from, checked as and written as a Hugging Face
+/// `config.json`.
+pub trait HfConfig: Sized {
     /// Reads and validates a Hugging Face `config.json`.
-    pub fn from_hf_file(path: &Path) -> Result<Self> {
+    fn from_hf_file(path: &Path) -> Result<Self>;
+    /// Parses and validates the text of a Hugging Face `config.json`;
+    /// `path` is only used in error messages.
+    fn from_hf_json(text: &str, path: &Path) -> Result<Self>;
+    /// Checks that the configuration describes a model q35 can build.
+    fn check_supported(&self) -> Result<(), InvalidConfig>;
+    /// The configuration as a Hugging Face `config.json` (pretty-printed),
+    /// loadable by `transformers` and by [`HfConfig::from_hf_json`], saying
+    /// the checkpoint's dtype if `torch_dtype` is given.
+    fn to_hf_json(&self, torch_dtype: Option<&str>) -> String;
+}
+
+impl HfConfig for ModelConfig {
+    fn from_hf_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::malformed(
@@ -94,9 +85,7 @@ impl ModelConfig {
         Self::from_hf_json(&text, path)
     }
 
-    /// Parses and validates the text of a Hugging Face `config.json`;
-    /// `path` is only used in error messages.
-    pub fn from_hf_json(text: &str, path: &Path) -> Result<Self> {
+    fn from_hf_json(text: &str, path: &Path) -> Result<Self> {
         let value: Value = serde_json::from_str(text)
             .map_err(|e| Error::malformed(path, format!("invalid JSON: {e}")))?;
         let Value::Object(map) = value else {
@@ -152,9 +141,8 @@ impl ModelConfig {
                 .unwrap_or(false),
             bos_token_id: bos_ids.first().copied(),
             eos_token_id: eos_ids.first().copied(),
-            torch_dtype: fields.optional("torch_dtype", "a string")?,
         };
-        config.validate().map_err(|e| e.at(path))?;
+        config.check_supported().map_err(|e| e.at(path))?;
         // validate() checks the ids kept; a list's other ids must be real
         // tokens too, or the list is not what the model was trained with.
         for (field, ids) in [("bos_token_id", &bos_ids), ("eos_token_id", &eos_ids)] {
@@ -178,8 +166,7 @@ impl ModelConfig {
         Ok(config)
     }
 
-    /// Checks that the configuration describes a model q35 can build.
-    pub fn validate(&self) -> Result<(), InvalidConfig> {
+    fn check_supported(&self) -> Result<(), InvalidConfig> {
         if self.architecture != LLAMA_ARCHITECTURE {
             return Err(InvalidConfig::new(
                 "architectures",
@@ -328,9 +315,7 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// The configuration as a Hugging Face `config.json` (pretty-printed),
-    /// loadable by `transformers` and by [`ModelConfig::from_hf_json`].
-    pub fn to_hf_json(&self) -> String {
+    fn to_hf_json(&self, torch_dtype: Option<&str>) -> String {
         #[derive(Serialize)]
         struct HfConfig<'a> {
             architectures: [&'a str; 1],
@@ -375,7 +360,7 @@ impl ModelConfig {
             tie_word_embeddings: self.tie_word_embeddings,
             bos_token_id: self.bos_token_id,
             eos_token_id: self.eos_token_id,
-            torch_dtype: self.torch_dtype.as_deref(),
+            torch_dtype,
         };
         // Serializing plain numbers, strings and options cannot fail.
         let mut text = serde_json::to_string_pretty(&hf).unwrap_or_default();
@@ -566,7 +551,6 @@ mod tests {
         );
         assert_eq!((c.rope_theta, c.rms_norm_eps), (100000.0, 1e-5));
         assert!(c.tie_word_embeddings);
-        assert_eq!(c.torch_dtype.as_deref(), Some("bfloat16"));
 
         let c = parse(&with(|m| {
             m.remove("num_key_value_heads");
@@ -585,7 +569,7 @@ mod tests {
     #[test]
     fn hf_json_round_trips() {
         let c = parse(SMOLLM2).unwrap();
-        assert_eq!(parse(&c.to_hf_json()).unwrap(), c);
+        assert_eq!(parse(&c.to_hf_json(None)).unwrap(), c);
         let back: ModelConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
     }

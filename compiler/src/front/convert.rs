@@ -8,6 +8,7 @@
 //! leaves no partial file behind (only a failing rename, after all files
 //! are written, can leave some replaced and others not).
 
+use crate::front::config::HfConfig;
 use super::{
     atomic::{write_error, PendingFile},
     dtype::{f32_to_le_bytes, DType},
@@ -27,8 +28,7 @@ pub fn convert_gguf(gguf_path: &Path, out_dir: &Path) -> Result<()> {
     model.validate()?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
 
-    let mut config = model.config.clone();
-    config.torch_dtype = Some("float32".into());
+    let config = model.config.clone();
     let expected = llama::expected_tensors(&config);
     let specs: Vec<TensorSpec> = expected
         .iter()
@@ -39,7 +39,7 @@ pub fn convert_gguf(gguf_path: &Path, out_dir: &Path) -> Result<()> {
         })
         .collect();
 
-    let mut text_files = vec![(CONFIG_FILE, config.to_hf_json())];
+    let mut text_files = vec![(CONFIG_FILE, config.to_hf_json(Some("float32")))];
     if let (Some(json), Some(tokenizer)) = (&model.tokenizer_json, &tokenizer) {
         text_files.push((TOKENIZER_FILE, json.clone()));
         text_files.push((
@@ -115,9 +115,7 @@ mod tests {
 
             let from_gguf = load(&gguf_path).unwrap();
             let converted = load(&out).unwrap();
-            let mut expected_config = from_gguf.config.clone();
-            expected_config.torch_dtype = Some("float32".into());
-            assert_eq!(converted.config, expected_config);
+            assert_eq!(converted.config, from_gguf.config);
             assert_eq!(converted.tensors.len(), from_gguf.tensors.len());
             for t in from_gguf.tensors.iter() {
                 let c = converted.tensors.tensor(t.name()).unwrap();
@@ -249,9 +247,7 @@ mod tests {
         let converted_in = started.elapsed();
         let from_gguf = load(&path).unwrap();
         let converted = load(dir.path()).unwrap();
-        let mut expected = from_gguf.config.clone();
-        expected.torch_dtype = Some("float32".into());
-        assert_eq!(converted.config, expected);
+        assert_eq!(converted.config, from_gguf.config);
         assert_eq!(converted.tensors.len(), from_gguf.tensors.len());
         let mut values = 0usize;
         for t in from_gguf.tensors.iter() {

@@ -24,6 +24,7 @@ pub use dtype::DType;
 pub use error::{Error, Result};
 pub use tensors::{Tensor, Tensors};
 
+use crate::front::config::HfConfig;
 use error::name_list;
 use std::path::{Path, PathBuf};
 
@@ -197,7 +198,7 @@ impl Model {
     /// Checks the configuration and that the tensors are exactly the
     /// architecture's set, each with its exact shape.
     pub fn validate(&self) -> Result<()> {
-        self.config.validate().map_err(|e| e.at(&self.source))?;
+        self.config.check_supported().map_err(|e| e.at(&self.source))?;
         let expected = llama::expected_tensors(&self.config);
         let missing: Vec<String> = expected
             .iter()

@@ -6,6 +6,7 @@
 //! matrices ~ N(0, 0.02²) (a sum of four uniforms), norm weights in
 //! [0.9, 1.1].
 
+use crate::front::config::HfConfig;
 use super::{
     atomic,
     config::{ModelConfig, LLAMA_ARCHITECTURE},
@@ -159,7 +160,6 @@ impl TinySpec {
             tie_word_embeddings: self.tie_word_embeddings,
             bos_token_id: bos,
             eos_token_id: eos,
-            torch_dtype: Some("float32".into()),
         }
     }
 }
@@ -280,7 +280,7 @@ pub fn write_tiny_model(dir: &Path, spec: TinySpec) -> Result<PathBuf> {
     }
     let config = spec.config();
     config
-        .validate()
+        .check_supported()
         .map_err(|e| e.at(&dir.join(CONFIG_FILE)))?;
     let tensors = tiny_tensors(&spec);
     let specs: Vec<TensorSpec> = tensors
@@ -299,7 +299,7 @@ pub fn write_tiny_model(dir: &Path, spec: TinySpec) -> Result<PathBuf> {
             .unwrap_or_default())
     })?
     .commit()?;
-    write_text(&dir.join(CONFIG_FILE), &config.to_hf_json())?;
+    write_text(&dir.join(CONFIG_FILE), &config.to_hf_json(Some("float32")))?;
     if spec.tokenizer {
         let path = dir.join(TOKENIZER_FILE);
         write_text(&path, &tiny_tokenizer().to_tokenizer_json(&path)?)?;

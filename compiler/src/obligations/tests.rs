@@ -209,7 +209,7 @@ fn tiny_artifact() -> &'static [u8] {
             overrides: Vec::new(),
         };
         let module = emit_module(&q35, &graph, &model.config, "tiny", &emit).unwrap();
-        let options = codegen::CpuOptions::new(emit, GroupSize::G64);
+        let options = codegen::CompileOptions::new(emit, GroupSize::G64);
         let run = RunOptions {
             verify_each: true,
             print_ir_after_all: false,

@@ -4,17 +4,20 @@
 //! `lit/passes/`, and a timing entry (each pipeline step is timed).
 
 mod fuse;
-pub mod gpu;
 mod ir;
-pub mod lower;
+pub mod lower_to_kernels;
 mod tile;
 mod verify;
 
 pub use fuse::FusePass;
+pub use q35_target::pass::{Error, Findings};
 pub use tile::{parse_tile, TilePass, DEFAULT_TILE};
 pub use verify::VerifyPass;
 
+use lower_to_kernels as lower;
 use melior::{pass::Pass, Context};
+use q35_target::pass::PassSource;
+use q35_target_nvptx as gpu;
 
 /// A q35 pass as listed in `q35-opt --help` and docs/dialect.md.
 pub struct PassInfo {
@@ -53,14 +56,13 @@ pub const PASSES: &[PassInfo] = &[
     },
 ];
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("unknown q35 pass `{name}` (known: {known})")]
-    Unknown { name: String, known: String },
-    #[error("pass `{pass}` takes no option `{option}`")]
-    UnknownOption { pass: String, option: String },
-    #[error("pass `{pass}`: bad option `{option}`: {reason}")]
-    BadOption { pass: String, option: String, reason: String },
+/// Every q35 pass, for pipelines: [`create`] by name.
+pub struct Registry;
+
+impl PassSource for Registry {
+    fn create(&self, context: &Context, name: &str, options: &[(String, String)]) -> Result<(Pass, Findings), Error> {
+        create(context, name, options)
+    }
 }
 
 /// Creates the q35 pass `name` with its `{key=value ...}` options, or says
@@ -167,20 +169,5 @@ pub fn create(context: &Context, name: &str, options: &[(String, String)]) -> Re
             name: name.into(),
             known: PASSES.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
         }),
-    }
-}
-
-/// Problems a pass found, shared between the pass (which MLIR clones) and
-/// the pipeline that reports them.
-#[derive(Clone, Default)]
-pub struct Findings(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
-
-impl Findings {
-    pub fn push(&self, message: String) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(message);
-    }
-
-    pub fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }

@@ -23,7 +23,9 @@ use q35_rt::{
     memref::{AlignedBuffer, MemRef1, MemRef2},
     thread_pool::ThreadPool,
 };
-use q35c::passes::lower::{ActivationCodes, MatmulShape};
+use q35_target::kernel::{DEFAULT_ROWS_PER_WORKGROUP, DEFAULT_ROWS_PER_WORKGROUP_INT8};
+use q35_target::{ActivationCodes, MatmulShape};
+use q35_target_cpu::{int8_path_available, matmul::standalone_shared_object};
 use std::{ffi::c_void, time::Instant};
 
 struct Options {
@@ -97,12 +99,12 @@ fn random(len: usize) -> Vec<f32> {
 fn main() -> anyhow::Result<()> {
     let o = options();
     let weights = QuantizedTensor::quantize("w", o.n, o.k, &random(o.n * o.k), o.quant, o.group)?;
-    let rows = o.rows.unwrap_or(q35c::passes::lower::DEFAULT_ROWS_PER_WORKGROUP);
+    let rows = o.rows.unwrap_or(DEFAULT_ROWS_PER_WORKGROUP);
     let plain = MatmulShape::new(o.n, o.k, o.quant, o.group, rows);
     let mut shapes = vec![plain];
     let coded = !matches!(o.quant, QuantKind::F16 | QuantKind::F32);
-    if coded && !o.portable && q35c::passes::lower::int8_path_available() {
-        let rows = o.rows.unwrap_or(q35c::passes::lower::DEFAULT_ROWS_PER_WORKGROUP_INT8);
+    if coded && !o.portable && int8_path_available() {
+        let rows = o.rows.unwrap_or(DEFAULT_ROWS_PER_WORKGROUP_INT8);
         shapes.push(MatmulShape { int8_activations: true, rows_per_workgroup: rows, ..plain });
     }
     let mut medians = Vec::new();
@@ -122,7 +124,7 @@ fn main() -> anyhow::Result<()> {
 fn measure(o: &Options, shape: &MatmulShape, weights: &QuantizedTensor) -> anyhow::Result<Vec<f64>> {
     let activations = if shape.int8_activations { "int8" } else { "f32" };
     let started = Instant::now();
-    let so = shape.standalone_shared_object(!o.portable)?;
+    let so = standalone_shared_object(&shape, !o.portable)?;
     let compile = started.elapsed();
     if let Some(path) = &o.so {
         let path = if shape.int8_activations { format!("{path}.int8") } else { path.clone() };

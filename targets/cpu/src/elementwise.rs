@@ -4,78 +4,10 @@
 //! Signatures: `(wg, tokens, start, a: memref<?xWxf32>, [b: memref<?xWxf32>
 //! | gamma: memref<?xf32>], out: memref<?xWxf32>)`.
 
-use super::{builder::{arg, Builder, Extent}, FIRST_BUFFER};
+use q35_target::builder::{arg, Builder, Extent};
+use q35_target::kernel::{RowOp, FIRST_BUFFER};
+use q35_target::math::{rms_scale, silu, Exp};
 use melior::ir::{Block, Value};
-
-/// Which row-wise function a kernel computes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum RowOp {
-    Add,
-    Mul,
-    Silu,
-    SwiGlu,
-    RmsNorm { epsilon: f64 },
-}
-
-impl RowOp {
-    pub fn name(&self) -> &'static str {
-        match self {
-            RowOp::Add => "add",
-            RowOp::Mul => "mul",
-            RowOp::Silu => "silu",
-            RowOp::SwiGlu => "swiglu",
-            RowOp::RmsNorm { .. } => "rms_norm",
-        }
-    }
-
-    pub fn inputs(&self) -> usize {
-        match self {
-            RowOp::Silu => 1,
-            _ => 2,
-        }
-    }
-}
-
-/// How a kernel computes `e^x` (f32).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Exp {
-    /// `math.exp`: on the GPU, libdevice's.
-    Math,
-    /// [`Builder::exp_f32`]: inline arithmetic, for CPU kernels (a libm
-    /// call in a loop spills every vector register and cannot vectorize).
-    Inline,
-}
-
-impl Exp {
-    pub(crate) fn emit<'c, 'b>(self, b: &Builder<'c>, block: &'b Block<'c>, x: Value<'c, '_>) -> Value<'c, 'b> {
-        match self {
-            Exp::Math => b.math1(block, "exp", x),
-            Exp::Inline => b.exp_f32(block, x),
-        }
-    }
-}
-
-/// x · sigmoid(x) = x / (1 + exp(-x)), in f32: the one form every CPU
-/// and GPU kernel (row ops and fused SwiGLU epilogues) uses.
-pub(crate) fn silu<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, x: Value<'c, '_>, exp: Exp) -> Value<'c, 'b> {
-    let neg = b.negf(block, x);
-    let e = exp.emit(b, block, neg);
-    let one = b.f32(block, 1.0);
-    let den = b.addf(block, one, e);
-    b.divf(block, x, den)
-}
-
-/// RMSNorm's `1 / sqrt(Σx² / width + eps)` from the sum of squares `total`,
-/// on the CPU and the GPU alike.
-pub(crate) fn rms_scale<'c, 'b>(b: &Builder<'c>, block: &'b Block<'c>, total: Value<'c, '_>, width: usize, epsilon: f64) -> Value<'c, 'b> {
-    let wf = b.f32(block, width as f64);
-    let mean = b.divf(block, total, wf);
-    let eps = b.f32(block, epsilon);
-    let var = b.addf(block, mean, eps);
-    let root = b.math1(block, "sqrt", var);
-    let one = b.f32(block, 1.0);
-    b.divf(block, one, root)
-}
 
 /// Fills the body of a row kernel of `width` columns.
 pub fn build(b: &Builder<'_>, op: RowOp, width: usize, body: &Block<'_>) {
@@ -211,8 +143,8 @@ mod tests {
         types.extend([row, row]);
         let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
         build(&b, op, width, &block);
-        module.body().append_operation(super::super::kernel_function(&b, "silu", &types, block));
-        let so = super::super::shared_object(&q35, module).unwrap();
+        module.body().append_operation(crate::kernels::kernel_function(&b, "silu", &types, block));
+        let so = crate::shared_object(&q35, module).unwrap();
         let code = CodeObject::load(&so).unwrap();
         let entry = code.symbol("_mlir_ciface_silu").unwrap();
 

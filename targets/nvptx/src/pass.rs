@@ -31,35 +31,28 @@
 //! a private device function, run by one thread per workgroup.
 
 // The op-building helpers of `q35-lower-to-kernels`.
-use super::lower::builder;
-pub mod gemv;
-pub mod rows;
-
-use super::{
-    lower::{AttentionShape, Epilogue, MatmulShape, RowOp},
-    Findings,
+use crate::{gemv, rows};
+use q35_target::{
+    builder::{arg, Builder},
+    pass::Findings,
+    AttentionShape, KernelSpec, MatmulShape, Plan, RowOp,
 };
-use builder::{arg, Builder};
 use melior::{
     dialect::func,
     ir::{
         attribute::{
-            ArrayAttribute, DenseI32ArrayAttribute, DictionaryAttribute, FlatSymbolRefAttribute, IntegerAttribute,
+            DenseI32ArrayAttribute, FlatSymbolRefAttribute,
             StringAttribute, TypeAttribute,
         },
         block::BlockLike,
-        operation::{OperationBuilder, OperationLike, OperationMutLike, OperationRefMut, WalkOrder, WalkResult},
+        operation::{OperationBuilder, OperationLike, OperationMutLike, OperationRefMut},
         r#type::FunctionType,
         Attribute, Block, Identifier, Location, Operation, OperationRef, Region, RegionLike, Type,
     },
     pass::{create_external, ExternalPass, Pass, RunExternalPass},
     Context, ContextRef,
 };
-use q35_dialect::PackedType;
-use q35_format::{
-    artifact::{DispatchSpec, LaunchSpec},
-    GroupSize, QuantKind,
-};
+use q35_format::artifact::{DispatchSpec, LaunchSpec};
 use std::collections::BTreeMap;
 
 /// Warps (output rows) per GEMV block by default.
@@ -145,211 +138,12 @@ impl<'c> RunExternalPass<'c> for GpuPass<'c> {
     }
 }
 
-fn int_of(attribute: Option<Attribute>) -> Option<usize> {
-    attribute.and_then(|a| IntegerAttribute::try_from(a).ok()).map(|a| a.value() as usize)
-}
-
-fn string_of(attribute: Attribute) -> Option<String> {
-    StringAttribute::try_from(attribute).ok().map(|s| s.value().to_string())
-}
-
-/// The plan's dispatch list and buffer elements, read back from `q35.plan`.
-fn read_plan(plan: OperationRef) -> Result<(Vec<DispatchSpec>, BTreeMap<String, String>), String> {
-    let array = |name: &str| -> Result<ArrayAttribute, String> {
-        plan.attribute(name)
-            .ok()
-            .and_then(|a| ArrayAttribute::try_from(a).ok())
-            .ok_or_else(|| format!("q35.plan has no `{name}` array"))
-    };
-    let mut elements = BTreeMap::new();
-    let buffers = array("buffers")?;
-    for i in 0..buffers.len() {
-        let entry = buffers.element(i).ok().and_then(|a| DictionaryAttribute::try_from(a).ok()).ok_or("bad buffer entry")?;
-        let name = entry.element_by_name("name").and_then(string_of).ok_or("buffer without a name")?;
-        let element = entry.element_by_name("element").and_then(string_of).ok_or("buffer without an element")?;
-        elements.insert(name, element);
-    }
-    let mut dispatches = Vec::new();
-    let list = array("dispatches")?;
-    for i in 0..list.len() {
-        let entry = list.element(i).ok().and_then(|a| DictionaryAttribute::try_from(a).ok()).ok_or("bad dispatch entry")?;
-        let kernel = entry
-            .element_by_name("kernel")
-            .and_then(|a| FlatSymbolRefAttribute::try_from(a).ok())
-            .map(|s| s.value().to_string())
-            .ok_or("dispatch without a kernel")?;
-        let bound = entry
-            .element_by_name("buffers")
-            .and_then(|a| ArrayAttribute::try_from(a).ok())
-            .ok_or("dispatch without buffers")?;
-        let mut names = Vec::new();
-        for j in 0..bound.len() {
-            names.push(bound.element(j).ok().and_then(string_of).ok_or("bad buffer name")?);
-        }
-        dispatches.push(DispatchSpec {
-            kernel,
-            workgroups: int_of(entry.element_by_name("workgroups")).ok_or("dispatch without workgroups")?,
-            workgroups_per_token: int_of(entry.element_by_name("workgroups_per_token")).ok_or("dispatch without workgroups_per_token")?,
-            buffers: names,
-            // One stream runs the launches in order.
-            concurrent: false,
-        });
-    }
-    Ok((dispatches, elements))
-}
-
-/// The matmul shape of a `dequant_matmul_*` kernel: N and K from its
-/// activation types, the weight's kind and group from the plan.
-fn matmul_shape(context: &Context, kernel: &str, arguments: &[Type], dispatch: &DispatchSpec, elements: &BTreeMap<String, String>) -> Result<MatmulShape, String> {
-    let width = |t: Type| -> Result<usize, String> {
-        let text = t.to_string();
-        text.strip_prefix("memref<?x")
-            .and_then(|rest| rest.strip_suffix("xf32>"))
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| format!("kernel `{kernel}`: expected memref<?xWxf32>, got {text}"))
-    };
-    let k = width(arguments[3])?;
-    let n = width(*arguments.last().ok_or("kernel without arguments")?)?;
-    let epilogue = if kernel.ends_with(Epilogue::SwiGlu.suffix()) {
-        Epilogue::SwiGlu
-    } else if kernel.ends_with(Epilogue::AddResidual.suffix()) {
-        Epilogue::AddResidual
-    } else {
-        Epilogue::None
-    };
-    let weight = dispatch.buffers.get(1).ok_or_else(|| format!("kernel `{kernel}`: no weight buffer"))?;
-    let element = elements.get(weight).ok_or_else(|| format!("kernel `{kernel}`: weight `{weight}` is not in the plan"))?;
-    let (quant, group) = match Type::parse(context, element).and_then(PackedType::from_type) {
-        Some(packed) => {
-            let packed = packed.map_err(|e| e.to_string())?;
-            let group = GroupSize::ALL
-                .into_iter()
-                .find(|g| g.fixed() == Some(packed.group as usize))
-                .unwrap_or(GroupSize::Channel);
-            (packed.quant, group)
-        }
-        None => (QuantKind::F32, GroupSize::Channel),
-    };
-    Ok(MatmulShape {
-        n,
-        k,
-        quant,
-        group,
-        rows_per_workgroup: 1,
-        epilogue,
-        int8_activations: false,
-        linalg: false,
-    })
-}
-
-/// The table of an `embedding_*` kernel as a [`MatmulShape`] (N = vocab,
-/// K = hidden, the weight's kind and group from the plan), if its
-/// arguments are `(ids: memref<?xi32>, <weight buffers>, out)`.
-fn embedding_shape(context: &Context, b: &Builder, arguments: &[Type], dispatch: &DispatchSpec, elements: &BTreeMap<String, String>) -> Option<MatmulShape> {
-    let packed = Type::parse(context, elements.get(dispatch.buffers.get(1)?)?).and_then(PackedType::from_type)?.ok()?;
-    let group = GroupSize::ALL.into_iter().find(|g| g.fixed() == Some(packed.group as usize)).unwrap_or(GroupSize::Channel);
-    let shape = MatmulShape {
-        n: packed.rows as usize,
-        k: packed.cols as usize,
-        quant: packed.quant,
-        group,
-        rows_per_workgroup: 1,
-        epilogue: Epilogue::None,
-        int8_activations: false,
-        linalg: false,
-    };
-    // The matmul's weight buffers between the ids and a row of K.
-    let buffers = shape.buffer_types(b);
-    let mut expected = vec![Type::parse(context, "memref<?xi32>")?];
-    expected.extend_from_slice(&buffers[1..buffers.len() - 1]);
-    expected.push(Type::parse(context, &format!("memref<?x{}xf32>", shape.k))?);
-    (arguments.get(3..)? == expected.as_slice()).then_some(shape)
-}
-
-/// The warp-parallel kernels of [`rows`], recognized by the CPU kernel's
-/// name and checked against its argument types (and, for the parameters a
-/// name rounds, against the constants in its body).
+/// The warp-parallel kernels of [`rows`].
 enum RowKernel {
     Row(RowOp, usize),
     Rope { width: usize, head_dim: usize, theta: f64 },
     KvUpdate(AttentionShape),
     Attention(AttentionShape),
-}
-
-/// Every float constant in `op`'s body.
-fn float_constants(op: OperationRef) -> Vec<f64> {
-    let mut values = Vec::new();
-    op.walk(WalkOrder::PreOrder, |inner| {
-        if inner.name().as_string_ref().as_str() == Ok("arith.constant") {
-            if let Some(value) = inner.attribute("value").ok().and_then(|a| melior::ir::attribute::FloatAttribute::try_from(a).ok()) {
-                values.push(value.value());
-            }
-        }
-        WalkResult::Advance
-    });
-    values
-}
-
-/// `h{H}_kv{KV}_hd{D}_c{C}`.
-fn attention_shape(suffix: &str) -> Option<AttentionShape> {
-    let mut parts = suffix.split('_');
-    let mut next = |prefix: &str| parts.next()?.strip_prefix(prefix)?.parse::<usize>().ok();
-    let shape = AttentionShape {
-        num_heads: next("h")?,
-        num_kv_heads: next("kv")?,
-        head_dim: next("hd")?,
-        context: next("c")?,
-    };
-    (shape.num_kv_heads > 0 && shape.num_heads % shape.num_kv_heads == 0 && shape.head_dim > 0).then_some(shape)
-}
-
-fn row_kernel(b: &Builder, name: &str, kernel: OperationRef, arguments: &[Type]) -> Option<RowKernel> {
-    let row = |w: usize| format!("memref<?x{w}xf32>");
-    let (spec, expected): (RowKernel, Vec<String>) = if let Some(rest) = name.strip_prefix("rms_norm_") {
-        // rms_norm_{W}_eps{ε as f32, `.` and `-` written `_`}
-        let (width, eps) = rest.split_once("_eps")?;
-        let width: usize = width.parse().ok()?;
-        let (mantissa, exponent) = eps.split_once('e')?;
-        let epsilon: f32 = format!("{}e{}", mantissa.replace('_', "."), exponent.replace('_', "-")).parse().ok()?;
-        if !float_constants(kernel).contains(&(epsilon as f64)) {
-            return None;
-        }
-        (RowKernel::Row(RowOp::RmsNorm { epsilon: epsilon as f64 }, width), vec![row(width), "memref<?xf32>".into(), row(width)])
-    } else if let Some(rest) = name.strip_prefix("rope_") {
-        // rope_{W}_hd{D}_theta{θ as an integer}: θ is confirmed by the
-        // kernel's inverse-frequency constant −2 ln θ / D.
-        let mut parts = rest.split('_');
-        let width: usize = parts.next()?.parse().ok()?;
-        let head_dim: usize = parts.next()?.strip_prefix("hd")?.parse().ok()?;
-        let theta: f64 = parts.next()?.strip_prefix("theta")?.parse::<u64>().ok()? as f64;
-        if head_dim == 0 || head_dim % 2 == 1 || width % head_dim != 0 || !float_constants(kernel).contains(&(-2.0 * theta.ln() / head_dim as f64)) {
-            return None;
-        }
-        (RowKernel::Rope { width, head_dim, theta }, vec![row(width), "memref<?xi32>".into(), row(width)])
-    } else if let Some(rest) = name.strip_prefix("kv_update_") {
-        let s = attention_shape(rest)?;
-        let kv = s.num_kv_heads * s.head_dim;
-        let cache = format!("memref<{}x{kv}xf32>", s.context);
-        (RowKernel::KvUpdate(s), vec![row(kv), row(kv), cache.clone(), cache])
-    } else if let Some(rest) = name.strip_prefix("attention_") {
-        let s = attention_shape(rest)?;
-        let cache = format!("memref<{}x{}xf32>", s.context, s.num_kv_heads * s.head_dim);
-        let q = row(s.num_heads * s.head_dim);
-        (RowKernel::Attention(s), vec![q.clone(), cache.clone(), cache, q])
-    } else {
-        let (op, width) = name.rsplit_once('_')?;
-        let op = match op {
-            "add" => RowOp::Add,
-            "mul" => RowOp::Mul,
-            "silu" => RowOp::Silu,
-            "swiglu" => RowOp::SwiGlu,
-            _ => return None,
-        };
-        let width: usize = width.parse().ok()?;
-        (RowKernel::Row(op, width), vec![row(width); op.inputs() + 1])
-    };
-    let expected: Option<Vec<Type>> = expected.iter().map(|t| Type::parse(b.context, t)).collect();
-    (expected? == arguments[3..]).then_some(spec)
 }
 
 fn gpu_func<'c>(b: &Builder<'c>, name: &str, arguments: &[Type<'c>], threads: u32, fill: impl FnOnce(&Block<'c>)) -> Operation<'c> {
@@ -395,7 +189,10 @@ fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, warps: u
         op = current.next_in_block();
     }
     let plan = plan.ok_or("no q35.plan: run q35-lower-to-kernels before q35-lower-to-gpu")?;
-    let (mut dispatches, elements) = read_plan(plan)?;
+    let plan_op = plan;
+    let plan = Plan::from_op(plan_op)?;
+    // One stream runs the launches in order: none is concurrent.
+    let mut dispatches: Vec<DispatchSpec> = plan.dispatches.iter().map(|d| DispatchSpec { concurrent: false, ..d.clone() }).collect();
     let b = Builder {
         context,
         location: Location::unknown(context),
@@ -409,7 +206,8 @@ fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, warps: u
         let name = kernel
             .attribute("sym_name")
             .ok()
-            .and_then(string_of)
+            .and_then(|a| StringAttribute::try_from(a).ok())
+            .map(|s| s.value().to_string())
             .ok_or("kernel without a name")?;
         let function_type = kernel
             .attribute("function_type")
@@ -423,22 +221,31 @@ fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, warps: u
         if arguments.len() < 3 || arguments[..3].iter().any(|t| *t != b.index_type()) {
             return Err(format!("kernel `{name}` does not take (workgroup, tokens, start) first"));
         }
-        let Some(dispatch) = dispatches.iter().find(|d| d.kernel == name) else {
+        if !dispatches.iter().any(|d| d.kernel == name) {
             continue; // no dispatch calls it
-        };
+        }
         let mut gpu_arguments = vec![b.index_type(); 2];
         gpu_arguments.extend_from_slice(&arguments[3..]);
+        let spec = plan.kernels.get(&name).copied();
         // A matmul whose buffers are those of a float-activation matmul
-        // (any other kernel, e.g. a future integer path, stays generic).
-        let shape = name
-            .starts_with("dequant_matmul_")
-            .then(|| matmul_shape(context, &name, &arguments, dispatch, &elements).ok())
-            .flatten()
-            .filter(|shape| shape.buffer_types(&b) == arguments[3..]);
-        let embedding = name
-            .starts_with("embedding_")
-            .then(|| embedding_shape(context, &b, &arguments, dispatch, &elements))
-            .flatten();
+        // (the integer path's stay generic).
+        let shape = match spec {
+            Some(KernelSpec::Matmul(shape)) => Some(MatmulShape { rows_per_workgroup: 1, int8_activations: false, linalg: false, ..shape }),
+            _ => None,
+        }
+        .filter(|shape| shape.buffer_types(&b) == arguments[3..]);
+        // A coded table (an f16/f32 one stays generic).
+        let embedding = match spec {
+            Some(KernelSpec::Embedding(shape)) if shape.quant.is_coded() => Some(MatmulShape { rows_per_workgroup: 1, int8_activations: false, linalg: false, ..shape }),
+            _ => None,
+        };
+        let row_kernel = match spec {
+            Some(KernelSpec::Row { op, width, linalg: false }) => Some(RowKernel::Row(op, width)),
+            Some(KernelSpec::Rope { width, head_dim, theta, .. }) => Some(RowKernel::Rope { width, head_dim, theta }),
+            Some(KernelSpec::KvUpdate(shape)) => Some(RowKernel::KvUpdate(shape)),
+            Some(KernelSpec::Attention { shape, .. }) => Some(RowKernel::Attention(shape)),
+            _ => None,
+        };
         if let Some(shape) = shape {
             let threads = (warps * gemv::WARP) as u32;
             device.append_operation(gpu_func(&b, &name, &gpu_arguments, threads, |block| gemv::build(&b, &shape, warps, block)));
@@ -448,7 +255,7 @@ fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, warps: u
             let threads = gemv::WARP as u32;
             device.append_operation(gpu_func(&b, &name, &gpu_arguments, threads, |block| gemv::build_embedding(&b, &shape, block, false)));
             launch.insert(name.clone(), (threads, None));
-        } else if let Some(spec) = row_kernel(&b, &name, kernel, &arguments) {
+        } else if let Some(spec) = row_kernel {
             type Fill<'f, 'c> = Box<dyn FnOnce(&Block<'c>) + 'f>;
             let (grid, fill): (Option<(usize, usize)>, Fill<'_, 'c>) = match spec {
                 RowKernel::Row(op, width) => (None, Box::new(move |block| rows::build_row(&b, op, width, block, rows::Mode::Gpu))),
@@ -519,7 +326,7 @@ fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, warps: u
         })
         .collect();
     let new_dispatches = Attribute::parse(context, &format!("[{}]", text.join(", "))).ok_or("internal: bad dispatch list")?;
-    let buffers = plan.attribute("buffers").map_err(|e| e.to_string())?;
+    let buffers = plan_op.attribute("buffers").map_err(|e| e.to_string())?;
     let new_plan = OperationBuilder::new("q35.plan", location)
         .add_attributes(&[
             (Identifier::new(context, "buffers"), buffers),
@@ -527,7 +334,7 @@ fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, warps: u
         ])
         .build()
         .map_err(|e| e.to_string())?;
-    melior::IrRewriter::new(context).as_rewriter_base().erase_op(plan);
+    melior::IrRewriter::new(context).as_rewriter_base().erase_op(plan_op);
     body.insert_operation(0, new_plan);
 
     let region = Region::new();
@@ -547,7 +354,7 @@ fn lower_module<'c>(context: &'c Context, module: OperationRef<'c, '_>, warps: u
 /// Host builds of the GPU kernels' CPU forms, for the emulation tests.
 #[cfg(test)]
 pub(crate) mod emulation {
-    use super::builder::Builder;
+    use q35_target::builder::Builder;
     use melior::ir::{
         attribute::{Attribute, StringAttribute, TypeAttribute},
         block::BlockLike,
@@ -563,7 +370,7 @@ pub(crate) mod emulation {
         let context = q35.context();
         let location = Location::unknown(context);
         let b = Builder { context, location };
-        let mut module = melior::ir::Module::new(location);
+        let module = melior::ir::Module::new(location);
         let mut types = vec![b.index_type(); 3];
         types.extend(buffers.iter().map(|t| Type::parse(context, t).unwrap()));
         let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
@@ -580,20 +387,12 @@ pub(crate) mod emulation {
             location,
         ));
         assert!(melior::ir::operation::OperationLike::verify(&module.as_operation()));
-        let steps = crate::pipeline::parse(crate::codegen::TO_LLVM).unwrap();
-        crate::pipeline::run(&q35, &mut module, &steps, &Default::default(), &mut Default::default()).unwrap();
-        let llvm = q35_target_llvm::llvm_context();
-        let ir = q35_target_llvm::translate(&module, &llvm).unwrap();
-        let object = q35_target_llvm::compile_cpu(&ir, &q35_target_llvm::Options::default()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.so");
-        q35_target_llvm::link_shared_object(&object, &path).unwrap();
-        std::fs::read(&path).unwrap()
+        q35_target_cpu::shared_object(&q35, module).unwrap()
     }
 
     /// The text of a matmul shape's buffer types (activations, weights,
     /// residual, output).
-    pub fn buffer_types(shape: &crate::passes::lower::MatmulShape) -> Vec<String> {
+    pub fn buffer_types(shape: &q35_target::MatmulShape) -> Vec<String> {
         let q35 = q35_dialect::Q35Context::new().unwrap();
         let b = Builder { context: q35.context(), location: Location::unknown(q35.context()) };
         shape.buffer_types(&b).iter().map(|t| t.to_string()).collect()

@@ -11,13 +11,10 @@
 //! (running max `μ`, rescaling by `exp(μ_old − μ_new)`), so no score buffer
 //! is needed; lane `l` owns output dimensions `l, l + 32, ...` of its head.
 
-use super::builder::{arg, Builder};
-use super::gemv::{cmpi, gpu_id, if_then, warp_sum, WARP};
-use crate::passes::lower::{
-    elementwise::{rms_scale, silu, Exp},
-    rope::{rotate_pair, Rotation},
-    AttentionShape, RowOp,
-};
+use q35_target::builder::{arg, Builder};
+use crate::gemv::{cmpi, gpu_id, if_then, warp_sum, WARP};
+use q35_target::math::{rms_scale, rotate_pair, silu, Exp, Rotation};
+use q35_target::{AttentionShape, RowOp};
 use melior::{
     dialect::arith,
     ir::{Block, Value},
@@ -201,7 +198,7 @@ pub fn build_attention<'c>(b: &Builder<'c>, shape: &AttentionShape, body: &Block
         let d = b.addi(body, lane, offset);
         let (d, ok) = if (r + 1) * warp > shape.head_dim {
             let ok = cmpi(b, body, arith::CmpiPredicate::Ult, d, hd);
-            let safe = super::builder::push(body, arith::select(ok, d, zero, b.location));
+            let safe = q35_target::builder::push(body, arith::select(ok, d, zero, b.location));
             (safe, Some(ok))
         } else {
             (d, None)
@@ -209,7 +206,7 @@ pub fn build_attention<'c>(b: &Builder<'c>, shape: &AttentionShape, body: &Block
         let qi = b.addi(body, q_base, d);
         let qv = b.load(body, q, &[m, qi]);
         let qv = match ok {
-            Some(ok) => super::builder::push(body, arith::select(ok, qv, fzero, b.location)),
+            Some(ok) => q35_target::builder::push(body, arith::select(ok, qv, fzero, b.location)),
             None => qv,
         };
         let vi = b.addi(body, kv_base, d);
@@ -294,7 +291,7 @@ mod tests {
     /// One emulated kernel `(wg, tokens, start, buffers...)` for the host.
     fn kernel(buffers: &[&str], fill: impl FnOnce(&Builder, &Block)) -> CodeObject {
         let buffers: Vec<String> = buffers.iter().map(|t| t.to_string()).collect();
-        CodeObject::load(&crate::passes::gpu::emulation::shared_object(&buffers, fill)).unwrap()
+        CodeObject::load(&crate::pass::emulation::shared_object(&buffers, fill)).unwrap()
     }
 
     fn run(code: &CodeObject, workgroups: usize, tokens: usize, start: usize, args: &mut [*mut c_void]) {

@@ -6,7 +6,7 @@
 //! every step gets a timing entry, optional IR printing after it, and the
 //! q35 verifier between steps (`--verify-each`).
 
-use crate::passes::{self, Findings};
+use crate::pass::{self, Findings, PassSource};
 use melior::{
     ir::Module,
     pass::PassManager,
@@ -20,7 +20,7 @@ pub enum Error {
     #[error("invalid pass pipeline `{text}`: {reason}")]
     Syntax { text: String, reason: String },
     #[error(transparent)]
-    Pass(#[from] passes::Error),
+    Pass(#[from] pass::Error),
     #[error("invalid upstream pass `{step}`: {reason}")]
     Upstream { step: String, reason: String },
     #[error("pass `{step}` failed:\n{diagnostics}")]
@@ -154,10 +154,11 @@ impl Timings {
     }
 }
 
-/// Runs `steps` in order on `module`.
+/// Runs `steps` in order on `module`; q35 steps are created by `passes`.
 pub fn run(
     context: &Q35Context,
     module: &mut Module,
+    passes: &dyn PassSource,
     steps: &[Step],
     options: &RunOptions,
     timings: &mut Timings,
@@ -166,7 +167,7 @@ pub fn run(
         let span = tracing::info_span!("pass", name = %step.name);
         let _guard = span.enter();
         let started = Instant::now();
-        run_step(context, module, step)?;
+        run_step(context, module, passes, step)?;
         if options.verify_each {
             verify_module(module).map_err(|error| Error::Failed {
                 step: step.text.clone(),
@@ -181,6 +182,12 @@ pub fn run(
         }
     }
     Ok(())
+}
+
+/// Runs an upstream pipeline `text` (no q35 passes), as a target's
+/// conversions to its code: each element timed like a step of [`run`].
+pub fn run_upstream(context: &Q35Context, module: &mut Module, text: &str, options: &RunOptions, timings: &mut Timings) -> Result<()> {
+    run(context, module, &pass::NoPasses, &parse(text)?, options, timings)
 }
 
 /// Runs one already built pass (one whose handles the caller keeps, as
@@ -226,11 +233,11 @@ fn run_manager(context: &Q35Context, module: &mut Module, manager: &PassManager,
     })
 }
 
-fn run_step(context: &Q35Context, module: &mut Module, step: &Step) -> Result<()> {
+fn run_step(context: &Q35Context, module: &mut Module, passes: &dyn PassSource, step: &Step) -> Result<()> {
     let manager = PassManager::new(context.context());
     let mut findings: Option<Findings> = None;
     if step.is_q35() {
-        let (pass, handle) = passes::create(context.context(), &step.name, &step.options)?;
+        let (pass, handle) = passes.create(context.context(), &step.name, &step.options)?;
         manager.add_pass(pass);
         findings = Some(handle);
     } else {

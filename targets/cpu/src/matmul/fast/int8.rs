@@ -37,6 +37,7 @@
 //! the same byte order.
 
 use super::*;
+use q35_target::activation_rows::{plan, Chunk, BYTES};
 
 /// `vpdpbusd zmm`: per i32 lane, adds the four products of the lane's u8
 /// bytes of the second operand and i8 bytes of the third.
@@ -54,8 +55,6 @@ const SELECT_FIRST_WHERE_THIRD: i64 = 0b1110_0100;
 /// The common step of a group's scaled codes is `range / STEPS`: 4-bit
 /// codes are scaled by `STEPS / 15 = 7`, 3-bit codes by `STEPS / 7 = 15`.
 const STEPS: usize = 105;
-/// Codes per decode vector (bytes of a zmm register).
-const BYTES: usize = 64;
 /// Columns per quantization vector of activations.
 const COLS: usize = 64;
 
@@ -72,104 +71,6 @@ pub fn available() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
-    }
-}
-
-/// Up to 64 codes of one plane, decoded into one vector of bytes.
-#[derive(Debug)]
-struct Chunk {
-    plane: Plane,
-    /// Offset in the group's block of the chunk's 4-bit bytes (`Nib`) or
-    /// `lo2` bytes (`Three`), and their count.
-    at: usize,
-    len: usize,
-    /// `Three`: the chunk's `hi1` bytes.
-    hi_at: usize,
-    hi_len: usize,
-    /// The column (within the group) each byte lane multiplies, `None`
-    /// where the lane holds no code.
-    cols: [Option<usize>; BYTES],
-}
-
-/// The decode plan of a group of `n` columns: 4-bit chunks, then 3-bit.
-fn plan(quant: QuantKind, n: usize) -> Vec<Chunk> {
-    let (n4, n3) = quant.code_counts(n).expect("coded kind");
-    type Column = fn(usize) -> usize;
-    let (elem4, elem3): (Column, Column) = match quant {
-        QuantKind::Q35 => (|j| 2 * j, |j| 2 * j + 1),
-        _ => (|j| j, |j| j),
-    };
-    let nib_len = n4.div_ceil(2);
-    let lo_len = n3.div_ceil(4);
-    let hi_total = n3.div_ceil(8);
-    let mut chunks = Vec::new();
-    // Lane p < 32: the low code of byte p; lane 32 + p: its high code.
-    for c in 0..nib_len.div_ceil(BYTES / 2) {
-        let at = c * BYTES / 2;
-        let len = (nib_len - at).min(BYTES / 2);
-        let cols = std::array::from_fn(|lane| {
-            let (p, high) = (lane % 32, lane / 32);
-            let j = 2 * (at + p) + high;
-            (p < len && j < n4).then(|| elem4(j))
-        });
-        chunks.push(Chunk { plane: Plane::Nib, at, len, hi_at: 0, hi_len: 0, cols });
-    }
-    // Lane i: code 64c + i.
-    for c in 0..n3.div_ceil(BYTES) {
-        let cols = std::array::from_fn(|i| {
-            let j = c * BYTES + i;
-            (j < n3).then(|| elem3(j))
-        });
-        chunks.push(Chunk {
-            plane: Plane::Three,
-            at: nib_len + 16 * c,
-            len: (lo_len - 16 * c).min(16),
-            hi_at: nib_len + lo_len + 8 * c,
-            hi_len: (hi_total - 8 * c).min(8),
-            cols,
-        });
-    }
-    chunks
-}
-
-/// The integer path's form of a matmul's input rows: written once per
-/// dispatch of an input by the quantize kernel ([`build_quantize`]) and
-/// read by every integer-path matmul of that input with the same code
-/// layout (the q, k and v projections share one).
-///
-/// Row m (token m) takes [`Self::row_bytes`] bytes, a multiple of 64: the
-/// int8 codes of each group permuted into the lane order of its decode
-/// plan's chunks (64 a chunk, zero in lanes without a column), then
-/// `fl(sx_g/105)` of every group and then `fl(sx_g·Σ_k x8_k)`, each array
-/// `param_stride(groups)` f32s long.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ActivationCodes {
-    pub quant: QuantKind,
-    pub group: GroupSize,
-    pub k: usize,
-}
-
-impl ActivationCodes {
-    pub fn of(shape: &MatmulShape) -> Self {
-        Self {
-            quant: shape.quant,
-            group: shape.group,
-            k: shape.k,
-        }
-    }
-
-    /// The quantize kernel's name, unique per code layout.
-    pub fn kernel_name(&self) -> String {
-        format!("quantize_activations_{}_{}_g{}", self.quant, self.k, self.group)
-    }
-
-    pub fn row_bytes(&self) -> usize {
-        Form::new(self).row_bytes()
-    }
-
-    /// The rows' memref type.
-    pub fn memref_type(&self) -> String {
-        format!("memref<?x{}xi8>", self.row_bytes())
     }
 }
 
@@ -230,7 +131,7 @@ impl Form {
 
 /// The quantize kernel (arguments: wg, tokens, start, x, codes): workgroup
 /// m quantizes token m's row of x into its row of codes.
-pub(in super::super) fn build_quantize<'c>(b: &Builder<'c>, codes: &ActivationCodes, body: &Block<'c>) {
+pub(crate) fn build_quantize<'c>(b: &Builder<'c>, codes: &ActivationCodes, body: &Block<'c>) {
     let form = Form::new(codes);
     let m = arg(body, 0);
     let x = b.address(body, arg(body, FIRST_BUFFER));
@@ -332,7 +233,7 @@ fn quantize_group<'c>(b: &Builder<'c>, block: &Block<'c>, form: &Form, plan: &[C
     }
 }
 
-pub(in super::super) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>, args: &Args<'c, '_>) {
+pub(crate) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>, args: &Args<'c, '_>) {
     let form = Form::new(&ActivationCodes::of(shape));
     let sets = shape.epilogue.weights() * ROW_BLOCK.max(TOKEN_BLOCK);
     let params = b.alloca_f32_aligned(body, sets * form.stride(), 64);

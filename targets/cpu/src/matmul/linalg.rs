@@ -22,25 +22,10 @@
 //! embedding decodes its token's row the same way, into the output row.
 
 use super::*;
-use crate::passes::lower::builder::Extent;
-use crate::passes::lower::elementwise::{silu, Exp};
+use q35_target::builder::Extent;
+use q35_target::math::silu;
 
-/// Whether the shape has a linalg form: coded rows must split into whole
-/// steps (a q35 step is a pair of columns, so K and the group width must be
-/// even); every float matrix has one.
-pub fn supports(shape: &MatmulShape) -> bool {
-    let per = per_step(shape.quant);
-    let layout = Layout::new(shape.quant, shape.group, shape.k);
-    shape.k % per == 0 && layout.group_width() % per == 0
-}
-
-/// Columns per step of the reduction: one code of each plane.
-fn per_step(quant: QuantKind) -> usize {
-    match quant {
-        QuantKind::Q35 => 2,
-        _ => 1,
-    }
-}
+use q35_target::kernel::columns_per_step as per_step;
 
 pub(super) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>, args: &Args<'c, '_>) {
     let rows = b.subi(body, args.n_hi, args.n_lo);

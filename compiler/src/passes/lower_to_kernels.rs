@@ -1,50 +1,31 @@
-//! `q35-lower-to-kernels`: turns the model function into kernels in
-//! upstream dialects (func, scf, arith, math, memref, vector; linalg with
-//! `kernels=linalg`) plus a dispatch list.
+//! `q35-lower-to-kernels`: plans the model function as kernels and
+//! dispatches, and builds the kernels' CPU bodies (func, scf, arith, math,
+//! memref, vector; linalg with `kernels=linalg`) with the CPU target's
+//! builders ([`q35_target_cpu::kernels`]).
 //!
-//! Every compute op of the `q35` function becomes a call of a kernel, a
-//! `func.func` on memrefs with the C interface (`llvm.emit_c_interface`),
-//! run once per workgroup by the runtime:
-//!
-//! ```mlir
-//! func.func @rms_norm_576_eps1e-5(%wg: index, %tokens: index, %start: index,
-//!     %x: memref<?x576xf32>, %gamma: memref<?xf32>, %out: memref<?x576xf32>)
-//!     attributes {llvm.emit_c_interface} { scf.for ... }
-//! ```
-//!
-//! Kernels are shared by every op of the same shape (one kernel serves the
-//! q projection of all 30 layers). The function itself is replaced by a
-//! `q35.plan` op whose attributes the compiler turns into the artifact's
-//! manifest: `buffers` (every buffer with its element type, width and whether
-//! it holds a weight, an input, the KV cache or an activation; activations
-//! reuse buffers once their value is dead) and `dispatches` (kernel,
-//! workgroup count as `workgroups + workgroups_per_token · tokens`, the
-//! buffers bound to its memref arguments, in order, and whether it runs
-//! concurrently with the dispatches before it: [`Group`]).
+//! Every compute op of the `q35` function becomes a dispatch of a kernel,
+//! described by a typed [`KernelSpec`]; kernels are shared by every op of
+//! the same shape (one kernel serves the q projection of all 30 layers).
+//! The function itself is replaced by a `q35.plan` op ([`Plan`]) that every
+//! target consumes and the compiler turns into the artifact's manifest:
+//! `buffers` (every buffer with its element type, width and whether it
+//! holds a weight, an input, the KV cache or an activation; activations
+//! reuse buffers once their value is dead), `dispatches` (kernel, workgroup
+//! count as `workgroups + workgroups_per_token · tokens`, the buffers bound
+//! to its memref arguments, in order, and whether it runs concurrently with
+//! the dispatches before it: [`Group`]) and `kernels` (each kernel's spec).
 
-mod attention;
-pub(crate) mod builder;
-pub(crate) mod elementwise;
-pub(crate) mod matmul;
-pub(crate) mod rope;
-
-pub use attention::AttentionShape;
-pub use elementwise::RowOp;
-pub use matmul::{int8_path_available, ActivationCodes, Epilogue, MatmulShape};
-#[cfg(test)]
-pub(crate) use matmul::kernel_tests::check_compiled as check_compiled_matmul;
-
-use super::Findings;
-use builder::Builder;
+use q35_target::{
+    builder::Builder, pass::Findings, ActivationCodes, AttentionShape, Epilogue, KernelSpec, MatmulShape, Plan, RowOp,
+};
+use q35_target_cpu::int8_path_available;
 use melior::{
-    dialect::func,
     ir::{
-        attribute::{FloatAttribute, IntegerAttribute, StringAttribute, TypeAttribute},
+        attribute::{FloatAttribute, IntegerAttribute},
         block::BlockLike,
         operation::OperationLike,
-        r#type::{FunctionType, RankedTensorType, TypeId},
-        Attribute, Block, Identifier, Location, OperationRef, Region, RegionLike, ShapedTypeLike, Type,
-        Value, ValueLike,
+        r#type::{RankedTensorType, TypeId},
+        Location, OperationRef, RegionLike, ShapedTypeLike, Type, Value, ValueLike,
     },
     pass::{create_external, ExternalPass, Pass, RunExternalPass},
     Context, ContextRef,
@@ -56,18 +37,7 @@ use q35_format::{
 };
 use std::collections::{BTreeMap, HashMap};
 
-/// Kernels take (workgroup, tokens, start) before their buffers.
-pub const FIRST_BUFFER: usize = 3;
-
-/// Output rows per matmul workgroup by default: small enough that 2 to 16
-/// cores get balanced work on every layer, large enough to amortize a call.
-pub const DEFAULT_ROWS_PER_WORKGROUP: usize = 64;
-
-/// The same for the integer path (`--activations int8`), whose rows take
-/// about half the time: twice the rows keep each thread's share of a
-/// matrix in longer runs (SmolLM2 decode, 2 threads: 435 and 419 tok/s
-/// against 352 and 373 at 64 rows).
-pub const DEFAULT_ROWS_PER_WORKGROUP_INT8: usize = 128;
+pub use q35_target::kernel::{DEFAULT_ROWS_PER_WORKGROUP, DEFAULT_ROWS_PER_WORKGROUP_INT8};
 
 #[repr(align(8))]
 struct PassId;
@@ -78,15 +48,14 @@ static PASS_ID: PassId = PassId;
 #[derive(Clone, Default)]
 pub struct PlanHandle(std::sync::Arc<std::sync::Mutex<Option<Plans>>>);
 
-/// The buffer plan and the dispatch list.
-type Plans = (Vec<BufferSpec>, Vec<DispatchSpec>);
+type Plans = Plan;
 
 impl PlanHandle {
-    pub fn take(&self) -> Option<(Vec<BufferSpec>, Vec<DispatchSpec>)> {
+    pub fn take(&self) -> Option<Plan> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    fn set(&self, plan: (Vec<BufferSpec>, Vec<DispatchSpec>)) {
+    fn set(&self, plan: Plan) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan);
     }
 }
@@ -116,7 +85,7 @@ impl<'c> LowerPass<'c> {
     }
 
     /// Coded matmuls (not the embedding) quantize their activations to
-    /// int8 and multiply in integers ([`matmul::int8_path_available`] must
+    /// int8 and multiply in integers ([`int8_path_available`] must
     /// hold: the kernels need AVX-512 VNNI and VBMI).
     pub fn with_int8_activations(mut self, int8: bool) -> Self {
         self.int8_activations = int8;
@@ -156,7 +125,7 @@ impl<'c> RunExternalPass<'c> for LowerPass<'c> {
     fn initialize(&mut self, _context: ContextRef<'c>) {}
 
     fn run(&mut self, operation: OperationRef<'c, '_>, pass: ExternalPass<'_>) {
-        if self.int8_activations && !matmul::int8_path_available() {
+        if self.int8_activations && !int8_path_available() {
             self.findings.push(
                 "int8 activations need a CPU with AVX-512 VNNI and VBMI (avx512vnni, avx512vbmi); this host lacks them: use f32 activations"
                     .to_string(),
@@ -187,12 +156,12 @@ struct Buffer {
 
 /// Buffers of activations are reused once dead, keyed by (element, width).
 #[derive(Default)]
-struct Plan {
+struct BufferPlan {
     buffers: Vec<Buffer>,
     free: HashMap<(String, usize), Vec<String>>,
 }
 
-impl Plan {
+impl BufferPlan {
     fn add(&mut self, name: String, element: &str, width: usize, role: &'static str) -> String {
         self.buffers.push(Buffer {
             name: name.clone(),
@@ -223,19 +192,6 @@ impl Plan {
             self.free.entry(key).or_default().push(name.to_string());
         }
     }
-}
-
-/// The kernels a module needs, by name, with how to build each.
-enum KernelSpec {
-    Matmul(MatmulShape),
-    Embedding(MatmulShape),
-    /// `linalg`: built from linalg.generic ops ([`elementwise::build_linalg`]).
-    Row { op: RowOp, width: usize, linalg: bool },
-    Rope { width: usize, head_dim: usize, theta: f64, linalg: bool },
-    KvUpdate(AttentionShape),
-    /// `true`: built from linalg ops.
-    Attention(AttentionShape, bool),
-    QuantizeActivations(ActivationCodes),
 }
 
 fn tensor_width(r#type: Type) -> Result<(usize, String), String> {
@@ -278,7 +234,7 @@ fn lower_module<'c>(
     rows_per_workgroup: usize,
     int8_activations: bool,
     linalg: bool,
-) -> Result<(Vec<BufferSpec>, Vec<DispatchSpec>), String> {
+) -> Result<Plan, String> {
     let body = module
         .region(0)
         .ok()
@@ -328,45 +284,15 @@ fn lower_module<'c>(
         location: Location::unknown(context),
     };
     for (name, spec) in &kernels {
-        body.append_operation(build_kernel(&b, name, spec));
+        body.append_operation(q35_target_cpu::kernels::build_kernel(&b, name, spec));
     }
-    let dispatch_text: Vec<String> = dispatch_list
-        .iter()
-        .map(|d| {
-            let list: Vec<String> = d.buffers.iter().map(|b| format!("\"{b}\"")).collect();
-            format!(
-                "{{kernel = @{}, workgroups = {} : i64, workgroups_per_token = {} : i64, buffers = [{}]{}}}",
-                d.kernel,
-                d.workgroups,
-                d.workgroups_per_token,
-                list.join(", "),
-                if d.concurrent { ", concurrent" } else { "" }
-            )
-        })
-        .collect();
-    let buffer_text: Vec<String> = buffer_list
-        .iter()
-        .map(|b| {
-            format!(
-                "{{name = \"{}\", element = \"{}\", width = {} : i64, role = \"{}\"}}",
-                b.name,
-                b.element.replace('"', "\\\""),
-                b.width,
-                b.role
-            )
-        })
-        .collect();
-    let dispatches = Attribute::parse(context, &format!("[{}]", dispatch_text.join(", "))).ok_or("internal: bad dispatch list")?;
-    let buffers = Attribute::parse(context, &format!("[{}]", buffer_text.join(", "))).ok_or("internal: bad buffer list")?;
-    let plan = melior::ir::operation::OperationBuilder::new("q35.plan", b.location)
-        .add_attributes(&[
-            (Identifier::new(context, "buffers"), buffers),
-            (Identifier::new(context, "dispatches"), dispatches),
-        ])
-        .build()
-        .map_err(|e| e.to_string())?;
-    body.insert_operation(0, plan);
-    Ok((buffer_list, dispatch_list))
+    let plan = Plan {
+        buffers: buffer_list,
+        dispatches: dispatch_list,
+        kernels,
+    };
+    body.insert_operation(0, plan.to_op(context, b.location)?);
+    Ok(plan)
 }
 
 /// SSA values as map keys: their MLIR handle.
@@ -394,8 +320,8 @@ fn plan_function(
     int8_activations: bool,
     linalg: bool,
     kernels: &mut BTreeMap<String, KernelSpec>,
-) -> Result<(Vec<DispatchSpec>, Plan), String> {
-    let mut plan = Plan::default();
+) -> Result<(Vec<DispatchSpec>, BufferPlan), String> {
+    let mut plan = BufferPlan::default();
     let mut names: HashMap<usize, (String, usize)> = HashMap::new();
     // Last use of every value, to release activation buffers.
     let mut last_use: HashMap<usize, usize> = HashMap::new();
@@ -639,7 +565,7 @@ fn plan_function(
                 let out = plan.activation(width);
                 let attend = format!("attention_{suffix}{}", if linalg { "_linalg" } else { "" });
                 emit(&attend, shape.num_heads, 0, &[q, kc.clone(), vc.clone(), out.clone()], 1);
-                kernels.entry(attend).or_insert(KernelSpec::Attention(shape, linalg));
+                kernels.entry(attend).or_insert(KernelSpec::Attention { shape, linalg });
                 results.push((result, out, width));
                 // The updated caches are the same buffers, updated in place.
                 for (i, cache) in [(1, kc), (2, vc)] {
@@ -713,98 +639,4 @@ impl Group {
         self.writes.extend(written.iter().cloned());
         independent
     }
-}
-
-/// Builds the kernel function `name`.
-fn build_kernel<'c>(b: &Builder<'c>, name: &str, spec: &KernelSpec) -> melior::ir::Operation<'c> {
-    let t = |text: &str| b.memref_type(text);
-    let buffers: Vec<Type> = match spec {
-        KernelSpec::Matmul(shape) => shape.buffer_types(b),
-        KernelSpec::QuantizeActivations(codes) => codes.buffer_types(b),
-        KernelSpec::Embedding(shape) => {
-            // Token ids in, one hidden-width row (k) per token out; the
-            // table has `n` (vocabulary) rows of width `k`.
-            let mut types = shape.buffer_types(b);
-            types[0] = t("memref<?xi32>");
-            *types.last_mut().expect("output buffer") = t(&format!("memref<?x{}xf32>", shape.k));
-            types
-        }
-        KernelSpec::Row { op, width, .. } => {
-            let row = t(&format!("memref<?x{width}xf32>"));
-            match op {
-                RowOp::Silu => vec![row, row],
-                RowOp::RmsNorm { .. } => vec![row, t("memref<?xf32>"), row],
-                _ => vec![row, row, row],
-            }
-        }
-        KernelSpec::Rope { width, .. } => {
-            let row = t(&format!("memref<?x{width}xf32>"));
-            vec![row, t("memref<?xi32>"), row]
-        }
-        KernelSpec::KvUpdate(s) | KernelSpec::Attention(s, _) => {
-            let kv = s.num_kv_heads * s.head_dim;
-            let q = s.num_heads * s.head_dim;
-            let cache = t(&format!("memref<{}x{kv}xf32>", s.context));
-            match spec {
-                KernelSpec::KvUpdate(_) => {
-                    let row = t(&format!("memref<?x{kv}xf32>"));
-                    vec![row, row, cache, cache]
-                }
-                _ => {
-                    let row = t(&format!("memref<?x{q}xf32>"));
-                    vec![row, cache, cache, row]
-                }
-            }
-        }
-    };
-    let mut arg_types = vec![b.index_type(); FIRST_BUFFER];
-    arg_types.extend(buffers);
-    let block = Block::new(&arg_types.iter().map(|&t| (t, b.location)).collect::<Vec<_>>());
-    match spec {
-        KernelSpec::Matmul(shape) => matmul::build(b, shape, &block),
-        KernelSpec::Embedding(shape) => matmul::build_embedding(b, shape, &block),
-        KernelSpec::Row { op, width, linalg: false } => elementwise::build(b, *op, *width, &block),
-        KernelSpec::Row { op, width, linalg: true } => elementwise::build_linalg(b, *op, *width, &block),
-        KernelSpec::Rope { width, head_dim, theta, linalg: false } => rope::build(b, *width, *head_dim, *theta, &block),
-        KernelSpec::Rope { width, head_dim, theta, linalg: true } => rope::build_linalg(b, *width, *head_dim, *theta, &block),
-        KernelSpec::KvUpdate(shape) => attention::build_kv_update(b, shape, &block),
-        KernelSpec::Attention(shape, false) => attention::build_attention(b, shape, &block),
-        KernelSpec::Attention(shape, true) => attention::build_attention_linalg(b, shape, &block),
-        KernelSpec::QuantizeActivations(codes) => matmul::build_quantize(b, codes, &block),
-    }
-    kernel_function(b, name, &arg_types, block)
-}
-
-/// A module of kernels compiled like a model's (the CPU pipeline to the
-/// LLVM dialect, LLVM -O3 for the host, linked): the bytes of a shared
-/// object, for benchmarks and tests that call kernels one by one.
-pub(crate) fn shared_object(q35: &q35_dialect::Q35Context, mut module: melior::ir::Module<'_>) -> anyhow::Result<Vec<u8>> {
-    let steps = crate::pipeline::parse(crate::codegen::TO_LLVM)?;
-    crate::pipeline::run(q35, &mut module, &steps, &Default::default(), &mut Default::default())?;
-    let llvm = q35_target_llvm::llvm_context();
-    let ir = q35_target_llvm::translate(&module, &llvm)?;
-    let object = q35_target_llvm::compile_cpu(&ir, &q35_target_llvm::Options::default())?;
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("kernel.so");
-    q35_target_llvm::link_shared_object(&object, &path)?;
-    Ok(std::fs::read(&path)?)
-}
-
-/// The kernel `name` with the C interface, whose body `block` (arguments
-/// `arg_types`) is built up to its return.
-pub(crate) fn kernel_function<'c>(b: &Builder<'c>, name: &str, arg_types: &[Type<'c>], block: Block<'c>) -> melior::ir::Operation<'c> {
-    block.append_operation(func::r#return(&[], b.location));
-    let region = Region::new();
-    region.append_block(block);
-    func::func(
-        b.context,
-        StringAttribute::new(b.context, name),
-        TypeAttribute::new(FunctionType::new(b.context, arg_types, &[]).into()),
-        region,
-        &[(
-            Identifier::new(b.context, "llvm.emit_c_interface"),
-            Attribute::unit(b.context),
-        )],
-        b.location,
-    )
 }

@@ -11,17 +11,9 @@
 //! k_cache, v_cache: memref<CxDkvxf32>)`; `attention(wg, tokens, start,
 //! q: memref<?xDqxf32>, k_cache, v_cache: memref<CxDkvxf32>, out: memref<?xDqxf32>)`.
 
-use super::{builder::{arg, Builder, Extent}, FIRST_BUFFER};
+use q35_target::builder::{arg, Builder, Extent};
+use q35_target::kernel::{AttentionShape, FIRST_BUFFER};
 use melior::ir::{Block, Value};
-
-/// Heads of one attention layer and its cache length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct AttentionShape {
-    pub num_heads: usize,
-    pub num_kv_heads: usize,
-    pub head_dim: usize,
-    pub context: usize,
-}
 
 pub fn build_kv_update(b: &Builder<'_>, shape: &AttentionShape, body: &Block<'_>) {
     let m = arg(body, 0);

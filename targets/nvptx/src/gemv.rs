@@ -26,8 +26,9 @@
 //! warp with five `gpu.shuffle xor` steps, and lane 0 applies the epilogue
 //! (residual add, or SwiGLU of the gate and up rows) and stores.
 
-use super::builder::{arg, push, Builder};
-use crate::passes::lower::{elementwise::Exp, matmul::store_epilogue, Epilogue, MatmulShape};
+use q35_target::builder::{arg, push, Builder};
+use q35_target::math::{store_epilogue, Exp};
+use q35_target::{Epilogue, MatmulShape};
 use melior::{
     dialect::{arith, scf},
     ir::{attribute::Attribute, block::BlockLike, operation::OperationBuilder, Block, Identifier, Region, RegionLike, Value, ValueLike},
@@ -683,7 +684,8 @@ mod tests {
     //! tail groups, odd widths and every epilogue. What only a GPU can run
     //! (thread ids, shuffles) is pinned by the lit test and the PTX snapshot.
     use super::*;
-    use crate::passes::{gpu::emulation, lower::check_compiled_matmul};
+    use crate::pass::emulation;
+    use q35_target_cpu::testing::check_compiled as check_compiled_matmul;
     use q35_format::GroupSize;
 
     /// The emulated kernel compiled for the host: a shared object.

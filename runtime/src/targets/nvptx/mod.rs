@@ -1,23 +1,27 @@
 //! The NVPTX kernel ABI (docs/artifact.md §5a) in plain Rust: an `nvptx`
 //! artifact checked without a GPU, and every dispatch's kernel parameter
-//! list laid out from device addresses. The CUDA backend (`crate::cuda`,
-//! the `cuda` feature) supplies the addresses and launches; this module is
+//! list laid out from device addresses: the `nvptx` target. The CUDA
+//! backend (`cuda`, the `cuda` feature) supplies the addresses and
+//! launches; this module is
 //! compiled and tested in every build, so the marshaling is checked where
 //! there is no GPU.
 //!
 //! A kernel's parameters are `tokens` and `start`, then for every memref
 //! descriptor of the CPU ABI (the same buffer → descriptor table,
-//! [`crate::artifact::BufferClass::descriptors`]) its fields as separate
+//! [`BufferClass::descriptors`](crate::artifact::BufferClass::descriptors)) its fields as separate
 //! parameters: allocated pointer, aligned pointer, offset, the sizes, the
 //! strides — 5 parameters for rank 1, 7 for rank 2, all 64-bit. There is
 //! no workgroup parameter (a kernel reads its block id).
 //!
 //! Checking an artifact ([`Program::from_artifact`]) is steps 1, 3 and 4
-//! of the CPU loader ([`crate::artifact`]) with an nvptx step 2 (the SM
+//! of every loader ([`crate::artifact`]) with an nvptx step 2 (the SM
 //! parses, one launch configuration per dispatch) and an offline step 5:
 //! the PTX is text, has an entry for every kernel, and each entry takes
 //! exactly the parameters the runtime passes (a different count would make
 //! `cuLaunchKernel` read garbage, not fail).
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks q35's reference forward pass (runtime/src/reference.rs) against
+# Checks q35's reference forward pass (runtime/src/reference/) against
 # llama.cpp on SmolLM2-135M-Instruct, with identical f32 weights:
 #
 #   1. installs llama-cpp-python and gguf into a venv

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Logits of SmolLM2-135M-Instruct from llama.cpp, for checking q35's
-reference forward pass (runtime/src/reference.rs) against an independent
+reference forward pass (runtime/src/reference/) against an independent
 implementation. `examples/smollm2/llamacpp-check.sh` runs it in a venv
 with llama-cpp-python and gguf; the Rust test
 `runtime/tests/smollm2_reference.rs` reads what it writes.

@@ -51,6 +51,21 @@ impl Bandwidth {
     }
 }
 
+/// The bandwidth a roofline is judged against, whatever measured it (this
+/// machine's memory for a CPU target, the device's for a GPU):
+/// what every executor's `measure_bandwidth` returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeasuredBandwidth {
+    /// Median, bytes per second.
+    pub bytes_per_second: f64,
+    /// Every run's figure, in run order.
+    pub runs: Vec<f64>,
+    /// Bytes read (or copied) each run.
+    pub buffer_bytes: usize,
+    /// How it was measured, for people.
+    pub method: String,
+}
+
 /// The size of the largest (last-level) CPU cache, from Linux's sysfs.
 pub fn last_level_cache_bytes() -> Option<usize> {
     let mut best: Option<(u32, usize)> = None;

@@ -11,26 +11,29 @@
 //! finished. More tokens than the artifact's `max_tokens` are run in
 //! chunks (the KV cache carries the context from one chunk to the next).
 //!
-//! On the CPU the workgroups are spread over a thread pool; on a GPU
-//! (`crate::cuda`) each dispatch is one kernel launch with that many
-//! blocks, on one stream. The backend is chosen by the artifact's target
-//! once, at load: the per-dispatch loops are each backend's own.
+//! The dispatch loop is the target's own ([`Executor`], chosen once at load
+//! by the artifact's `target.kind`: [`crate::targets`]): on the CPU the
+//! workgroups are spread over a thread pool; on a GPU each dispatch is one
+//! kernel launch with that many blocks, on one stream. The session does
+//! what is the same for every target: checking a call's range and tokens,
+//! chunking, the cache position and the logits of a chunked call.
 //!
 //! The session holds no model logic: everything it does comes from the
 //! manifest.
 
 use std::path::Path;
 
-use q35_format::artifact::{DispatchSpec, Manifest};
+use q35_format::artifact::Manifest;
 
-use crate::artifact::{load_with, ArtifactInfo, BoundDispatch, LoadError, LoadedArtifact};
-#[cfg(feature = "cuda")]
-use crate::cuda::CudaArtifact;
-use crate::thread_pool::ThreadPool;
+use crate::artifact::{load_with, ArtifactInfo, LoadError};
+use crate::bandwidth::MeasuredBandwidth;
+use crate::targets::{self, DeviceError, LoadOptions};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
+pub use crate::targets::{DispatchObserver, Executor};
+
 /// Why a forward call failed. Nothing has run when it is returned, except
-/// after `ForwardError::Device` (the `cuda` feature).
+/// after `ForwardError::Device`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForwardError {
     #[error(
@@ -51,82 +54,52 @@ pub enum ForwardError {
         index: usize,
         vocab_size: usize,
     },
-    /// The GPU failed while running the call (the message names the file
-    /// and the driver's error); the KV cache past the call's start is
-    /// undefined, and CUDA keeps most such errors for every later call.
-    #[cfg(feature = "cuda")]
+    /// The device failed while running the call (the message names the
+    /// file and the device's error; today only a GPU, with the `cuda`
+    /// feature, can); the KV cache past the call's start is undefined, and
+    /// CUDA keeps most such errors for every later call. Not behind the
+    /// feature: every device target (the simulators too) can fail so.
     #[error("{0}")]
     Device(String),
 }
 
-/// Called before each dispatch of [`Session::forward_observed`] runs, with
-/// the dispatch's index in the manifest's list, its spec, and for each of
-/// its bound buffers (in `spec.buffers` order) the first `tokens` rows of
-/// its contents if it is an activation or the output (`None` for inputs,
-/// weights and caches). The dispatch has not run yet, so its inputs are
-/// what it will read.
-pub type DispatchObserver<'a> = dyn FnMut(usize, &DispatchSpec, &[Option<&[f32]>]) + 'a;
-
-/// A pointer to a bound dispatch that workers may share. Workgroups of one
-/// dispatch write disjoint parts of their output buffers (the compiler's
-/// contract), and the session outlives every `run`.
-struct SharedDispatch<'a>(&'a BoundDispatch);
-// SAFETY: see above; the raw pointers inside are only passed to kernels.
-unsafe impl Sync for SharedDispatch<'_> {}
-
-/// Where a session runs its dispatch list.
-enum Engine {
-    /// On this machine's cores: the loaded shared object and a thread pool.
-    Cpu {
-        artifact: LoadedArtifact,
-        pool: ThreadPool,
-    },
-    /// On an NVIDIA GPU, through the CUDA driver.
-    #[cfg(feature = "cuda")]
-    Cuda(CudaArtifact),
+impl From<DeviceError> for ForwardError {
+    fn from(error: DeviceError) -> Self {
+        Self::Device(error.0)
+    }
 }
 
 /// A loaded model ready to run, with its KV cache.
 pub struct Session {
-    engine: Engine,
+    executor: Box<dyn Executor>,
     /// Positions held in the KV cache.
     cached: usize,
     /// Logits of a call that ran in several chunks.
     chunked_logits: Vec<f32>,
     /// Whether the last call's logits are in `chunked_logits` (else in the
-    /// output buffer).
+    /// executor's output).
     last_chunked: bool,
     last_tokens: usize,
 }
 
 impl Session {
-    /// Loads `path` (validating it, see [`crate::artifact`]). A `cpu`
-    /// artifact gets a pool of `threads` threads (0: one per core); with
-    /// the `cuda` feature an `nvptx` artifact runs on the first CUDA device
-    /// (`threads` is then unused).
+    /// Loads `path` (validating it, see [`crate::artifact`]) on the target
+    /// its manifest names ([`crate::targets::load`]). A `cpu` artifact gets
+    /// a pool of `threads` threads (0: one per core); with the `cuda`
+    /// feature an `nvptx` artifact runs on the first CUDA device (`threads`
+    /// is then unused).
     pub fn load(path: impl AsRef<Path>, threads: usize) -> Result<Self, LoadError> {
         load_with(path.as_ref(), |name, artifact, file_bytes| {
-            #[cfg(feature = "cuda")]
-            if artifact.manifest.target.kind == "nvptx" {
-                let gpu = CudaArtifact::from_artifact(name, artifact, file_bytes)?;
-                return Ok(Self::with_engine(Engine::Cuda(gpu)));
-            }
-            let artifact = LoadedArtifact::from_artifact(name, artifact, file_bytes)?;
-            Ok(Self::new(artifact, threads))
+            let executor = targets::load(name, artifact, file_bytes, LoadOptions { threads })?;
+            Ok(Self::with_executor(executor))
         })
     }
 
-    /// A session over an already loaded cpu artifact.
-    pub fn new(artifact: LoadedArtifact, threads: usize) -> Self {
-        Self::with_engine(Engine::Cpu {
-            artifact,
-            pool: ThreadPool::new(threads),
-        })
-    }
-
-    fn with_engine(engine: Engine) -> Self {
+    /// A session over an artifact already loaded on its target (a cpu
+    /// one: `CpuExecutor::new(LoadedArtifact::load(path)?, threads)`).
+    pub fn with_executor(executor: Box<dyn Executor>) -> Self {
         Self {
-            engine,
+            executor,
             cached: 0,
             chunked_logits: Vec::new(),
             last_chunked: false,
@@ -140,51 +113,26 @@ impl Session {
 
     /// The validated artifact: manifest, buffers, tokenizer, sizes.
     pub fn artifact(&self) -> &ArtifactInfo {
-        match &self.engine {
-            Engine::Cpu { artifact, .. } => artifact.info(),
-            #[cfg(feature = "cuda")]
-            Engine::Cuda(gpu) => gpu.info(),
-        }
+        self.executor.info()
     }
 
     /// Threads running each dispatch on the CPU; 0 when the session runs
     /// on a GPU.
     pub fn threads(&self) -> usize {
-        match &self.engine {
-            Engine::Cpu { pool, .. } => pool.threads(),
-            #[cfg(feature = "cuda")]
-            Engine::Cuda(_) => 0,
-        }
+        self.executor.threads()
     }
 
     /// What runs the dispatches, for people: `cpu, 4 threads`, or the GPU's
     /// name and compute capability.
     pub fn backend(&self) -> String {
-        match &self.engine {
-            Engine::Cpu { pool, .. } => format!("cpu, {} threads", pool.threads()),
-            #[cfg(feature = "cuda")]
-            Engine::Cuda(gpu) => gpu.device().to_string(),
-        }
+        self.executor.backend()
     }
 
-    /// The CPU session's pool, for measurements that should use the same
-    /// threads (`None` on a GPU).
-    pub fn thread_pool(&mut self) -> Option<&mut ThreadPool> {
-        match &mut self.engine {
-            Engine::Cpu { pool, .. } => Some(pool),
-            #[cfg(feature = "cuda")]
-            Engine::Cuda(_) => None,
-        }
-    }
-
-    /// The GPU a CUDA session runs on (`None` on the CPU), for device-side
-    /// measurements such as [`CudaArtifact::measure_bandwidth`].
-    #[cfg(feature = "cuda")]
-    pub fn cuda(&mut self) -> Option<&mut CudaArtifact> {
-        match &mut self.engine {
-            Engine::Cpu { .. } => None,
-            Engine::Cuda(gpu) => Some(gpu),
-        }
+    /// The bandwidth of the memory the weights are read from, for roofline
+    /// figures: this machine's, with the session's threads, for a cpu
+    /// session; the GPU's for a CUDA one (median of `runs` runs).
+    pub fn measure_bandwidth(&mut self, runs: usize) -> Result<MeasuredBandwidth, String> {
+        self.executor.measure_bandwidth(runs)
     }
 
     /// The longest sequence the artifact can run (its KV cache rows).
@@ -226,7 +174,7 @@ impl Session {
     }
 
     /// [`Session::forward`], calling `observer` before every dispatch (for
-    /// calibration: see [`crate::calibrate`]). Plain `forward` checks one
+    /// calibration, which reads every matmul's input). Plain `forward` checks one
     /// `Option` per dispatch and pays nothing else. On a GPU every
     /// dispatch's activations are copied back to the host before it runs,
     /// which makes the call much slower (calibration runs are short).
@@ -282,15 +230,10 @@ impl Session {
         self.chunked_logits.clear();
         for (i, chunk) in tokens.chunks(max_tokens).enumerate() {
             let at = start + i * max_tokens;
-            self.run_chunk(chunk, at, observer.as_deref_mut())?;
+            self.executor.run_chunk(chunk, at, observer.as_deref_mut())?;
             self.cached = at + chunk.len();
             if self.last_chunked {
-                let logits = match &self.engine {
-                    Engine::Cpu { artifact, .. } => artifact.output(chunk.len()),
-                    #[cfg(feature = "cuda")]
-                    Engine::Cuda(gpu) => gpu.output(chunk.len()),
-                };
-                self.chunked_logits.extend_from_slice(logits);
+                self.chunked_logits.extend_from_slice(self.executor.logits(chunk.len()));
             }
         }
         Ok(self.logits())
@@ -301,85 +244,7 @@ impl Session {
         if self.last_chunked {
             return &self.chunked_logits;
         }
-        match &self.engine {
-            Engine::Cpu { artifact, .. } => artifact.output(self.last_tokens),
-            #[cfg(feature = "cuda")]
-            Engine::Cuda(gpu) => gpu.output(self.last_tokens),
-        }
-    }
-
-    /// One call of the dispatch list for at most `max_tokens` tokens.
-    fn run_chunk(
-        &mut self,
-        ids: &[u32],
-        start: usize,
-        observer: Option<&mut DispatchObserver<'_>>,
-    ) -> Result<(), ForwardError> {
-        match &mut self.engine {
-            Engine::Cpu { artifact, pool } => {
-                run_cpu_chunk(artifact, pool, ids, start, observer);
-                Ok(())
-            }
-            #[cfg(feature = "cuda")]
-            Engine::Cuda(gpu) => gpu.run_chunk(ids, start, observer),
-        }
-    }
-}
-
-/// One call of the dispatch list on the CPU: each group of dispatches
-/// (one, or several marked `concurrent`: independent, so their workgroups
-/// run as one) spread over the pool, groups in order.
-fn run_cpu_chunk(
-    artifact: &mut LoadedArtifact,
-    pool: &mut ThreadPool,
-    ids: &[u32],
-    start: usize,
-    mut observer: Option<&mut DispatchObserver<'_>>,
-) {
-    let n = ids.len();
-    artifact.bind_tokens(ids, start);
-    let (tokens, start_arg) = (n as i64, start as i64);
-    let specs = &artifact.info().manifest().dispatches;
-    let mut first = 0;
-    while first < artifact.dispatches.len() {
-        let end = (first + 1..specs.len()).find(|&i| !specs[i].concurrent).unwrap_or(specs.len());
-        if let Some(observe) = observer.as_deref_mut() {
-            // Independent: each dispatch's inputs are ready before the group runs.
-            for (index, spec) in specs.iter().enumerate().take(end).skip(first) {
-                let views: Vec<Option<&[f32]>> = artifact.info().bindings()[index]
-                    .iter()
-                    .map(|&b| artifact.rows(b, n))
-                    .collect();
-                observe(index, spec, &views);
-            }
-        }
-        let group: Vec<(SharedDispatch, usize)> = artifact.dispatches[first..end]
-            .iter()
-            .map(|d| (SharedDispatch(d), d.workgroups + d.workgroups_per_token * n))
-            .collect();
-        let count: usize = group.iter().map(|(_, c)| c).sum();
-        let _span = tracing::trace_span!("dispatch", index = first, kernel = %artifact.dispatches[first].kernel, dispatches = end - first, workgroups = count).entered();
-        let call = |mut wg: usize| {
-            // The group's workgroups in order: dispatch by dispatch.
-            let Some((d, _)) = group.iter().find(|(_, c)| {
-                let here = wg < *c;
-                if !here {
-                    wg -= c;
-                }
-                here
-            }) else {
-                return;
-            };
-            // SAFETY: the entry was found in the loaded code under the
-            // kernel's name and its trampoline matches the argument
-            // count; the descriptors and buffers they point to are
-            // owned by the artifact and sized from the manifest; the
-            // group's dispatches write no buffer another of them binds
-            // (`check_concurrent`).
-            unsafe { (d.0.trampoline)(d.0.entry, wg as i64, tokens, start_arg, &d.0.args) }
-        };
-        pool.run(count, &call);
-        first = end;
+        self.executor.logits(self.last_tokens)
     }
 }
 

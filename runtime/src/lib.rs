@@ -15,18 +15,21 @@
 //! Each module has its own error type, so a caller can tell a bad
 //! `tokenizer.json` from a bad weight file without string matching.
 //!
-//! - [`artifact`]: loading and validating an artifact (the checks every
-//!   target shares) and binding a cpu one: weights, buffers, descriptors,
-//!   the code object;
-//! - [`nvptx`]: an nvptx artifact checked without a GPU, and its kernel
-//!   parameter lists; `cuda` (the `cuda` feature): running it on an NVIDIA
-//!   GPU through the CUDA driver API, loaded at run time;
-//! - [`executor`]: [`Session`], running the dispatch list on a thread pool
-//!   or a GPU;
-//! - [`thread_pool`], [`memref`], [`kernel`], [`code`], [`elf`], [`host`]:
-//!   the pieces the executor is made of (workgroup scheduling, memref
-//!   descriptors, the kernel calling convention, dlopen from memory, the
-//!   code object checked and read before loading, CPU compatibility);
+//! - [`artifact`]: loading and validating an artifact, the checks every
+//!   target shares (container, plan, weights, kernel signatures);
+//! - [`targets`]: the [`Executor`](targets::Executor) trait and one module
+//!   per target behind it, picked by the artifact's `target.kind` in one
+//!   registry: [`targets::cpu`] (the shared object, dlopened from memory,
+//!   its workgroups on a thread pool) and [`targets::nvptx`] (the PTX
+//!   checked without a GPU, kernel parameter lists; `cuda`, the `cuda`
+//!   feature: running it on an NVIDIA GPU through the CUDA driver API,
+//!   loaded at run time);
+//! - [`executor`]: [`Session`], one loaded model with its KV cache, running
+//!   forward calls on whichever executor its artifact needs;
+//! - [`thread_pool`], [`memref`], [`kernel`], [`elf`], [`host`]: pieces
+//!   targets share (workgroup scheduling, memref descriptors, the kernel
+//!   calling convention, the code object read before loading, this
+//!   machine's memory and CPU features);
 //! - [`check`]: compiled code against the reference on the artifact's weights;
 //! - [`dispatch_check`]: each compiled matmul against exact arithmetic on
 //!   the inputs the compiled model gave it (what the integer path is
@@ -39,27 +42,32 @@
 //! - [`perplexity`]: llama.cpp-compatible perplexity over any evaluator;
 //! - [`calibrate`]: per-column input mean squares of every matrix, for
 //!   `q35c --quant-importance`.
+//!
+//! No module depends on one that depends on it (`scripts/module-cycles.py`).
 
 pub mod artifact;
 pub mod bandwidth;
 pub mod calibrate;
 pub mod check;
-pub mod code;
-#[cfg(feature = "cuda")]
-pub mod cuda;
 pub mod dispatch_check;
 pub mod elf;
 pub mod executor;
 pub mod host;
 pub mod kernel;
 pub mod memref;
-pub mod nvptx;
 pub mod perplexity;
 pub mod prompt;
 pub mod reference;
 pub mod sampling;
+pub mod targets;
 pub mod thread_pool;
 pub mod tokenizer;
+
+// The old paths of what moved under `targets`, kept for other crates.
+pub use targets::cpu::code;
+#[cfg(feature = "cuda")]
+pub use targets::nvptx::cuda;
+pub use targets::nvptx;
 
 pub use executor::{ForwardError, Session};
 pub use q35_format::ModelConfig;

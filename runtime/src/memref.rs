@@ -12,7 +12,7 @@
 //! runtime only ever builds row-major descriptors with offset 0.
 //!
 //! This module owns no policy: it does not know which buffer is a weight or
-//! an activation (that is [`crate::artifact`]'s job).
+//! an activation (that is the artifact loader's job).
 
 use std::alloc::{self, Layout};
 use std::ffi::c_void;

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use q35_rt::bandwidth::{self, median};
+use q35_rt::bandwidth::{median, MeasuredBandwidth};
 use q35_rt::sampling::Rng;
 use q35_rt::Session;
 
@@ -146,49 +146,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The bandwidth the roofline is measured against.
-struct Measured {
-    bytes_per_second: f64,
-    runs: Vec<f64>,
-    buffer_bytes: usize,
-    method: String,
-}
-
 /// The bandwidth of the memory the session's weights are in: the GPU's
 /// for a CUDA session, else this machine's with the session's threads.
-fn measure_bandwidth(session: &mut Session) -> Result<Measured> {
+fn measure_bandwidth(session: &mut Session) -> Result<MeasuredBandwidth> {
     const RUNS: usize = 5;
-    #[cfg(feature = "cuda")]
-    if let Some(gpu) = session.cuda() {
-        let measured = gpu.measure_bandwidth(RUNS).map_err(anyhow::Error::msg)?;
-        return Ok(Measured {
-            method: format!(
-                "device-to-device copy of {:.0} MiB on {}, bytes read + bytes written, median of {} runs",
-                mib(measured.copy_bytes as f64),
-                gpu.device(),
-                measured.runs.len()
-            ),
-            bytes_per_second: measured.bytes_per_second,
-            runs: measured.runs,
-            buffer_bytes: measured.copy_bytes,
-        });
-    }
-    let Some(pool) = session.thread_pool() else {
-        bail!("this session has neither a thread pool nor a GPU to measure");
-    };
-    let measured = bandwidth::measure(pool, RUNS);
-    Ok(Measured {
-        method: format!(
-            "streaming read{} of {:.0} MiB with {} threads, median of {} runs",
-            if measured.prefetched { " (software prefetch, the better of two)" } else { " (plain, the better of two)" },
-            mib(measured.buffer_bytes as f64),
-            measured.threads,
-            measured.runs.len()
-        ),
-        bytes_per_second: measured.bytes_per_second,
-        runs: measured.runs,
-        buffer_bytes: measured.buffer_bytes,
-    })
+    session.measure_bandwidth(RUNS).map_err(anyhow::Error::msg)
 }
 
 /// Prefill `prompt` from an empty cache, then decode `decode` one token at

@@ -27,153 +27,46 @@
 //! dispatch's `tokens`, `start` and per-token sizes, launches the
 //! dispatches in order on one stream (stream order is the dependency
 //! between them) and copies the logits back; a kernel's failure surfaces
-//! at that copy as [`ForwardError::Device`].
+//! at that copy as a [`DeviceError`] (the session's `ForwardError::Device`).
 //!
 //! Driver handles are only used with the context current on the calling
 //! thread: every entry point makes it current first, so a session may move
 //! between threads.
+//!
+//! `driver` wraps the driver API (library, errors, handles, the PTX JIT),
+//! `limits` checks launches against the device, `bandwidth` measures the
+//! device's memory bandwidth; this module loads and runs.
+
+mod bandwidth;
+mod driver;
+mod limits;
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 
 use cudarc::driver::result::{self, DriverError};
 use cudarc::driver::sys;
-use q35_format::artifact::{Artifact, DispatchSpec, LaunchSpec};
+use q35_format::artifact::Artifact;
 
+pub use bandwidth::DeviceBandwidth;
+use driver::{attribute, describe, load_module, Gpu};
+pub use driver::{open_driver, DeviceInfo};
+use limits::Limits;
+
+use super::{KernelParams, Program};
 use crate::artifact::{ArtifactInfo, BufferClass, LoadError};
-use crate::executor::{DispatchObserver, ForwardError};
-use crate::nvptx::{KernelParams, Program};
+use crate::bandwidth::MeasuredBandwidth;
+use crate::targets::{DeviceError, DispatchObserver, Executor, LoadOptions};
 
-/// Bytes of the JIT error log kept for the message.
-const JIT_LOG_BYTES: usize = 16 << 10;
-/// Largest buffer the bandwidth measurement copies.
-const BANDWIDTH_BYTES: usize = 1 << 30;
-
-/// `CUDA_ERROR_NAME: description` for a driver error.
-fn describe(error: DriverError) -> String {
-    let name = error.error_name().map_or_else(
-        |_| format!("{:?}", error.0),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    match error.error_string() {
-        Ok(text) => format!("{name}: {}", text.to_string_lossy()),
-        Err(_) => name,
-    }
-}
-
-/// Opens the CUDA driver library the way cudarc will (its list of names,
-/// in order), so that a missing driver is an error with the loader's
-/// reason instead of cudarc's panic.
-pub fn open_driver() -> Result<(), String> {
-    let mut first_error = None;
-    for name in cudarc::get_lib_name_candidates("cuda") {
-        // SAFETY: loading the driver runs its initializers, as the first
-        // driver call would.
-        match unsafe { libloading::Library::new(&name) } {
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                first_error.get_or_insert(e.to_string());
-            }
-        }
-    }
-    Err(first_error.unwrap_or_else(|| "no library name to try".into()))
-}
-
-/// The GPU a session runs on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceInfo {
-    pub ordinal: i32,
-    pub name: String,
-    /// Compute capability.
-    pub major: u32,
-    pub minor: u32,
-    pub memory_bytes: usize,
-}
-
-impl std::fmt::Display for DeviceInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "CUDA device {} ({}, compute capability {}.{}, {:.1} GiB)",
-            self.ordinal,
-            self.name,
-            self.major,
-            self.minor,
-            self.memory_bytes as f64 / (1u64 << 30) as f64
-        )
-    }
-}
-
-/// A device attribute.
-fn attribute(
-    device: sys::CUdevice,
-    attribute: sys::CUdevice_attribute,
-) -> Result<i32, DriverError> {
-    // SAFETY: `device` came from cuDeviceGet.
-    unsafe { result::device::get_attribute(device, attribute) }
-}
-
-/// A kernel attribute.
-fn function_attribute(
-    function: sys::CUfunction,
-    attribute: sys::CUfunction_attribute,
-) -> Result<i32, DriverError> {
-    // SAFETY: `function` came from cuModuleGetFunction on a loaded module.
-    unsafe { result::function::get_function_attribute(function, attribute) }
-}
-
-/// The context, stream, module and device memory of a session, released
-/// in reverse order on drop (also when loading fails half way).
-struct Gpu {
-    device: sys::CUdevice,
-    context: sys::CUcontext,
-    stream: sys::CUstream,
-    module: sys::CUmodule,
-    allocations: Vec<sys::CUdeviceptr>,
-}
-
-impl Gpu {
-    /// Makes the context current on this thread.
-    fn current(&self) -> Result<(), DriverError> {
-        // SAFETY: the primary context is retained for as long as `self` lives.
-        unsafe { result::ctx::set_current(self.context) }
-    }
-
-    /// `bytes` (at least 1) of zeroed device memory, freed on drop.
-    fn alloc_zeroed(&mut self, bytes: usize) -> Result<sys::CUdeviceptr, DriverError> {
-        let bytes = bytes.max(1);
-        // SAFETY: the context is current (callers make it so).
-        let ptr = unsafe { result::malloc_sync(bytes) }?;
-        self.allocations.push(ptr);
-        // SAFETY: `ptr` is a fresh allocation of `bytes` bytes.
-        unsafe { result::memset_d8_sync(ptr, 0, bytes) }?;
-        Ok(ptr)
-    }
-}
-
-impl Drop for Gpu {
-    fn drop(&mut self) {
-        // Errors are ignored: nothing can be done about them here, and
-        // after a kernel fault every call returns the same sticky error.
-        // SAFETY: every handle was created in this context and is
-        // released once; the stream is drained before memory is freed.
-        unsafe {
-            let _ = result::ctx::set_current(self.context);
-            if !self.stream.is_null() {
-                let _ = result::stream::synchronize(self.stream);
-            }
-            for ptr in self.allocations.drain(..).rev() {
-                let _ = result::free_sync(ptr);
-            }
-            if !self.module.is_null() {
-                let _ = result::module::unload(self.module);
-            }
-            if !self.stream.is_null() {
-                let _ = result::stream::destroy(self.stream);
-            }
-            let _ = result::primary_ctx::release(self.device);
-        }
-    }
+/// The registry's loader for `nvptx` artifacts (the `cuda` feature): the
+/// offline checks, then the GPU (`threads` is unused).
+pub fn load(
+    path: &str,
+    artifact: &Artifact<'_>,
+    file_bytes: u64,
+    _options: LoadOptions,
+) -> Result<Box<dyn Executor>, LoadError> {
+    Ok(Box::new(CudaArtifact::from_artifact(path, artifact, file_bytes)?))
 }
 
 /// One dispatch, ready to launch.
@@ -188,17 +81,6 @@ struct GpuDispatch {
 }
 
 /// A device-to-device copy's bandwidth: bytes read plus bytes written, per
-/// second (the figure GPU datasheets quote).
-#[derive(Clone, Debug, PartialEq)]
-pub struct DeviceBandwidth {
-    /// Median, bytes per second.
-    pub bytes_per_second: f64,
-    /// Every run's figure, in run order.
-    pub runs: Vec<f64>,
-    /// Bytes copied each run (each read once and written once).
-    pub copy_bytes: usize,
-}
-
 /// An nvptx artifact loaded on a GPU: weights uploaded, buffers allocated,
 /// kernels and their parameters ready.
 pub struct CudaArtifact {
@@ -480,7 +362,7 @@ impl CudaArtifact {
         ids: &[u32],
         start: usize,
         mut observer: Option<&mut DispatchObserver<'_>>,
-    ) -> Result<(), ForwardError> {
+    ) -> Result<(), DeviceError> {
         let Self {
             info,
             dispatches,
@@ -493,7 +375,7 @@ impl CudaArtifact {
             ..
         } = self;
         let fail = |what: &str, e: DriverError| {
-            ForwardError::Device(format!(
+            DeviceError(format!(
                 "{}: the GPU failed {what}: {}",
                 info.path(),
                 describe(e)
@@ -594,258 +476,48 @@ impl CudaArtifact {
         Ok(())
     }
 
-    /// The device's memory bandwidth: `runs` timed device-to-device copies of up to
-    /// 1 GiB (a quarter of the free memory at most) after one warm-up,
-    /// timed with events on the session's stream, each counting the bytes
-    /// read plus the bytes written.
-    pub fn measure_bandwidth(&mut self, runs: usize) -> Result<DeviceBandwidth, String> {
-        let err = |what: &str, e: DriverError| {
-            format!("measuring the GPU's bandwidth: {what}: {}", describe(e))
-        };
-        self.gpu.current().map_err(|e| err("context", e))?;
-        let (free, _) = result::mem_get_info().map_err(|e| err("free memory", e))?;
-        let bytes = BANDWIDTH_BYTES.min(free / 4) & !((1 << 20) - 1);
-        if bytes == 0 {
-            return Err(
-                "measuring the GPU's bandwidth: less than 4 MiB of device memory is free".into(),
-            );
-        }
-        let scratch = Scratch::new(bytes).map_err(|e| err("allocating", e))?;
-        let stream = self.gpu.stream;
-        let flags = sys::CUevent_flags::CU_EVENT_DEFAULT;
-        let events = Events::new(flags).map_err(|e| err("events", e))?;
-        // SAFETY: both allocations hold `bytes` bytes; events and stream
-        // belong to this context.
-        let copy = || unsafe { result::memcpy_dtod_async(scratch.dst, scratch.src, bytes, stream) };
-        copy().map_err(|e| err("copying", e))?;
-        let mut results = Vec::with_capacity(runs.max(1));
-        for _ in 0..runs.max(1) {
-            // SAFETY: as above.
-            let ms = unsafe {
-                result::event::record(events.start, stream)
-                    .and_then(|()| copy())
-                    .and_then(|()| result::event::record(events.end, stream))
-                    .and_then(|()| result::event::synchronize(events.end))
-                    .and_then(|()| result::event::elapsed(events.start, events.end))
-            }
-            .map_err(|e| err("copying", e))?;
-            results.push(2.0 * bytes as f64 / (f64::from(ms) / 1e3).max(1e-9));
-        }
-        Ok(DeviceBandwidth {
-            bytes_per_second: crate::bandwidth::median(&results),
-            runs: results,
-            copy_bytes: bytes,
-        })
-    }
-}
-
-/// The device limits a launch must fit.
-struct Limits {
-    block: [i32; 3],
-    shared_default: i32,
-    shared_optin: i32,
-    grid_x: i32,
-}
-
-impl Limits {
-    fn query(device: sys::CUdevice) -> Result<Self, DriverError> {
-        use sys::CUdevice_attribute::*;
-        Ok(Self {
-            block: [
-                attribute(device, CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X)?,
-                attribute(device, CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y)?,
-                attribute(device, CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z)?,
-            ],
-            shared_default: attribute(device, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)?,
-            shared_optin: attribute(
-                device,
-                CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-            )?,
-            grid_x: attribute(device, CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X)?,
-        })
-    }
-
-    /// Checks one dispatch's launch against the device and its kernel, and
-    /// raises the kernel's dynamic shared memory limit where it needs more
-    /// than the default; the error completes "dispatch i (`k`) ...".
-    fn check(
-        &self,
-        function: sys::CUfunction,
-        dispatch: &DispatchSpec,
-        launch: &LaunchSpec,
-        max_tokens: usize,
-    ) -> Result<(), String> {
-        use sys::CUfunction_attribute::*;
-        let attr = |a| function_attribute(function, a).map_err(describe);
-        for (axis, (&size, &most)) in ["x", "y", "z"]
-            .iter()
-            .zip(launch.block.iter().zip(&self.block))
-        {
-            if i64::from(size) > i64::from(most) {
-                return Err(format!(
-                    "launches blocks of {size} threads in {axis}, more than the {most} allowed"
-                ));
-            }
-        }
-        let threads: u64 = launch.block.iter().map(|&b| u64::from(b)).product();
-        let kernel_most = attr(CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK)?;
-        if threads > kernel_most.max(0) as u64 {
-            return Err(format!(
-                "launches blocks of {threads} threads, but the compiled kernel allows at most {kernel_most} (its register use)"
-            ));
-        }
-        let static_shared = attr(CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)?.max(0) as u64;
-        let shared = static_shared + u64::from(launch.shared_bytes);
-        if shared > self.shared_optin.max(0) as u64 {
-            return Err(format!(
-                "needs {shared} bytes of shared memory per block ({static_shared} static, {} dynamic), more than the {} allowed",
-                launch.shared_bytes, self.shared_optin
-            ));
-        }
-        if shared > self.shared_default.max(0) as u64 {
-            // Above the default a kernel must opt in to its dynamic size.
-            // SAFETY: `function` belongs to the loaded module.
-            unsafe {
-                result::function::set_function_attribute(
-                    function,
-                    CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    launch.shared_bytes as i32,
-                )
-            }
-            .map_err(|e| {
-                format!(
-                    "cannot have {} bytes of dynamic shared memory: {}",
-                    launch.shared_bytes,
-                    describe(e)
-                )
-            })?;
-        }
-        // check_plan bounds this product by i64::MAX.
-        let most = dispatch.workgroups + dispatch.workgroups_per_token * max_tokens;
-        if most > self.grid_x.max(0) as usize {
-            return Err(format!(
-                "launches up to {most} blocks ({} + {} per token, {max_tokens} tokens), more than the grid limit of {}",
-                dispatch.workgroups, dispatch.workgroups_per_token, self.grid_x
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Loads the PTX, with the JIT's error log in the message on failure.
-fn load_module(program: &Program) -> Result<sys::CUmodule, String> {
-    let mut log = vec![0u8; JIT_LOG_BYTES];
-    let mut options = [
-        sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER,
-        sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
-    ];
-    // The driver takes option values as pointer-sized words.
-    let mut values = [
-        log.as_mut_ptr().cast::<c_void>(),
-        std::ptr::without_provenance_mut(log.len()),
-    ];
-    let mut module = std::ptr::null_mut();
-    // SAFETY: a NUL-terminated PTX image, two options with matching
-    // values, and a log buffer of the size given, alive for the call.
-    let status = unsafe {
-        sys::cuModuleLoadDataEx(
-            &mut module,
-            program.ptx().as_ptr().cast(),
-            options.len() as u32,
-            options.as_mut_ptr(),
-            values.as_mut_ptr(),
-        )
-    };
-    match status.result() {
-        Ok(()) => Ok(module),
-        Err(e) => {
-            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            let log = String::from_utf8_lossy(&log[..end]);
-            let log = log.trim();
-            Err(format!(
-                "the CUDA driver cannot compile the PTX for this GPU ({}){}",
-                describe(e),
-                if log.is_empty() {
-                    String::new()
-                } else {
-                    format!(":\n{log}")
-                }
-            ))
-        }
-    }
 }
 
 fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
 
-/// Two device buffers for the bandwidth copy, freed on drop.
-struct Scratch {
-    src: sys::CUdeviceptr,
-    dst: sys::CUdeviceptr,
-}
 
-impl Scratch {
-    fn new(bytes: usize) -> Result<Self, DriverError> {
-        // SAFETY: the context is current; each allocation is freed once,
-        // by this function on failure or by drop.
-        unsafe {
-            let src = result::malloc_sync(bytes)?;
-            let dst = match result::malloc_sync(bytes) {
-                Ok(dst) => dst,
-                Err(e) => {
-                    let _ = result::free_sync(src);
-                    return Err(e);
-                }
-            };
-            let scratch = Self { src, dst };
-            // Written once, so the copy reads real pages; the memset runs
-            // on the legacy stream, which the session's stream does not
-            // wait for.
-            result::memset_d8_sync(src, 1, bytes)?;
-            result::ctx::synchronize()?;
-            Ok(scratch)
-        }
+impl Executor for CudaArtifact {
+    fn info(&self) -> &ArtifactInfo {
+        CudaArtifact::info(self)
     }
-}
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // SAFETY: allocated by `new`, freed once; the copies that used them
-        // have been waited for.
-        unsafe {
-            let _ = result::free_sync(self.src);
-            let _ = result::free_sync(self.dst);
-        }
+    fn backend(&self) -> String {
+        self.device().to_string()
     }
-}
 
-/// A start and an end event, destroyed on drop.
-struct Events {
-    start: sys::CUevent,
-    end: sys::CUevent,
-}
-
-impl Events {
-    fn new(flags: sys::CUevent_flags) -> Result<Self, DriverError> {
-        let start = result::event::create(flags)?;
-        match result::event::create(flags) {
-            Ok(end) => Ok(Self { start, end }),
-            Err(e) => {
-                // SAFETY: created above, destroyed once.
-                let _ = unsafe { result::event::destroy(start) };
-                Err(e)
-            }
-        }
+    fn run_chunk(
+        &mut self,
+        ids: &[u32],
+        start: usize,
+        observer: Option<&mut DispatchObserver<'_>>,
+    ) -> Result<(), DeviceError> {
+        CudaArtifact::run_chunk(self, ids, start, observer)
     }
-}
 
-impl Drop for Events {
-    fn drop(&mut self) {
-        // SAFETY: created by `new`, destroyed once.
-        unsafe {
-            let _ = result::event::destroy(self.start);
-            let _ = result::event::destroy(self.end);
-        }
+    fn logits(&self, tokens: usize) -> &[f32] {
+        self.output(tokens)
+    }
+
+    /// The GPU's memory: device-to-device copies, bytes read + written.
+    fn measure_bandwidth(&mut self, runs: usize) -> Result<MeasuredBandwidth, String> {
+        let measured = CudaArtifact::measure_bandwidth(self, runs)?;
+        Ok(MeasuredBandwidth {
+            method: format!(
+                "device-to-device copy of {:.0} MiB on {}, bytes read + bytes written, median of {} runs",
+                mib(measured.copy_bytes),
+                self.device(),
+                measured.runs.len()
+            ),
+            bytes_per_second: measured.bytes_per_second,
+            runs: measured.runs,
+            buffer_bytes: measured.copy_bytes,
+        })
     }
 }

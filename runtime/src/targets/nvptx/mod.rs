@@ -1,23 +1,30 @@
 //! The NVPTX kernel ABI (docs/artifact.md §5a) in plain Rust: an `nvptx`
 //! artifact checked without a GPU, and every dispatch's kernel parameter
-//! list laid out from device addresses. The CUDA backend (`crate::cuda`,
-//! the `cuda` feature) supplies the addresses and launches; this module is
+//! list laid out from device addresses: the `nvptx` target. The CUDA
+//! backend (`cuda`, the `cuda` feature) supplies the addresses and
+//! launches; this module is
 //! compiled and tested in every build, so the marshaling is checked where
 //! there is no GPU.
 //!
 //! A kernel's parameters are `tokens` and `start`, then for every memref
 //! descriptor of the CPU ABI (the same buffer → descriptor table,
-//! [`crate::artifact::BufferClass::descriptors`]) its fields as separate
+//! [`BufferClass::descriptors`](crate::artifact::BufferClass::descriptors)) its fields as separate
 //! parameters: allocated pointer, aligned pointer, offset, the sizes, the
 //! strides — 5 parameters for rank 1, 7 for rank 2, all 64-bit. There is
 //! no workgroup parameter (a kernel reads its block id).
 //!
 //! Checking an artifact ([`Program::from_artifact`]) is steps 1, 3 and 4
-//! of the CPU loader ([`crate::artifact`]) with an nvptx step 2 (the SM
+//! of every loader ([`crate::artifact`]) with an nvptx step 2 (the SM
 //! parses, one launch configuration per dispatch) and an offline step 5:
 //! the PTX is text, has an entry for every kernel, and each entry takes
 //! exactly the parameters the runtime passes (a different count would make
 //! `cuLaunchKernel` read garbage, not fail).
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+mod params;
+mod ptx;
+mod sm;
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -26,292 +33,11 @@ use std::path::Path;
 use q35_format::artifact::{Artifact, Manifest};
 use q35_format::signature::CodeSignatures;
 
-use crate::artifact::{load_with, ArtifactInfo, Descriptor, LoadError, Validated};
+pub use params::{KernelParams, ParamKind};
+pub use ptx::{ptx_entries, PtxEntry, PtxParam};
+pub use sm::{Sm, SmVariant};
 
-/// The SM an artifact's PTX is for (`target.cpu`): `sm_80` runs on compute
-/// capability 8.0 and later; `sm_90a` (architecture-specific features)
-/// only on 9.0; `sm_100f` (family) on 10.x from 10.0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sm {
-    pub major: u32,
-    pub minor: u32,
-    pub variant: SmVariant,
-}
-
-/// The suffix of an SM name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SmVariant {
-    /// `sm_80`: this compute capability or any later one.
-    Portable,
-    /// `sm_90a`: exactly this compute capability.
-    ArchSpecific,
-    /// `sm_100f`: this major version, this minor version or later.
-    Family,
-}
-
-impl Sm {
-    /// Parses `sm_80`, `sm_90a`, `sm_100f`, ...
-    pub fn parse(text: &str) -> Option<Self> {
-        let rest = text.strip_prefix("sm_")?;
-        let (digits, variant) = match rest.strip_suffix('a') {
-            Some(digits) => (digits, SmVariant::ArchSpecific),
-            None => match rest.strip_suffix('f') {
-                Some(digits) => (digits, SmVariant::Family),
-                None => (rest, SmVariant::Portable),
-            },
-        };
-        if digits.len() < 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let number: u32 = digits.parse().ok()?;
-        Some(Self {
-            major: number / 10,
-            minor: number % 10,
-            variant,
-        })
-    }
-
-    /// Whether code for this SM runs on a device of compute capability
-    /// `major.minor`.
-    pub fn runs_on(&self, major: u32, minor: u32) -> bool {
-        match self.variant {
-            SmVariant::Portable => (major, minor) >= (self.major, self.minor),
-            SmVariant::ArchSpecific => (major, minor) == (self.major, self.minor),
-            SmVariant::Family => major == self.major && minor >= self.minor,
-        }
-    }
-}
-
-impl std::fmt::Display for Sm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let suffix = match self.variant {
-            SmVariant::Portable => "",
-            SmVariant::ArchSpecific => "a",
-            SmVariant::Family => "f",
-        };
-        write!(f, "sm_{}{}{suffix}", self.major, self.minor)
-    }
-}
-
-/// What one kernel parameter holds. Every parameter is a `u64`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ParamKind {
-    /// Tokens of the call.
-    Tokens,
-    /// Position of the call's first token.
-    Start,
-    /// A descriptor's allocated pointer (a device address).
-    Allocated,
-    /// A descriptor's aligned pointer (the same address).
-    Aligned,
-    /// A descriptor's offset, in elements (always 0).
-    Offset,
-    /// One of a descriptor's sizes.
-    Size,
-    /// One of a descriptor's strides, in elements.
-    Stride,
-}
-
-impl ParamKind {
-    /// Whether the parameter is a device pointer (`.ptr` in the PTX).
-    pub fn is_pointer(self) -> bool {
-        matches!(self, Self::Allocated | Self::Aligned)
-    }
-}
-
-/// The parameter values of one dispatch, laid out once at load; a call
-/// only rewrites `tokens`, `start` and the per-token sizes
-/// ([`KernelParams::set_call`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelParams {
-    kinds: Vec<ParamKind>,
-    values: Vec<u64>,
-    /// Indices of the sizes that are the call's token count.
-    per_token: Vec<usize>,
-}
-
-impl KernelParams {
-    fn new() -> Self {
-        Self {
-            kinds: vec![ParamKind::Tokens, ParamKind::Start],
-            values: vec![0, 0],
-            per_token: Vec::new(),
-        }
-    }
-
-    /// Appends a descriptor of `shape` over the device address `address`.
-    fn push_descriptor(&mut self, address: u64, shape: Descriptor) {
-        let (sizes, strides) = match shape {
-            Descriptor::Vector { len, .. } => (vec![len as u64], vec![1]),
-            Descriptor::Matrix { rows, cols, .. } => {
-                (vec![rows as u64, cols as u64], vec![cols as u64, 1])
-            }
-        };
-        self.push(ParamKind::Allocated, address);
-        self.push(ParamKind::Aligned, address);
-        self.push(ParamKind::Offset, 0);
-        if shape.per_token() {
-            self.per_token.push(self.values.len());
-        }
-        sizes
-            .into_iter()
-            .for_each(|s| self.push(ParamKind::Size, s));
-        strides
-            .into_iter()
-            .for_each(|s| self.push(ParamKind::Stride, s));
-    }
-
-    fn push(&mut self, kind: ParamKind, value: u64) {
-        self.kinds.push(kind);
-        self.values.push(value);
-    }
-
-    /// Sets the call's token count (parameter 0 and every per-token size)
-    /// and start position (parameter 1).
-    pub fn set_call(&mut self, tokens: usize, start: usize) {
-        self.values[0] = tokens as u64;
-        self.values[1] = start as u64;
-        for &i in &self.per_token {
-            self.values[i] = tokens as u64;
-        }
-    }
-
-    /// What each parameter holds, in order.
-    pub fn kinds(&self) -> &[ParamKind] {
-        &self.kinds
-    }
-
-    /// The parameter values, in order.
-    pub fn values(&self) -> &[u64] {
-        &self.values
-    }
-
-    /// The values, for taking the addresses `cuLaunchKernel` reads them
-    /// from.
-    #[cfg(feature = "cuda")]
-    pub(crate) fn values_mut(&mut self) -> &mut [u64] {
-        &mut self.values
-    }
-}
-
-/// One `.entry` of a PTX module.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PtxEntry {
-    pub name: String,
-    pub params: Vec<PtxParam>,
-}
-
-/// One `.param` of an entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PtxParam {
-    /// The fundamental type: `.u64`, `.b32`, `.f32`, ...
-    pub ty: String,
-    /// Declared `.ptr` (a pointer kernel parameter).
-    pub pointer: bool,
-}
-
-impl PtxParam {
-    fn is_64_bit(&self) -> bool {
-        matches!(self.ty.as_str(), ".u64" | ".b64" | ".s64")
-    }
-}
-
-/// Every kernel entry of a PTX module with its parameters, in order.
-/// `//` and `/* */` comments are skipped; `.func`s are not entries.
-pub fn ptx_entries(ptx: &str) -> Result<Vec<PtxEntry>, String> {
-    let text = strip_comments(ptx);
-    let mut entries = Vec::new();
-    let mut rest = text.as_str();
-    while let Some(at) = find_directive(rest, ".entry") {
-        rest = rest[at + ".entry".len()..].trim_start();
-        let name_len = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '%')))
-            .unwrap_or(rest.len());
-        let name = rest[..name_len].to_string();
-        if name.is_empty() {
-            return Err("an `.entry` directive has no name".into());
-        }
-        rest = rest[name_len..].trim_start();
-        let mut params = Vec::new();
-        if let Some(list) = rest.strip_prefix('(') {
-            let close = list
-                .find(')')
-                .ok_or_else(|| format!("entry `{name}`: the parameter list is not closed"))?;
-            for param in list[..close].split(',').map(str::trim) {
-                if !param.is_empty() {
-                    params.push(
-                        parse_param(param)
-                            .ok_or_else(|| format!("entry `{name}`: cannot read `{param}`"))?,
-                    );
-                }
-            }
-            rest = &list[close + 1..];
-        }
-        entries.push(PtxEntry { name, params });
-    }
-    Ok(entries)
-}
-
-/// The text with comments replaced by spaces (PTX has C-style comments;
-/// a line comment's newline stays).
-fn strip_comments(ptx: &str) -> String {
-    let mut out = String::with_capacity(ptx.len());
-    let mut rest = ptx;
-    while let Some(at) = rest.find('/') {
-        out.push_str(&rest[..at]);
-        let tail = &rest[at..];
-        if let Some(body) = tail.strip_prefix("//") {
-            out.push(' ');
-            rest = &body[body.find('\n').unwrap_or(body.len())..];
-        } else if let Some(body) = tail.strip_prefix("/*") {
-            out.push(' ');
-            rest = &body[body.find("*/").map_or(body.len(), |end| end + 2)..];
-        } else {
-            out.push('/');
-            rest = &tail[1..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The byte offset of `directive` as a whole word in `text`.
-fn find_directive(text: &str, directive: &str) -> Option<usize> {
-    let mut from = 0;
-    while let Some(at) = text[from..].find(directive) {
-        let at = from + at;
-        let end = at + directive.len();
-        let before = text[..at]
-            .chars()
-            .next_back()
-            .is_none_or(char::is_whitespace);
-        let after = text[end..].chars().next().is_none_or(char::is_whitespace);
-        if before && after {
-            return Some(at);
-        }
-        from = end;
-    }
-    None
-}
-
-/// `.param .u64 .ptr .align 1 name` → type `.u64`, pointer.
-fn parse_param(text: &str) -> Option<PtxParam> {
-    let mut words = text.split_whitespace();
-    if words.next()? != ".param" {
-        return None;
-    }
-    let words: Vec<&str> = words.collect();
-    let fundamental = |w: &str| {
-        w.strip_prefix('.').is_some_and(|t| {
-            let (class, bits) = t.split_at(1.min(t.len()));
-            matches!(class, "u" | "s" | "b" | "f") && matches!(bits, "8" | "16" | "32" | "64")
-        })
-    };
-    Some(PtxParam {
-        ty: words.iter().find(|w| fundamental(w))?.to_string(),
-        pointer: words.contains(&".ptr"),
-    })
-}
+use crate::artifact::{load_with, ArtifactInfo, LoadError, Validated};
 
 /// An `nvptx` artifact checked without a GPU: container, target, plan,
 /// weights (decoded, for a backend to copy to the device) and the PTX
@@ -475,6 +201,7 @@ fn check_target(path: &str, manifest: &Manifest) -> Result<Sm, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifact::Descriptor;
 
     #[test]
     fn sm_names() {
@@ -594,3 +321,4 @@ mod tests {
         );
     }
 }
+

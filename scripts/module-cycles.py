@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Finds dependency cycles between the modules of a Rust crate.
 
-    python3 scripts/module-cycles.py [--code-only] runtime/src [compiler/src ...]
+    python3 scripts/module-cycles.py [--code-only] [--no-tests] runtime/src [compiler/src ...]
 
 For each directory given (a crate's `src`), and for every directory module
 inside it, the modules are the entries of that directory (a file `x.rs` or a
@@ -10,7 +10,9 @@ siblings). A -> B when code in a file under A names a path that resolves to
 B: `crate::B`, `super::B`, `self::B`, `crate::{B, ..}`, and deeper
 (`crate::d::B` from inside `d/A`, `super::super::B`). Comments count (a
 doc link or a "see `crate::B`" ties A's meaning to B); `--code-only` skips
-them. String literals never count, and `super` inside an inline
+them. `--no-tests` skips `#[cfg(test)]` modules (inline or in their own
+file): a test may use fixtures from a module that depends on the one it
+tests. String literals never count, and `super` inside an inline
 `mod tests { .. }` is resolved from that inline module.
 
 Prints every cycle (one per strongly connected component) with the lines
@@ -150,7 +152,32 @@ def paths_named(toks, i, here):
     return [base + t for t in tails], max(end, i + 1)
 
 
-def references(path, module, with_comments):
+def is_cfg_test(toks, i):
+    """Whether the `mod` at toks[i] (after an optional `pub(..)`) carries
+    `#[cfg(test)]`."""
+    j = i - 1
+    if j >= 0 and toks[j][0] == ")":
+        while j >= 0 and toks[j][0] != "(":
+            j -= 1
+        j -= 1
+    if j >= 0 and toks[j][0] == "pub":
+        j -= 1
+    return [t for t, _ in toks[max(0, j - 6):j + 1]] == ["#", "[", "cfg", "(", "test", ")", "]"]
+
+
+def test_modules(path, module):
+    """Module paths of the `#[cfg(test)] mod NAME;` declared in `path`."""
+    with open(path, encoding="utf-8") as f:
+        code, _ = strip(f.read())
+    toks = list(tokens(code))
+    return [
+        tuple(module + [toks[i + 1][0]])
+        for i, (tok, _) in enumerate(toks)
+        if tok == "mod" and i + 2 < len(toks) and toks[i + 2][0] == ";" and is_cfg_test(toks, i)
+    ]
+
+
+def references(path, module, with_comments, with_tests=True):
     """(target module path, line) for every module path named in `path`,
     whose module path is `module` (a list of segments)."""
     with open(path, encoding="utf-8") as f:
@@ -164,17 +191,18 @@ def references(path, module, with_comments):
     while i < len(toks):
         tok, line = toks[i]
         if tok == "mod" and i + 2 < len(toks) and toks[i + 2][0] == "{":
-            inline.append((toks[i + 1][0], depth + 1))
+            inline.append((toks[i + 1][0], depth + 1, is_cfg_test(toks, i)))
         elif tok == "{":
             depth += 1
         elif tok == "}":
             if inline and inline[-1][1] == depth:
                 inline.pop()
             depth -= 1
-        here = module + [name for name, _ in inline]
+        here = module + [name for name, _, _ in inline]
         inline_at.setdefault(line, here)
         named, i = paths_named(toks, i, here)
-        refs.extend((p, line) for p in named)
+        if with_tests or not any(test for _, _, test in inline):
+            refs.extend((p, line) for p in named)
     if with_comments:
         last = module
         for line, text in comments:
@@ -218,14 +246,17 @@ def entries(src, parts):
     return names
 
 
-def graphs(src, with_comments):
+def graphs(src, with_comments, with_tests=True):
     """{directory module: {A: {B: [(file, line), ...]}}}."""
     files = list(modules(src))
+    if not with_tests:
+        tests = {t for path, module in files for t in test_modules(path, module)}
+        files = [(f, m) for f, m in files if not any(tuple(m[:len(t)]) == t for t in tests)]
     dirs = {tuple(m) for f, m in files if os.path.basename(f) == "mod.rs"} | {()}
     siblings = {d: entries(src, list(d)) for d in dirs}
     result = {d: {} for d in dirs}
     for path, module in files:
-        for target, line in references(path, module, with_comments):
+        for target, line in references(path, module, with_comments, with_tests):
             for d in dirs:
                 k = len(d)
                 if len(module) > k and len(target) > k and tuple(module[:k]) == d and tuple(target[:k]) == d:
@@ -287,10 +318,11 @@ def cycle_in(graph, scc):
 
 def main(argv):
     code_only = "--code-only" in argv
-    dirs = [a for a in argv[1:] if a != "--code-only"]
+    no_tests = "--no-tests" in argv
+    dirs = [a for a in argv[1:] if a not in ("--code-only", "--no-tests")]
     if not dirs:
         print(__doc__.strip().splitlines()[0], file=sys.stderr)
-        print(f"usage: {argv[0]} [--code-only] SRC_DIR [SRC_DIR ...]", file=sys.stderr)
+        print(f"usage: {argv[0]} [--code-only] [--no-tests] SRC_DIR [SRC_DIR ...]", file=sys.stderr)
         return 2
     status = 0
     for src in dirs:
@@ -298,7 +330,7 @@ def main(argv):
             print(f"{src}: not a directory", file=sys.stderr)
             return 2
         found = False
-        for d, graph in sorted(graphs(src, not code_only).items()):
+        for d, graph in sorted(graphs(src, not code_only, not no_tests).items()):
             where = os.path.join(src, *d)
             for scc in components(graph):
                 found = True

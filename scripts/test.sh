@@ -22,6 +22,10 @@ if ! cargo test -p q35-rt -p q35-tests --features q35-rt/cuda,q35-tests/cuda 2>&
 while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
   sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$logs/cargo-cuda.txt")
 
+echo "== module cycles (docs/targets.md: dependencies point one way)"
+crates=(compiler/src dialect/src runtime/src runtime/format/src targets/*/src)
+if python3 scripts/module-cycles.py --no-tests "${crates[@]}"; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+
 echo "== lit"
 # lit needs the binaries; cargo test built the libraries, not every bin.
 cargo build --workspace --bins --quiet

@@ -45,9 +45,7 @@ pub enum CalibrationText {
     File(PathBuf),
 }
 
-/// Per weight: GPTQ's error compensation from its input's Hessian
-/// (weights that read the same input share one).
-pub type Compensations = BTreeMap<String, Arc<Compensation>>;
+pub use q35_format::gptq::Compensations;
 
 /// What calibration gives the quantizer.
 #[derive(Debug, Default)]

@@ -34,7 +34,7 @@ pub struct CompileOptions {
     pub importance: Option<crate::importance::Importance>,
     /// GPTQ's error compensation per weight (from calibration); the
     /// matrices it names get error-compensating rounding.
-    pub compensation: crate::calibration::Compensations,
+    pub compensation: q35_format::gptq::Compensations,
     /// Most tokens one runtime call takes (rows of activation buffers).
     pub max_tokens: usize,
     /// Run q35-fuse (epilogues into matmuls) before lowering.

@@ -207,11 +207,10 @@ mod gpu {
         assert_eq!(observed, plain);
         assert_eq!(calls, dispatches);
         assert!(activations >= dispatches);
-        let gpu = session.cuda().unwrap();
-        let bandwidth = gpu.measure_bandwidth(2).unwrap();
+        let bandwidth = session.measure_bandwidth(2).unwrap();
         eprintln!(
             "{}: {:.0} GB/s device-to-device (read + write)",
-            gpu.device(),
+            session.backend(),
             bandwidth.bytes_per_second / 1e9
         );
         assert!(bandwidth.bytes_per_second > 1e9, "{bandwidth:?}");

@@ -15,6 +15,7 @@ pub mod dtype;
 mod error;
 pub mod gguf;
 pub mod llama;
+pub mod rope_rows;
 pub mod safetensors;
 pub mod tensors;
 pub mod testmodel;

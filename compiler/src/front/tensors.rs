@@ -8,7 +8,7 @@
 use super::{
     dtype::{element_count, DType},
     error::{Error, Result},
-    gguf::layout::unpermute_rope_rows,
+    rope_rows::unpermute_rope_rows,
 };
 use memmap2::Mmap;
 use std::{

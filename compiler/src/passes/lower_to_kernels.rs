@@ -16,7 +16,7 @@
 //! the dispatches before it: [`Group`]) and `kernels` (each kernel's spec).
 
 use q35_target::{
-    builder::Builder, pass::Findings, ActivationCodes, AttentionShape, Epilogue, KernelSpec, MatmulShape, Plan, RowOp,
+    builder::Builder, pass::Findings, AttentionShape, Epilogue, KernelSpec, MatmulShape, Plan, RowOp,
 };
 use q35_target_cpu::int8_path_available;
 use melior::{
@@ -463,7 +463,7 @@ fn plan_function(
                 let mut x = buffer_of(&names, input)?;
                 if shape.int8_activations {
                     // Quantized once, for every matmul that reads this input.
-                    let codes = ActivationCodes::of(&shape);
+                    let codes = shape.activation_codes();
                     let kernel = codes.kernel_name();
                     let entry = (key(input), kernel.clone());
                     x = match quantized.get(&entry) {

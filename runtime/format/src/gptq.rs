@@ -25,6 +25,10 @@
 //! Rows are independent given `U`, so a caller rounds them in parallel;
 //! `U` is computed once per distinct input (q, k and v share one).
 
+/// Per weight name: GPTQ's error compensation from its input's Hessian
+/// (weights that read the same input share one).
+pub type Compensations = std::collections::BTreeMap<String, std::sync::Arc<Compensation>>;
+
 /// `U` (upper triangular, `Uᵀ U = H⁻¹`) of one input, in rounding order.
 #[derive(Debug, Clone)]
 pub struct Compensation {

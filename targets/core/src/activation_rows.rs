@@ -3,7 +3,7 @@
 //! here; the kernels that write and read them are the CPU target's.
 
 use crate::builder::Builder;
-use crate::kernel::{MatmulShape, FIRST_BUFFER};
+use crate::builder::FIRST_BUFFER;
 use melior::ir::Type;
 use q35_format::{GroupSize, Layout, QuantKind};
 
@@ -112,14 +112,6 @@ pub struct ActivationCodes {
 }
 
 impl ActivationCodes {
-    pub fn of(shape: &MatmulShape) -> Self {
-        Self {
-            quant: shape.quant,
-            group: shape.group,
-            k: shape.k,
-        }
-    }
-
     /// The quantize kernel's name, unique per code layout.
     pub fn kernel_name(&self) -> String {
         format!("quantize_activations_{}_{}_g{}", self.quant, self.k, self.group)

@@ -14,6 +14,9 @@ use melior::{
     Context,
 };
 
+/// Kernels take (workgroup, tokens, start) before their buffers.
+pub const FIRST_BUFFER: usize = 3;
+
 /// Builds ops at `location` in `context`.
 #[derive(Clone, Copy)]
 pub struct Builder<'c> {

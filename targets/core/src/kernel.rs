@@ -8,8 +8,7 @@ use crate::builder::Builder;
 use melior::ir::Type;
 use q35_format::{GroupSize, Layout, QuantKind};
 
-/// Kernels take (workgroup, tokens, start) before their buffers.
-pub const FIRST_BUFFER: usize = 3;
+pub use crate::builder::FIRST_BUFFER;
 
 /// Output rows per matmul workgroup by default: small enough that 2 to 16
 /// cores get balanced work on every layer, large enough to amortize a call.
@@ -109,6 +108,15 @@ impl MatmulShape {
         self.k % per == 0 && layout.group_width() % per == 0
     }
 
+    /// The integer path's activation rows this matmul reads.
+    pub fn activation_codes(&self) -> ActivationCodes {
+        ActivationCodes {
+            quant: self.quant,
+            group: self.group,
+            k: self.k,
+        }
+    }
+
     pub fn workgroups(&self) -> usize {
         self.n.div_ceil(self.rows_per_workgroup)
     }
@@ -141,7 +149,7 @@ impl MatmulShape {
     pub fn buffer_types<'c>(&self, b: &Builder<'c>) -> Vec<Type<'c>> {
         let parse = |t: &str| Type::parse(b.context, t).expect("valid memref type");
         let input = if self.int8_activations {
-            ActivationCodes::of(self).memref_type()
+            self.activation_codes().memref_type()
         } else {
             format!("memref<?x{}xf32>", self.k)
         };

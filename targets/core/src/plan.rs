@@ -313,7 +313,7 @@ mod tests {
             KernelSpec::Rope { width: 576, head_dim: 64, theta: 100000.0, linalg: false },
             KernelSpec::KvUpdate(attention),
             KernelSpec::Attention { shape: attention, linalg: true },
-            KernelSpec::QuantizeActivations(ActivationCodes::of(&matmul)),
+            KernelSpec::QuantizeActivations(matmul.activation_codes()),
         ];
         let plan = Plan {
             buffers: vec![BufferSpec { name: "w".into(), element: "!q35.packed<8 : i64, 64 : i64, 32 : i64, \"q35\", \"planar\">".into(), width: 512, role: "weight".into() }],

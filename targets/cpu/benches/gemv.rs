@@ -24,7 +24,7 @@ use q35_rt::{
     thread_pool::ThreadPool,
 };
 use q35_target::kernel::{DEFAULT_ROWS_PER_WORKGROUP, DEFAULT_ROWS_PER_WORKGROUP_INT8};
-use q35_target::{ActivationCodes, MatmulShape};
+use q35_target::MatmulShape;
 use q35_target_cpu::{int8_path_available, matmul::standalone_shared_object};
 use std::{ffi::c_void, time::Instant};
 
@@ -124,7 +124,7 @@ fn main() -> anyhow::Result<()> {
 fn measure(o: &Options, shape: &MatmulShape, weights: &QuantizedTensor) -> anyhow::Result<Vec<f64>> {
     let activations = if shape.int8_activations { "int8" } else { "f32" };
     let started = Instant::now();
-    let so = standalone_shared_object(&shape, !o.portable)?;
+    let so = standalone_shared_object(shape, !o.portable)?;
     let compile = started.elapsed();
     if let Some(path) = &o.so {
         let path = if shape.int8_activations { format!("{path}.int8") } else { path.clone() };
@@ -151,7 +151,7 @@ fn measure(o: &Options, shape: &MatmulShape, weights: &QuantizedTensor) -> anyho
     let x_arg = &mut x_desc as *mut MemRef2 as usize;
     // The integer path's matmul reads x quantized once per GEMV by its own
     // kernel (as in a model, where q, k and v share it): timed with it.
-    let codes = ActivationCodes::of(shape);
+    let codes = shape.activation_codes();
     let mut rows = AlignedBuffer::zeroed(codes.row_bytes());
     let mut codes_desc = MemRef2::matrix(rows.as_mut_ptr(), 1, codes.row_bytes());
     let codes_arg = &mut codes_desc as *mut MemRef2 as usize;

@@ -143,7 +143,7 @@ mod tests {
         types.extend([row, row]);
         let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
         build(&b, op, width, &block);
-        module.body().append_operation(crate::kernels::kernel_function(&b, "silu", &types, block));
+        module.body().append_operation(crate::function::kernel_function(&b, "silu", &types, block));
         let so = crate::shared_object(&q35, module).unwrap();
         let code = CodeObject::load(&so).unwrap();
         let entry = code.symbol("_mlir_ciface_silu").unwrap();

@@ -10,15 +10,7 @@
 //! ```
 
 use crate::{attention, elementwise, matmul, rope};
-use melior::{
-    dialect::func,
-    ir::{
-        attribute::{StringAttribute, TypeAttribute},
-        block::BlockLike,
-        r#type::FunctionType,
-        Attribute, Block, Identifier, Region, RegionLike, Type,
-    },
-};
+use melior::ir::{Block, Type};
 use q35_target::{builder::Builder, kernel::FIRST_BUFFER, KernelSpec, RowOp};
 
 /// Builds the kernel function `name`.
@@ -78,24 +70,5 @@ pub fn build_kernel<'c>(b: &Builder<'c>, name: &str, spec: &KernelSpec) -> melio
         KernelSpec::Attention { shape, linalg: true } => attention::build_attention_linalg(b, shape, &block),
         KernelSpec::QuantizeActivations(codes) => matmul::build_quantize(b, codes, &block),
     }
-    kernel_function(b, name, &arg_types, block)
-}
-
-/// The kernel `name` with the C interface, whose body `block` (arguments
-/// `arg_types`) is built up to its return.
-pub fn kernel_function<'c>(b: &Builder<'c>, name: &str, arg_types: &[Type<'c>], block: Block<'c>) -> melior::ir::Operation<'c> {
-    block.append_operation(func::r#return(&[], b.location));
-    let region = Region::new();
-    region.append_block(block);
-    func::func(
-        b.context,
-        StringAttribute::new(b.context, name),
-        TypeAttribute::new(FunctionType::new(b.context, arg_types, &[]).into()),
-        region,
-        &[(
-            Identifier::new(b.context, "llvm.emit_c_interface"),
-            Attribute::unit(b.context),
-        )],
-        b.location,
-    )
+    crate::function::kernel_function(b, name, &arg_types, block)
 }

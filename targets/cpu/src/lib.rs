@@ -6,6 +6,7 @@
 
 mod attention;
 mod elementwise;
+mod function;
 pub mod kernels;
 pub mod matmul;
 mod rope;

@@ -111,13 +111,13 @@ fn standalone_module_with<'c>(shape: &MatmulShape, context: &'c melior::Context,
     let types = shape.argument_types(&b);
     let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
     build_with(&b, shape, &block, fast);
-    module.body().append_operation(crate::kernels::kernel_function(&b, &shape.kernel_name(), &types, block));
+    module.body().append_operation(crate::function::kernel_function(&b, &shape.kernel_name(), &types, block));
     if shape.int8_activations {
-        let codes = ActivationCodes::of(shape);
+        let codes = shape.activation_codes();
         let types = codes.argument_types(&b);
         let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
         build_quantize(&b, &codes, &block);
-        module.body().append_operation(crate::kernels::kernel_function(&b, &codes.kernel_name(), &types, block));
+        module.body().append_operation(crate::function::kernel_function(&b, &codes.kernel_name(), &types, block));
     }
     module
 }

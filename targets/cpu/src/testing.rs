@@ -1,7 +1,7 @@
 //! Compiled kernels against plain Rust on random weights: every
 //! epilogue, both paths, prefill and decode token counts, tails.
 
-use q35_target::{ActivationCodes, Epilogue, MatmulShape};
+use q35_target::{Epilogue, MatmulShape};
 use q35_format::QuantizedTensor;
 use q35_rt::code::CodeObject;
 use q35_rt::memref::{MemRef1, MemRef2};
@@ -18,8 +18,6 @@ pub fn random(seed: &mut u64, len: usize) -> Vec<f32> {
         })
         .collect()
 }
-
-/// The memrefs of one weight matrix, in kernel argument order.
 
 /// Loads the kernel `symbol` (with `shape`'s buffer convention) from
 /// the shared object `so`, runs every workgroup on `tokens` random
@@ -56,7 +54,7 @@ pub fn check_compiled(shape: &MatmulShape, tokens: usize, so: &[u8], symbol: &st
     // The integer path reads x quantized by its quantize kernel.
     let mut rows = None;
     if shape.int8_activations {
-        let codes = ActivationCodes::of(shape);
+        let codes = shape.activation_codes();
         let rows = rows.insert(q35_rt::memref::AlignedBuffer::zeroed(tokens * codes.row_bytes()));
         let mut codes_desc = MemRef2::matrix(rows.as_mut_ptr(), tokens, codes.row_bytes());
         let quantize = code.symbol(&format!("_mlir_ciface_{}", codes.kernel_name())).expect("quantize kernel symbol");

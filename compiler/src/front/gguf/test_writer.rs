@@ -3,7 +3,8 @@
 //! chosen codes, and a tiny Llama laid out as llama.cpp's converter does
 //! (GGUF names, permuted q/k rows).
 
-use super::{ggml::GgmlType, layout::permute_rope_rows, tokenizer::GgufTokenizer, Value, MAGIC};
+use super::{ggml::GgmlType, tokenizer::GgufTokenizer, Value, MAGIC};
+use crate::front::rope_rows::permute_rope_rows;
 use crate::front::{
     dtype::f32_to_le_bytes,
     testmodel::{tiny_tensors, tiny_tokenizer, TinySpec},

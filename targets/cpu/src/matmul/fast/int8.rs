@@ -234,7 +234,7 @@ fn quantize_group<'c>(b: &Builder<'c>, block: &Block<'c>, form: &Form, plan: &[C
 }
 
 pub(crate) fn build<'c>(b: &Builder<'c>, shape: &MatmulShape, body: &Block<'c>, args: &Args<'c, '_>) {
-    let form = Form::new(&ActivationCodes::of(shape));
+    let form = Form::new(&shape.activation_codes());
     let sets = shape.epilogue.weights() * ROW_BLOCK.max(TOKEN_BLOCK);
     let params = b.alloca_f32_aligned(body, sets * form.stride(), 64);
     let geo = Geometry {

@@ -15,6 +15,7 @@
 
 pub mod cpu;
 pub mod nvptx;
+pub mod tsp;
 
 use q35_format::artifact::{Artifact, DispatchSpec};
 

@@ -1,0 +1,373 @@
+//! A TSP program: every instruction with the cycle it issues on, the unit
+//! (functional slice) that runs it, and the stream operands it reads and
+//! writes, each at a fixed offset from its issue cycle. There are no
+//! queues, caches or back-pressure: an operand must be on its stream on
+//! exactly the cycle its instruction reads it. The text form is both the
+//! `--emit tsp` listing and the code object the simulator parses.
+//!
+//! ```text
+//! q35-tsp-program 1 lanes=320
+//! 0 MEM3 read addr=0 out=S8:i8@5x140
+//! 5 VXM1 dequant kind=q35 cols=320 in=S8:i8@0x140 out=S12:i8@144x320
+//! 149 MXM0 install buffer=0 in=S12:i8@0x320
+//! ```
+//!
+//! `S8:i8@5x140` is stream 8 carrying int8 vectors, the first on cycle
+//! issue + 5, then one a cycle, 140 in all. A 32-bit vector (`i32`, `f32`)
+//! takes four byte-streams, `S8` to `S11`.
+
+use crate::QuantKind;
+use std::fmt;
+
+/// First line of every program.
+pub const PROGRAM_MAGIC: &str = "q35-tsp-program 1";
+
+/// What a stream carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Elem {
+    I8,
+    I32,
+    F32,
+}
+
+impl Elem {
+    /// Byte-streams one vector takes.
+    pub fn streams(self) -> u16 {
+        match self {
+            Elem::I8 => 1,
+            Elem::I32 | Elem::F32 => 4,
+        }
+    }
+
+    /// SRAM rows (vectors of `lanes` bytes) one vector takes.
+    pub fn rows(self) -> u32 {
+        self.streams() as u32
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Elem::I8 => "i8",
+            Elem::I32 => "i32",
+            Elem::F32 => "f32",
+        }
+    }
+}
+
+/// A functional slice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Unit {
+    Mem(u16),
+    Vxm(u16),
+    Mxm(u16),
+}
+
+impl fmt::Display for Unit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unit::Mem(i) => write!(f, "MEM{i}"),
+            Unit::Vxm(i) => write!(f, "VXM{i}"),
+            Unit::Mxm(i) => write!(f, "MXM{i}"),
+        }
+    }
+}
+
+/// `len` vectors of `elem` on `stream`, the first at issue + `at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Operand {
+    pub stream: u16,
+    pub elem: Elem,
+    pub at: u64,
+    pub len: u32,
+}
+
+impl Operand {
+    /// The cycles `[first, end)` it occupies for an instruction issued at `issue`.
+    pub fn cycles(&self, issue: u64) -> (u64, u64) {
+        (issue + self.at, issue + self.at + self.len as u64)
+    }
+}
+
+/// A lane range `[lo, hi)` of a weight tile's columns that is one group's
+/// part of the tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub lo: u16,
+    pub hi: u16,
+    /// The weight group the columns belong to.
+    pub group: u16,
+}
+
+/// What an instruction does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// MEM: SRAM rows from `addr` onto the output stream, one vector a cycle.
+    Read { addr: u32 },
+    /// MEM: the input stream's vectors into SRAM rows from `addr`.
+    Write { addr: u32 },
+    /// VXM: lane-parallel packed codes (docs: `tsp::tile`) to `cols` int8
+    /// column vectors, each code scaled to the common step range/105
+    /// (7·q4, 15·q3).
+    Dequant { kind: QuantKind, cols: u16 },
+    /// MXM: installs the input's column vectors into the plane's weight
+    /// buffer `buffer` (0 or 1: one installs while the other multiplies).
+    Install { buffer: u8 },
+    /// VXM: quantizes each token's f32 activations (`width` wide, groups of
+    /// `group`) to int8 per group: one int8 vector per lane-wide tile of
+    /// the row, and a vector of per-group scalars (lane g: fl32(sx/105),
+    /// lane groups + g: fl32(sx·Σx8)).
+    Quantize { group: u16, width: u16 },
+    /// MXM: each input int8 vector times the installed weights, once per
+    /// segment (the vector's other lanes masked): int32 dot products, one
+    /// output vector per (token, segment).
+    Multiply { buffer: u8, segments: Vec<Segment> },
+    /// VXM: acc + Σ_segments fl32(range_g·s_g)·D + min_g·t_g per token, with
+    /// per-segment (range, min) vectors and the tokens' scalar vectors;
+    /// `first`: no previous accumulator input.
+    Accumulate { segments: Vec<Segment>, groups: u16, first: bool },
+}
+
+/// One instruction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instr {
+    pub cycle: u64,
+    pub unit: Unit,
+    pub op: Op,
+    pub inputs: Vec<Operand>,
+    pub outputs: Vec<Operand>,
+}
+
+impl Instr {
+    /// The last cycle it reads or writes a stream, plus one.
+    pub fn end(&self) -> u64 {
+        self.inputs.iter().chain(&self.outputs).map(|o| o.cycles(self.cycle).1).max().unwrap_or(self.cycle + 1)
+    }
+}
+
+/// A whole program.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Program {
+    pub lanes: usize,
+    pub instrs: Vec<Instr>,
+}
+
+impl Program {
+    /// Cycles from the first issue to the last stream use.
+    pub fn cycles(&self) -> u64 {
+        self.instrs.iter().map(Instr::end).max().unwrap_or(0)
+    }
+}
+
+fn segments_text(segments: &[Segment]) -> String {
+    segments.iter().map(|s| format!("{}:{}:{}", s.lo, s.hi, s.group)).collect::<Vec<_>>().join(",")
+}
+
+impl fmt::Display for Operand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "S{}:{}@{}x{}", self.stream, self.elem.name(), self.at, self.len)
+    }
+}
+
+impl fmt::Display for Instr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} ", self.cycle, self.unit)?;
+        match &self.op {
+            Op::Read { addr } => write!(f, "read addr={addr}")?,
+            Op::Write { addr } => write!(f, "write addr={addr}")?,
+            Op::Dequant { kind, cols } => write!(f, "dequant kind={kind} cols={cols}")?,
+            Op::Install { buffer } => write!(f, "install buffer={buffer}")?,
+            Op::Quantize { group, width } => write!(f, "quantize group={group} width={width}")?,
+            Op::Multiply { buffer, segments } => write!(f, "multiply buffer={buffer} segments={}", segments_text(segments))?,
+            Op::Accumulate { segments, groups, first } => {
+                write!(f, "accumulate segments={} groups={groups} first={}", segments_text(segments), u8::from(*first))?
+            }
+        }
+        for input in &self.inputs {
+            write!(f, " in={input}")?;
+        }
+        for output in &self.outputs {
+            write!(f, " out={output}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{PROGRAM_MAGIC} lanes={}", self.lanes)?;
+        for instr in &self.instrs {
+            writeln!(f, "{instr}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A line of a program text that cannot be read, with its number.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("TSP program line {line}: {message}")]
+pub struct ParseError {
+    pub line: usize,
+    pub message: String,
+}
+
+fn number<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, String> {
+    text.parse().map_err(|_| format!("{what} `{text}` is not a number in range"))
+}
+
+fn operand(text: &str) -> Result<Operand, String> {
+    let bad = || format!("operand `{text}` is not S<stream>:<i8|i32|f32>@<offset>x<count>");
+    let rest = text.strip_prefix('S').ok_or_else(bad)?;
+    let (stream, rest) = rest.split_once(':').ok_or_else(bad)?;
+    let (elem, rest) = rest.split_once('@').ok_or_else(bad)?;
+    let (at, len) = rest.split_once('x').ok_or_else(bad)?;
+    let elem = match elem {
+        "i8" => Elem::I8,
+        "i32" => Elem::I32,
+        "f32" => Elem::F32,
+        _ => return Err(bad()),
+    };
+    Ok(Operand {
+        stream: number(stream, "stream")?,
+        elem,
+        at: number(at, "offset")?,
+        len: number(len, "count")?,
+    })
+}
+
+fn segments(text: &str) -> Result<Vec<Segment>, String> {
+    text.split(',')
+        .map(|s| {
+            let parts: Vec<&str> = s.split(':').collect();
+            let [lo, hi, group] = parts[..] else {
+                return Err(format!("segment `{s}` is not lo:hi:group"));
+            };
+            let segment = Segment {
+                lo: number(lo, "segment start")?,
+                hi: number(hi, "segment end")?,
+                group: number(group, "group")?,
+            };
+            if segment.lo >= segment.hi {
+                return Err(format!("segment `{s}` is empty"));
+            }
+            Ok(segment)
+        })
+        .collect()
+}
+
+fn buffer(text: &str) -> Result<u8, String> {
+    match text {
+        "0" => Ok(0),
+        "1" => Ok(1),
+        other => Err(format!("buffer `{other}` is neither 0 nor 1")),
+    }
+}
+
+fn parse_instr(line: &str) -> Result<Instr, String> {
+    let mut words = line.split_whitespace();
+    let cycle: u64 = number(words.next().ok_or("empty instruction")?, "cycle")?;
+    let unit_text = words.next().ok_or("no unit")?;
+    let unit = if let Some(i) = unit_text.strip_prefix("MEM") {
+        Unit::Mem(number(i, "MEM slice")?)
+    } else if let Some(i) = unit_text.strip_prefix("VXM") {
+        Unit::Vxm(number(i, "VXM ALU")?)
+    } else if let Some(i) = unit_text.strip_prefix("MXM") {
+        Unit::Mxm(number(i, "MXM plane")?)
+    } else {
+        return Err(format!("unknown unit `{unit_text}` (MEM<n>, VXM<n>, MXM<n>)"));
+    };
+    let name = words.next().ok_or("no operation")?;
+    let mut fields = std::collections::BTreeMap::new();
+    let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
+    for word in words {
+        let (key, value) = word.split_once('=').ok_or_else(|| format!("`{word}` is not key=value"))?;
+        match key {
+            "in" => inputs.push(operand(value)?),
+            "out" => outputs.push(operand(value)?),
+            _ => {
+                if fields.insert(key, value).is_some() {
+                    return Err(format!("`{key}` given twice"));
+                }
+            }
+        }
+    }
+    let mut field = |key: &str| fields.remove(key).ok_or_else(|| format!("`{name}` needs `{key}=`"));
+    let op = match name {
+        "read" => Op::Read { addr: number(field("addr")?, "address")? },
+        "write" => Op::Write { addr: number(field("addr")?, "address")? },
+        "dequant" => Op::Dequant {
+            kind: field("kind")?.parse().map_err(|e: crate::Error| e.to_string())?,
+            cols: number(field("cols")?, "column count")?,
+        },
+        "install" => Op::Install { buffer: buffer(field("buffer")?)? },
+        "quantize" => Op::Quantize {
+            group: number(field("group")?, "group")?,
+            width: number(field("width")?, "width")?,
+        },
+        "multiply" => Op::Multiply {
+            buffer: buffer(field("buffer")?)?,
+            segments: segments(field("segments")?)?,
+        },
+        "accumulate" => Op::Accumulate {
+            segments: segments(field("segments")?)?,
+            groups: number(field("groups")?, "group count")?,
+            first: match field("first")? {
+                "0" => false,
+                "1" => true,
+                other => return Err(format!("first=`{other}` is neither 0 nor 1")),
+            },
+        },
+        other => return Err(format!("unknown operation `{other}`")),
+    };
+    if let Some(key) = fields.keys().next() {
+        return Err(format!("`{name}` takes no `{key}=`"));
+    }
+    Ok(Instr { cycle, unit, op, inputs, outputs })
+}
+
+impl std::str::FromStr for Program {
+    type Err = ParseError;
+
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        let err = |line: usize, message: String| ParseError { line, message };
+        let mut lines = text.lines().enumerate();
+        let (_, header) = lines.next().ok_or_else(|| err(1, "empty program".into()))?;
+        let lanes = header
+            .strip_prefix(PROGRAM_MAGIC)
+            .and_then(|rest| rest.trim().strip_prefix("lanes="))
+            .ok_or_else(|| err(1, format!("the first line must be `{PROGRAM_MAGIC} lanes=<n>`")))
+            .and_then(|n| number::<usize>(n, "lanes").map_err(|m| err(1, m)))?;
+        let mut instrs = Vec::new();
+        for (i, line) in lines {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with(';') {
+                continue;
+            }
+            instrs.push(parse_instr(line).map_err(|m| err(i + 1, m))?);
+        }
+        Ok(Program { lanes, instrs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_round_trips_and_errors_name_the_line() {
+        let text = "q35-tsp-program 1 lanes=320\n\
+                    0 MEM3 read addr=7 out=S8:i8@5x140\n\
+                    5 VXM1 dequant kind=q35 cols=320 in=S8:i8@0x140 out=S12:i8@144x320\n\
+                    149 MXM0 install buffer=0 in=S12:i8@0x320\n\
+                    480 MXM0 multiply buffer=0 segments=0:128:0,128:256:1 in=S4:i8@0x1 out=S16:i32@24x2\n\
+                    504 VXM2 accumulate segments=0:128:0,128:256:1 groups=2 first=1 in=S16:i32@0x2 in=S20:f32@0x4 in=S24:f32@0x1 out=S28:f32@4x1\n";
+        let program: Program = text.parse().unwrap();
+        assert_eq!(program.instrs.len(), 5);
+        assert_eq!(program.to_string(), text);
+        assert_eq!(program.cycles(), 504 + 5);
+        let bad = text.replace("cols=320", "cols=x");
+        assert_eq!(bad.parse::<Program>().unwrap_err().to_string(), "TSP program line 3: column count `x` is not a number in range");
+        let bad = text.replace("MXM0 install", "FPU0 install");
+        assert!(bad.parse::<Program>().unwrap_err().to_string().starts_with("TSP program line 4: unknown unit `FPU0`"));
+        let bad = text.replace("S8:i8@5x140", "S8:u8@5x140");
+        assert!(bad.parse::<Program>().unwrap_err().to_string().contains("is not S<stream>"));
+    }
+}

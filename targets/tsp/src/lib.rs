@@ -11,6 +11,7 @@
 //! and artifact, multi-chip partitioning (issue #15).
 
 pub mod matmul;
+pub mod rows;
 pub mod schedule;
 
 #[cfg(test)]

@@ -131,7 +131,7 @@ pub fn schedule(
     let scalars = sram.alloc_avoiding(4 * t, &[at.x.0, at.y.0, x8.0])?;
     let xs = t * ktiles as u32;
     let quantize = [
-        Step { unit: Unit::Mem(at.x.0 as u16), offset: 0, op: Op::Read { addr: at.x.1 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, xs)] },
+        Step { unit: Unit::Mem(at.x.0 as u16), offset: 0, op: Op::Read { addr: at.x.1, stride: 0 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, xs)] },
         Step {
             unit: Unit::Vxm(0),
             offset: d.mem_read,
@@ -139,8 +139,8 @@ pub fn schedule(
             inputs: vec![Input { from: (0, 0), at: 0 }],
             outputs: vec![(Elem::I8, xs as u64 + d.vxm, xs), (Elem::F32, 2 * xs as u64 + d.vxm, t)],
         },
-        Step { unit: Unit::Mem(x8.0 as u16), offset: d.mem_read + xs as u64 + d.vxm, op: Op::Write { addr: x8.1 }, inputs: vec![Input { from: (1, 0), at: 0 }], outputs: vec![] },
-        Step { unit: Unit::Mem(scalars.0 as u16), offset: d.mem_read + 2 * xs as u64 + d.vxm, op: Op::Write { addr: scalars.1 }, inputs: vec![Input { from: (1, 1), at: 0 }], outputs: vec![] },
+        Step { unit: Unit::Mem(x8.0 as u16), offset: d.mem_read + xs as u64 + d.vxm, op: Op::Write { addr: x8.1, stride: 0 }, inputs: vec![Input { from: (1, 0), at: 0 }], outputs: vec![] },
+        Step { unit: Unit::Mem(scalars.0 as u16), offset: d.mem_read + 2 * xs as u64 + d.vxm, op: Op::Write { addr: scalars.1, stride: 0 }, inputs: vec![Input { from: (1, 1), at: 0 }], outputs: vec![] },
     ];
     instrs.extend(reservations.place(&quantize, not_before)?);
     let quantized = instrs.iter().map(Instr::end).max().unwrap_or(not_before);
@@ -165,7 +165,7 @@ pub fn schedule(
 
             // 2. Packed codes -> VXM dequant -> MXM install.
             let install = [
-                Step { unit: Unit::Mem(home.0 as u16), offset: 0, op: Op::Read { addr: home.1 }, inputs: vec![], outputs: vec![(Elem::I8, d.mem_read, p)] },
+                Step { unit: Unit::Mem(home.0 as u16), offset: 0, op: Op::Read { addr: home.1, stride: 0 }, inputs: vec![], outputs: vec![(Elem::I8, d.mem_read, p)] },
                 Step {
                     unit: Unit::Vxm(0),
                     offset: d.mem_read,
@@ -211,7 +211,7 @@ pub fn schedule(
             let accumulate_at = multiply_at + t as u64 + d.mxm_multiply;
             let longest = dots.max(2 * nseg).max(t) as u64;
             let mut chain = vec![
-                Step { unit: Unit::Mem(x8.0 as u16), offset: 0, op: Op::Read { addr: x8.1 + kt as u32 * t }, inputs: vec![], outputs: vec![(Elem::I8, d.mem_read, t)] },
+                Step { unit: Unit::Mem(x8.0 as u16), offset: 0, op: Op::Read { addr: x8.1 + kt as u32 * t, stride: 0 }, inputs: vec![], outputs: vec![(Elem::I8, d.mem_read, t)] },
                 Step {
                     unit: Unit::Mxm(plane as u16),
                     offset: multiply_at,
@@ -219,12 +219,12 @@ pub fn schedule(
                     inputs: vec![Input { from: (0, 0), at: 0 }],
                     outputs: vec![(Elem::I32, t as u64 + d.mxm_multiply, dots)],
                 },
-                Step { unit: Unit::Mem(params.0 as u16), offset: accumulate_at - d.mem_read, op: Op::Read { addr: params.1 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, 2 * nseg)] },
-                Step { unit: Unit::Mem(scalars.0 as u16), offset: accumulate_at - d.mem_read, op: Op::Read { addr: scalars.1 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, t)] },
+                Step { unit: Unit::Mem(params.0 as u16), offset: accumulate_at - d.mem_read, op: Op::Read { addr: params.1, stride: 0 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, 2 * nseg)] },
+                Step { unit: Unit::Mem(scalars.0 as u16), offset: accumulate_at - d.mem_read, op: Op::Read { addr: scalars.1, stride: 0 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, t)] },
             ];
             let mut inputs = vec![Input { from: (1, 0), at: 0 }, Input { from: (2, 0), at: 0 }, Input { from: (3, 0), at: 0 }];
             if kt > 0 {
-                chain.push(Step { unit: Unit::Mem(acc.0 as u16), offset: accumulate_at - d.mem_read, op: Op::Read { addr: acc.1 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, t)] });
+                chain.push(Step { unit: Unit::Mem(acc.0 as u16), offset: accumulate_at - d.mem_read, op: Op::Read { addr: acc.1, stride: 0 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, t)] });
                 inputs.push(Input { from: (4, 0), at: 0 });
             }
             let accumulate = chain.len();
@@ -238,7 +238,7 @@ pub fn schedule(
             chain.push(Step {
                 unit: Unit::Mem(acc.0 as u16),
                 offset: accumulate_at + longest + d.vxm,
-                op: Op::Write { addr: acc.1 },
+                op: Op::Write { addr: acc.1, stride: 0 },
                 inputs: vec![Input { from: (accumulate, 0), at: 0 }],
                 outputs: vec![],
             });

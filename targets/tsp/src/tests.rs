@@ -157,3 +157,126 @@ fn decode_cycles_against_the_install_bound() {
         assert!(stats.cycles <= 4 * bound + 2000, "{} cycles against a bound of {bound}", stats.cycles);
     }
 }
+
+/// The VXM row ops, each brought its operands from SRAM and its result
+/// put back by `rows::place`, run as one program text: an embedding
+/// gather, RMSNorm, RoPE into a key cache by position, attention over it,
+/// SwiGLU. Each result against the same arithmetic done here in f64.
+#[test]
+fn row_ops_through_sram_match_plain_arithmetic() {
+    use crate::rows::{place, Sink, Source};
+    use q35_format::tsp::{tile, Elem, Op, RowFunction};
+    let config = TspConfig::default();
+    let lanes = config.lanes();
+    let mut seed = 5;
+    let (vocab, width, head_dim, context) = (40usize, 96usize, 32usize, 8usize);
+    let table = QuantizedTensor::quantize("emb", vocab, width, &random(&mut seed, vocab * width), QuantKind::Q35, GroupSize::G32).unwrap();
+    let ids = [5i32, 17, 3];
+    let positions = [0i32, 1, 2];
+    let t = ids.len() as u32;
+    let f32_row = |v: &[f32]| {
+        let mut v = v.to_vec();
+        v.resize(lanes, 0.0);
+        to_rows(&Vector::F32(v))
+    };
+    let i32_row = |v: &[i32]| {
+        let mut v = v.to_vec();
+        v.resize(lanes, 0);
+        to_rows(&Vector::I32(v))
+    };
+    let gain: Vec<f32> = random(&mut seed, width).iter().map(|g| 1.0 + g / 4.0).collect();
+    let mut chip = Chip::new(config.clone());
+    // Slices: 0 table, 1 ids, 2 positions, 3 gain, 4.. activations.
+    for n in 0..vocab {
+        chip.load(0, n as u32, &tile::pack_row(&table, n)).unwrap();
+    }
+    chip.load(1, 0, &i32_row(&ids)).unwrap();
+    chip.load(2, 0, &i32_row(&positions)).unwrap();
+    chip.load(3, 0, &f32_row(&gain)).unwrap();
+    let rows = |slice: usize, len: u32| Source::Rows { slice, addr: 0, stride: 0, elem: Elem::F32, len };
+    let at = |slice: usize| Sink::Rows { slice, addr: 0, stride: 0 };
+    let mut reservations = Reservations::new(&config);
+    let mut instrs = Vec::new();
+    let mut step = |op: Op, sources: &[Source], out: (Elem, u32), sink: Sink| {
+        let not_before = instrs.iter().map(q35_format::tsp::Instr::end).max().unwrap_or(0);
+        instrs.extend(place(&config, &mut reservations, op, sources, out, sink, not_before).unwrap());
+    };
+    let per = 1;
+    step(
+        Op::RowDequant { kind: QuantKind::Q35, group: 32, width: width as u32, per },
+        &[Source::Gathered { index: (1, 0), slice: 0, addr: 0, stride: 1, per, elem: Elem::I8, items: t }],
+        (Elem::F32, t),
+        at(4),
+    );
+    step(Op::Norm { width: width as u32, eps: 1e-5 }, &[rows(4, t), rows(3, 1)], (Elem::F32, t), at(5));
+    // Keys: RoPE of the normed rows' first head, scattered by position
+    // into a cache of `context` rows (slice 7); the queries: all heads.
+    step(Op::Rope { width: width as u32, head_dim: head_dim as u32, theta: 10000.0 }, &[rows(5, t), Source::Rows { slice: 2, addr: 0, stride: 0, elem: Elem::I32, len: 1 }], (Elem::F32, t), Sink::Scattered { index: (2, 0), slice: 7, addr: 0, stride: 4, per: 1 });
+    step(Op::Rope { width: width as u32, head_dim: head_dim as u32, theta: 10000.0 }, &[rows(5, t), Source::Rows { slice: 2, addr: 0, stride: 0, elem: Elem::I32, len: 1 }], (Elem::F32, t), at(6));
+    step(
+        Op::Attention { heads: 3, kv_heads: 1, head_dim: head_dim as u16, context: context as u32 },
+        &[rows(6, t), rows(7, context as u32), rows(7, context as u32), Source::Rows { slice: 2, addr: 0, stride: 0, elem: Elem::I32, len: 1 }],
+        (Elem::F32, t),
+        at(8),
+    );
+    step(Op::Elementwise { function: RowFunction::SwiGlu, width: width as u32 }, &[rows(8, t), rows(4, t)], (Elem::F32, t), at(9));
+    let program: Program = Program { lanes, instrs }.to_string().parse().unwrap();
+    chip.run(&program).unwrap();
+
+    let read = |slice: usize, count: usize| -> Vec<Vec<f32>> {
+        (0..count)
+            .map(|i| match q35_rt::targets::tsp::sim::from_rows(Elem::F32, chip.rows(slice, 4 * i as u32, 4), lanes) {
+                Vector::F32(v) => v[..width].to_vec(),
+                _ => unreachable!(),
+            })
+            .collect()
+    };
+    let w = table.dequantize();
+    let x: Vec<Vec<f32>> = ids.iter().map(|&id| w[id as usize * width..(id as usize + 1) * width].to_vec()).collect();
+    assert_eq!(read(4, 3), x, "embedding rows");
+    let normed: Vec<Vec<f32>> = x
+        .iter()
+        .map(|r| {
+            let inv = 1.0 / (r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / width as f64 + 1e-5).sqrt();
+            r.iter().zip(&gain).map(|(&v, &g)| (v as f64 * inv * g as f64) as f32).collect()
+        })
+        .collect();
+    assert_eq!(read(5, 3), normed, "RMSNorm");
+    let roped: Vec<Vec<f32>> = normed
+        .iter()
+        .zip(positions)
+        .map(|(r, p)| {
+            let mut r = r.clone();
+            for h in r.chunks_mut(head_dim) {
+                for i in 0..head_dim / 2 {
+                    let angle = p as f64 * 10000f64.powf(-2.0 * i as f64 / head_dim as f64);
+                    let (a, b) = (h[i] as f64, h[i + head_dim / 2] as f64);
+                    h[i] = (a * angle.cos() - b * angle.sin()) as f32;
+                    h[i + head_dim / 2] = (b * angle.cos() + a * angle.sin()) as f32;
+                }
+            }
+            r
+        })
+        .collect();
+    assert_eq!(read(6, 3), roped, "RoPE");
+    // Attention: the cache holds each position's roped first head.
+    for (tok, q) in roped.iter().enumerate() {
+        let out = &read(8, 3)[tok];
+        for h in 0..3 {
+            let scores: Vec<f64> = (0..=tok).map(|p| (0..head_dim).map(|d| q[h * head_dim + d] as f64 * roped[p][d] as f64).sum::<f64>() / (head_dim as f64).sqrt()).collect();
+            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            for d in 0..head_dim {
+                let want = (0..=tok).map(|p| e[p] * roped[p][d] as f64).sum::<f64>() / e.iter().sum::<f64>();
+                assert!((out[h * head_dim + d] as f64 - want).abs() <= 1e-6 * want.abs().max(1.0), "attention token {tok} head {h} dim {d}");
+            }
+        }
+    }
+    let swiglu = read(9, 3);
+    for (tok, row) in swiglu.iter().enumerate() {
+        for (i, &v) in row.iter().enumerate() {
+            let (a, b) = (read(8, 3)[tok][i], x[tok][i]);
+            assert_eq!(v, a / (1.0 + (-a).exp()) * b, "SwiGLU");
+        }
+    }
+}

@@ -9,4 +9,4 @@ pub mod program;
 pub mod tile;
 
 pub use config::{Delays, TspConfig};
-pub use program::{Elem, Instr, Op, Operand, ParseError, Program, Segment, Unit};
+pub use program::{Elem, Instr, Op, Operand, ParseError, Program, RowFunction, Segment, Unit};

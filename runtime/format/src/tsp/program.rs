@@ -100,10 +100,33 @@ pub struct Segment {
 /// What an instruction does.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
-    /// MEM: SRAM rows from `addr` onto the output stream, one vector a cycle.
-    Read { addr: u32 },
-    /// MEM: the input stream's vectors into SRAM rows from `addr`.
-    Write { addr: u32 },
+    /// MEM: SRAM rows from `addr` onto the output stream, one vector a
+    /// cycle, vector j from row `addr + j·stride` (`stride` 0: back to back).
+    Read { addr: u32, stride: u32 },
+    /// MEM: the input stream's vectors into SRAM rows from `addr`, as
+    /// [`Op::Read`] lays them out.
+    Write { addr: u32, stride: u32 },
+    /// MEM: the rows of the items the input's i32 index vector names (lane
+    /// j: item j), item i's `per` vectors from row `addr + index·stride`,
+    /// back to back.
+    Gather { addr: u32, stride: u32, per: u16 },
+    /// MEM: writes item j of the second input (`per` vectors each) at row
+    /// `addr + index_j·stride`, the indices from the first input's i32 vector.
+    Scatter { addr: u32, stride: u32, per: u16 },
+    /// VXM: rows stored whole (`tsp::tile::pack_row`, one item per `per`
+    /// input vectors) to f32 activations, a vector per lane-wide tile.
+    RowDequant { kind: QuantKind, group: u16, width: u32, per: u16 },
+    /// VXM: RMSNorm of each token's row (`width` wide) with the gain vectors
+    /// of the second input.
+    Norm { width: u32, eps: f64 },
+    /// VXM: rotary embedding of each token's row, heads of `head_dim`, at
+    /// the positions in the second input's i32 vector.
+    Rope { width: u32, head_dim: u32, theta: f64 },
+    /// VXM: a row-wise function of one or two rows of `width`.
+    Elementwise { function: RowFunction, width: u32 },
+    /// VXM: causal grouped-query attention of each token's queries over the
+    /// cached keys and values of positions up to its own (i32 vector).
+    Attention { heads: u16, kv_heads: u16, head_dim: u16, context: u32 },
     /// VXM: lane-parallel packed codes (docs: `tsp::tile`) to `cols` int8
     /// column vectors, each code scaled to the common step range/105
     /// (7·q4, 15·q3).
@@ -124,6 +147,36 @@ pub enum Op {
     /// per-segment (range, min) vectors and the tokens' scalar vectors;
     /// `first`: no previous accumulator input.
     Accumulate { segments: Vec<Segment>, groups: u16, first: bool },
+}
+
+/// The VXM's row functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowFunction {
+    Add,
+    Mul,
+    Silu,
+    /// silu(a)·b.
+    SwiGlu,
+}
+
+impl RowFunction {
+    pub fn name(self) -> &'static str {
+        match self {
+            RowFunction::Add => "add",
+            RowFunction::Mul => "mul",
+            RowFunction::Silu => "silu",
+            RowFunction::SwiGlu => "swiglu",
+        }
+    }
+
+    /// Rows it reads.
+    pub fn inputs(self) -> usize {
+        if self == RowFunction::Silu {
+            1
+        } else {
+            2
+        }
+    }
 }
 
 /// One instruction.
@@ -157,6 +210,14 @@ impl Program {
     }
 }
 
+fn stride_text(stride: u32) -> String {
+    if stride == 0 {
+        String::new()
+    } else {
+        format!(" stride={stride}")
+    }
+}
+
 fn segments_text(segments: &[Segment]) -> String {
     segments.iter().map(|s| format!("{}:{}:{}", s.lo, s.hi, s.group)).collect::<Vec<_>>().join(",")
 }
@@ -171,8 +232,17 @@ impl fmt::Display for Instr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} ", self.cycle, self.unit)?;
         match &self.op {
-            Op::Read { addr } => write!(f, "read addr={addr}")?,
-            Op::Write { addr } => write!(f, "write addr={addr}")?,
+            Op::Read { addr, stride } => write!(f, "read addr={addr}{}", stride_text(*stride))?,
+            Op::Write { addr, stride } => write!(f, "write addr={addr}{}", stride_text(*stride))?,
+            Op::Gather { addr, stride, per } => write!(f, "gather addr={addr} stride={stride} per={per}")?,
+            Op::Scatter { addr, stride, per } => write!(f, "scatter addr={addr} stride={stride} per={per}")?,
+            Op::RowDequant { kind, group, width, per } => write!(f, "rowdequant kind={kind} group={group} width={width} per={per}")?,
+            Op::Norm { width, eps } => write!(f, "norm width={width} eps={eps:?}")?,
+            Op::Rope { width, head_dim, theta } => write!(f, "rope width={width} head_dim={head_dim} theta={theta:?}")?,
+            Op::Elementwise { function, width } => write!(f, "{} width={width}", function.name())?,
+            Op::Attention { heads, kv_heads, head_dim, context } => {
+                write!(f, "attention heads={heads} kv_heads={kv_heads} head_dim={head_dim} context={context}")?
+            }
             Op::Dequant { kind, cols } => write!(f, "dequant kind={kind} cols={cols}")?,
             Op::Install { buffer } => write!(f, "install buffer={buffer}")?,
             Op::Quantize { group, width } => write!(f, "quantize group={group} width={width}")?,
@@ -291,8 +361,53 @@ fn parse_instr(line: &str) -> Result<Instr, String> {
     }
     let mut field = |key: &str| fields.remove(key).ok_or_else(|| format!("`{name}` needs `{key}=`"));
     let op = match name {
-        "read" => Op::Read { addr: number(field("addr")?, "address")? },
-        "write" => Op::Write { addr: number(field("addr")?, "address")? },
+        "read" | "write" => {
+            let addr = number(field("addr")?, "address")?;
+            let stride = match field("stride") {
+                Ok(s) => number(s, "stride")?,
+                Err(_) => 0,
+            };
+            if name == "read" {
+                Op::Read { addr, stride }
+            } else {
+                Op::Write { addr, stride }
+            }
+        }
+        "gather" | "scatter" => {
+            let (addr, stride, per) = (number(field("addr")?, "address")?, number(field("stride")?, "stride")?, number(field("per")?, "rows per item")?);
+            if name == "gather" {
+                Op::Gather { addr, stride, per }
+            } else {
+                Op::Scatter { addr, stride, per }
+            }
+        }
+        "rowdequant" => Op::RowDequant {
+            kind: field("kind")?.parse().map_err(|e: crate::Error| e.to_string())?,
+            group: number(field("group")?, "group")?,
+            width: number(field("width")?, "width")?,
+            per: number(field("per")?, "rows per item")?,
+        },
+        "norm" => Op::Norm { width: number(field("width")?, "width")?, eps: number(field("eps")?, "epsilon")? },
+        "rope" => Op::Rope {
+            width: number(field("width")?, "width")?,
+            head_dim: number(field("head_dim")?, "head width")?,
+            theta: number(field("theta")?, "theta")?,
+        },
+        "add" | "mul" | "silu" | "swiglu" => Op::Elementwise {
+            function: match name {
+                "add" => RowFunction::Add,
+                "mul" => RowFunction::Mul,
+                "silu" => RowFunction::Silu,
+                _ => RowFunction::SwiGlu,
+            },
+            width: number(field("width")?, "width")?,
+        },
+        "attention" => Op::Attention {
+            heads: number(field("heads")?, "head count")?,
+            kv_heads: number(field("kv_heads")?, "key/value head count")?,
+            head_dim: number(field("head_dim")?, "head width")?,
+            context: number(field("context")?, "context")?,
+        },
         "dequant" => Op::Dequant {
             kind: field("kind")?.parse().map_err(|e: crate::Error| e.to_string())?,
             cols: number(field("cols")?, "column count")?,
@@ -358,11 +473,18 @@ mod tests {
                     5 VXM1 dequant kind=q35 cols=320 in=S8:i8@0x140 out=S12:i8@144x320\n\
                     149 MXM0 install buffer=0 in=S12:i8@0x320\n\
                     480 MXM0 multiply buffer=0 segments=0:128:0,128:256:1 in=S4:i8@0x1 out=S16:i32@24x2\n\
+                    510 MEM4 gather addr=100 stride=2 per=2 in=S0:i32@0x1 out=S2:i8@5x4\n\
+                    520 VXM3 rowdequant kind=q35 group=128 width=576 per=2 in=S2:i8@0x4 out=S4:f32@8x4\n\
+                    530 VXM4 norm width=576 eps=1e-5 in=S4:f32@0x2 in=S8:f32@0x2 out=S12:f32@6x2\n\
+                    540 VXM5 rope width=576 head_dim=64 theta=100000.0 in=S4:f32@0x2 in=S0:i32@0x1 out=S12:f32@6x2\n\
+                    550 VXM6 swiglu width=1536 in=S4:f32@0x5 in=S8:f32@0x5 out=S12:f32@9x5\n\
+                    560 VXM7 attention heads=9 kv_heads=3 head_dim=64 context=512 in=S4:f32@0x2 out=S12:f32@6x2\n\
+                    570 MEM5 write addr=3 stride=8 in=S12:f32@0x2\n\
                     504 VXM2 accumulate segments=0:128:0,128:256:1 groups=2 first=1 in=S16:i32@0x2 in=S20:f32@0x4 in=S24:f32@0x1 out=S28:f32@4x1\n";
         let program: Program = text.parse().unwrap();
-        assert_eq!(program.instrs.len(), 5);
+        assert_eq!(program.instrs.len(), 12);
         assert_eq!(program.to_string(), text);
-        assert_eq!(program.cycles(), 504 + 5);
+        assert_eq!(program.cycles(), 570 + 2);
         let bad = text.replace("cols=320", "cols=x");
         assert_eq!(bad.parse::<Program>().unwrap_err().to_string(), "TSP program line 3: column count `x` is not a number in range");
         let bad = text.replace("MXM0 install", "FPU0 install");

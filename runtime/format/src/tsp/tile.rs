@@ -110,8 +110,64 @@ pub fn dequant_tile(kind: QuantKind, packed: &[Vec<u8>], k0: usize, cols: usize)
     Ok(out)
 }
 
+/// Bytes of one row stored whole (the embedding table, which is read a
+/// row per token): its codes as the artifact lays them out, then per group
+/// the f16 min and the range code, then the row's f16 range scale.
+pub fn row_bytes(kind: QuantKind, group: crate::GroupSize, cols: usize) -> usize {
+    let layout = crate::Layout::new(kind, group, cols);
+    layout.row_bytes() + 3 * layout.groups() + 2
+}
+
+/// Row `n` of a coded matrix stored whole ([`row_bytes`]).
+pub fn pack_row(weight: &QuantizedTensor, n: usize) -> Vec<u8> {
+    let crate::Payload::Coded { range_scale, mins, range_codes, .. } = weight.payload() else {
+        panic!("pack_row of an uncoded weight");
+    };
+    let groups = weight.layout().groups();
+    let mut out = weight.row_codes(n).expect("coded").to_vec();
+    for g in 0..groups {
+        out.extend(mins[n * groups + g].to_le_bytes());
+        out.push(range_codes[n * groups + g]);
+    }
+    out.extend(range_scale[n].to_le_bytes());
+    out
+}
+
+/// The reference dequantization (`w'`) of a row stored whole.
+pub fn dequant_row(kind: QuantKind, group: crate::GroupSize, cols: usize, bytes: &[u8]) -> Result<Vec<f32>, String> {
+    let layout = crate::Layout::new(kind, group, cols);
+    let (codes, groups) = (layout.row_bytes(), layout.groups());
+    if bytes.len() < row_bytes(kind, group, cols) {
+        return Err(format!("a stored {kind} row of {cols} takes {} bytes, not {}", row_bytes(kind, group, cols), bytes.len()));
+    }
+    let params = &bytes[codes..];
+    let payload = crate::Payload::Coded {
+        codes: bytes[..codes].to_vec(),
+        mins: (0..groups).map(|g| u16::from_le_bytes([params[3 * g], params[3 * g + 1]])).collect(),
+        range_codes: (0..groups).map(|g| params[3 * g + 2]).collect(),
+        range_scale: vec![u16::from_le_bytes([params[3 * groups], params[3 * groups + 1]])],
+    };
+    let row = QuantizedTensor::from_parts("row", 1, cols, kind, group, payload).map_err(|e| e.to_string())?;
+    Ok(row.dequantize())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_row_stored_whole_dequantizes_as_the_artifact() {
+        let (rows, cols) = (3usize, 200usize);
+        let data: Vec<f32> = (0..rows * cols).map(|i| ((i * 31) % 97) as f32 / 20.0 - 2.0).collect();
+        for kind in [QuantKind::Q35, QuantKind::Int4, QuantKind::Int3] {
+            let w = QuantizedTensor::quantize("w", rows, cols, &data, kind, GroupSize::G64).unwrap();
+            let all = w.dequantize();
+            for n in 0..rows {
+                let bytes = pack_row(&w, n);
+                assert_eq!(bytes.len(), row_bytes(kind, GroupSize::G64, cols));
+                assert_eq!(dequant_row(kind, GroupSize::G64, cols, &bytes).unwrap(), all[n * cols..(n + 1) * cols]);
+            }
+        }
+    }
+
     use super::*;
     use crate::GroupSize;
 

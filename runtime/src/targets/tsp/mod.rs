@@ -2,3 +2,4 @@
 //! ([`sim`]), on the machine its target description names.
 
 pub mod sim;
+pub mod vxm;

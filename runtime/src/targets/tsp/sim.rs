@@ -18,6 +18,8 @@ use q35_format::activations::quantize_activations;
 use q35_format::tsp::{tile::dequant_tile, Elem, Instr, Op, Operand, Program, Segment, TspConfig, Unit};
 use std::collections::HashMap;
 
+use super::vxm;
+
 /// A vector on a stream.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Vector {
@@ -206,23 +208,50 @@ impl Chip {
     fn delay(&self, op: &Op) -> u64 {
         let d = &self.config.delays;
         match op {
-            Op::Read { .. } => d.mem_read,
+            Op::Read { .. } | Op::Gather { .. } => d.mem_read,
             Op::Multiply { .. } => d.mxm_multiply,
-            Op::Write { .. } | Op::Install { .. } => 0,
+            Op::Write { .. } | Op::Scatter { .. } | Op::Install { .. } => 0,
             _ => d.vxm,
         }
     }
 
-    fn slice_rows(&self, instr: &Instr, rows: u64) -> Result<(usize, u32), String> {
+    /// The MEM slice of `instr`, checking rows `addr..addr + rows` are in it.
+    fn slice_rows(&self, instr: &Instr, addr: u64, rows: u64) -> Result<usize, String> {
         let Unit::Mem(slice) = instr.unit else {
             return Err(format!("{} is not a MEM slice", instr.unit));
         };
-        let (Op::Read { addr } | Op::Write { addr }) = instr.op else { unreachable!() };
         let capacity = self.config.rows_per_slice();
-        if slice as usize >= self.config.mem_slices || addr as u64 + rows > capacity {
-            return Err(format!("rows {addr}..{} of MEM slice {slice} are outside it ({} slices of {capacity} rows)", addr as u64 + rows, self.config.mem_slices));
+        if slice as usize >= self.config.mem_slices || addr + rows > capacity {
+            return Err(format!("rows {addr}..{} of MEM slice {slice} are outside it ({} slices of {capacity} rows)", addr + rows, self.config.mem_slices));
         }
-        Ok((slice as usize, addr))
+        Ok(slice as usize)
+    }
+
+    /// Reads the vector of `elem` at `row` of `slice` for cycle `cycle`.
+    fn read_vector(&mut self, slice: usize, row: u32, elem: Elem, cycle: u64) -> Vector {
+        for r in row..row + elem.rows() {
+            let seen = self.last_read[slice].entry(r).or_insert(0);
+            *seen = (*seen).max(cycle);
+        }
+        let lanes = self.config.lanes();
+        from_rows(elem, self.rows(slice, row, elem.rows() as usize), lanes)
+    }
+
+    /// Writes `vector` at `row` of `slice` on cycle `cycle`, refusing a
+    /// read of the row that was served for a later cycle.
+    fn write_vector(&mut self, slice: usize, row: u32, vector: &Vector, cycle: u64) -> Result<(), String> {
+        let rows = vector.elem().rows();
+        for r in row..row + rows {
+            if let Some(&read) = self.last_read[slice].get(&r) {
+                if read > cycle {
+                    return Err(format!("row {r} of MEM slice {slice} is written at cycle {cycle}, but a read at cycle {read} was served before this write was complete"));
+                }
+            }
+        }
+        let bytes = to_rows(vector);
+        let at = row as usize * self.config.lanes();
+        self.sram[slice][at..at + bytes.len()].copy_from_slice(&bytes);
+        Ok(())
     }
 
     /// The operation's outputs, one vector list per output operand.
@@ -235,47 +264,119 @@ impl Chip {
             Ok(())
         };
         match &instr.op {
-            Op::Read { .. } => {
-                want(0)?;
-                let out = single(&instr.outputs)?;
-                let rows = out.len as u64 * out.elem.rows() as u64;
-                let (slice, addr) = self.slice_rows(instr, rows)?;
-                let mut vectors = Vec::with_capacity(out.len as usize);
-                for v in 0..out.len {
-                    let row = addr + v * out.elem.rows();
-                    let cycle = instr.cycle + out.at + v as u64;
-                    for r in row..row + out.elem.rows() {
-                        let seen = self.last_read[slice].entry(r).or_insert(0);
-                        *seen = (*seen).max(cycle);
+            Op::Read { addr, stride } | Op::Write { addr, stride } => {
+                let writing = matches!(instr.op, Op::Write { .. });
+                want(usize::from(writing))?;
+                let operand = if writing { &instr.inputs[0] } else { single(&instr.outputs)? };
+                let step = if *stride == 0 { operand.elem.rows() } else { *stride };
+                let span = (operand.len.saturating_sub(1) as u64) * step as u64 + operand.elem.rows() as u64;
+                let slice = self.slice_rows(instr, *addr as u64, span)?;
+                let mut vectors = Vec::new();
+                for v in 0..operand.len {
+                    let row = addr + v * step;
+                    let cycle = instr.cycle + operand.at + v as u64;
+                    if writing {
+                        self.write_vector(slice, row, &inputs[0][v as usize], cycle)?;
+                    } else {
+                        vectors.push(self.read_vector(slice, row, operand.elem, cycle));
                     }
-                    let bytes = self.rows(slice, row, out.elem.rows() as usize);
-                    vectors.push(from_rows(out.elem, bytes, lanes));
                 }
-                Ok(vec![vectors])
-            }
-            Op::Write { .. } => {
-                want(1)?;
-                let input = &instr.inputs[0];
-                let rows = input.len as u64 * input.elem.rows() as u64;
-                let (slice, addr) = self.slice_rows(instr, rows)?;
-                for (v, vector) in inputs[0].iter().enumerate() {
-                    let row = addr + v as u32 * input.elem.rows();
-                    let cycle = instr.cycle + input.at + v as u64;
-                    for r in row..row + input.elem.rows() {
-                        if let Some(&read) = self.last_read[slice].get(&r) {
-                            if read > cycle {
-                                return Err(format!("row {r} of MEM slice {slice} is written at cycle {cycle}, but a read at cycle {read} was served before this write was complete"));
-                            }
-                        }
-                    }
-                    let bytes = to_rows(vector);
-                    let at = row as usize * lanes;
-                    self.sram[slice][at..at + bytes.len()].copy_from_slice(&bytes);
-                }
-                if !instr.outputs.is_empty() {
+                if writing && !instr.outputs.is_empty() {
                     return Err("a write has no output".into());
                 }
-                Ok(Vec::new())
+                Ok(if writing { Vec::new() } else { vec![vectors] })
+            }
+            Op::Gather { addr, stride, per } | Op::Scatter { addr, stride, per } => {
+                let scattering = matches!(instr.op, Op::Scatter { .. });
+                want(if scattering { 2 } else { 1 })?;
+                let indices = i32s(&inputs[0].first().ok_or("no index vector")?.clone())?.to_vec();
+                let operand = if scattering { &instr.inputs[1] } else { single(&instr.outputs)? };
+                let per = *per as u32;
+                if per == 0 || operand.len % per != 0 {
+                    return Err(format!("{} vectors are not whole items of {per}", operand.len));
+                }
+                let items = (operand.len / per) as usize;
+                let mut vectors = Vec::new();
+                for item in 0..items {
+                    let index = *indices.get(item).ok_or_else(|| format!("item {item} has no index lane"))?;
+                    let first = *addr as i64 + index as i64 * *stride as i64;
+                    if index < 0 || first < 0 {
+                        return Err(format!("index {index} of item {item} is negative"));
+                    }
+                    let span = per as u64 * operand.elem.rows() as u64;
+                    let slice = self.slice_rows(instr, first as u64, span)?;
+                    for i in 0..per {
+                        let row = first as u32 + i * operand.elem.rows();
+                        let v = item as u32 * per + i;
+                        let cycle = instr.cycle + operand.at + v as u64;
+                        if scattering {
+                            self.write_vector(slice, row, &inputs[1][v as usize], cycle)?;
+                        } else {
+                            vectors.push(self.read_vector(slice, row, operand.elem, cycle));
+                        }
+                    }
+                }
+                Ok(if scattering { Vec::new() } else { vec![vectors] })
+            }
+            Op::RowDequant { kind, group, width, per } => {
+                want(1)?;
+                let group = q35_format::GroupSize::ALL.into_iter().find(|g| g.fixed() == Some(*group as usize)).unwrap_or(q35_format::GroupSize::Channel);
+                let mut rows = Vec::new();
+                for item in inputs[0].chunks(*per as usize) {
+                    let bytes: Vec<u8> = item.iter().map(|v| i8s(v).map(|v| v.iter().map(|&b| b as u8).collect::<Vec<u8>>())).collect::<Result<Vec<_>, _>>()?.concat();
+                    rows.push(q35_format::tsp::tile::dequant_row(*kind, group, *width as usize, &bytes)?);
+                }
+                Ok(vec![vxm::vectors(&rows, lanes).into_iter().map(Vector::F32).collect()])
+            }
+            Op::Norm { width, eps } => {
+                want(2)?;
+                let x = vxm::rows(&f32_list(&inputs[0])?, *width as usize, lanes)?;
+                let gain = vxm::rows(&f32_list(&inputs[1])?, *width as usize, lanes)?;
+                let [gain] = &gain[..] else { return Err("the gain is one row".into()) };
+                let out: Vec<Vec<f32>> = x.iter().map(|r| vxm::norm(r, gain, *eps)).collect();
+                Ok(vec![vxm::vectors(&out, lanes).into_iter().map(Vector::F32).collect()])
+            }
+            Op::Rope { width, head_dim, theta } => {
+                want(2)?;
+                let mut x = vxm::rows(&f32_list(&inputs[0])?, *width as usize, lanes)?;
+                let positions = i32s(&inputs[1][0])?;
+                for (t, row) in x.iter_mut().enumerate() {
+                    vxm::rope(row, *head_dim as usize, positions[t].max(0) as usize, *theta);
+                }
+                Ok(vec![vxm::vectors(&x, lanes).into_iter().map(Vector::F32).collect()])
+            }
+            Op::Elementwise { function, width } => {
+                want(function.inputs())?;
+                let a = vxm::rows(&f32_list(&inputs[0])?, *width as usize, lanes)?;
+                let b = if function.inputs() == 2 { Some(vxm::rows(&f32_list(&inputs[1])?, *width as usize, lanes)?) } else { None };
+                if b.as_ref().is_some_and(|b| b.len() != a.len()) {
+                    return Err("the two inputs have different token counts".into());
+                }
+                let out: Vec<Vec<f32>> = a.iter().enumerate().map(|(t, r)| vxm::elementwise(*function, r, b.as_ref().map(|b| &b[t][..]))).collect();
+                Ok(vec![vxm::vectors(&out, lanes).into_iter().map(Vector::F32).collect()])
+            }
+            Op::Attention { heads, kv_heads, head_dim, context } => {
+                want(4)?;
+                let (heads, kv_heads, head_dim, context) = (*heads as usize, *kv_heads as usize, *head_dim as usize, *context as usize);
+                if kv_heads == 0 || heads % kv_heads != 0 {
+                    return Err(format!("{heads} heads do not share {kv_heads} key/value heads evenly"));
+                }
+                let q = vxm::rows(&f32_list(&inputs[0])?, heads * head_dim, lanes)?;
+                let k = vxm::rows(&f32_list(&inputs[1])?, kv_heads * head_dim, lanes)?;
+                let v = vxm::rows(&f32_list(&inputs[2])?, kv_heads * head_dim, lanes)?;
+                if k.len() != context || v.len() != context {
+                    return Err(format!("{} key and {} value rows for a context of {context}", k.len(), v.len()));
+                }
+                let positions = i32s(&inputs[3][0])?;
+                let mut out = Vec::with_capacity(q.len());
+                for (t, q) in q.iter().enumerate() {
+                    let pos = positions[t];
+                    if pos < 0 || pos as usize >= context {
+                        return Err(format!("position {pos} is outside the cache of {context}"));
+                    }
+                    out.push(vxm::attention(q, &k, &v, pos as usize, heads, kv_heads, head_dim));
+                }
+                Ok(vec![vxm::vectors(&out, lanes).into_iter().map(Vector::F32).collect()])
             }
             Op::Dequant { kind, cols } => {
                 want(1)?;
@@ -393,6 +494,10 @@ fn single(operands: &[Operand]) -> Result<&Operand, String> {
         [one] => Ok(one),
         _ => Err(format!("{} output operands, the operation makes one", operands.len())),
     }
+}
+
+fn f32_list(vectors: &[Vector]) -> Result<Vec<&[f32]>, String> {
+    vectors.iter().map(f32s).collect()
 }
 
 fn i8s(v: &Vector) -> Result<&[i8], String> {

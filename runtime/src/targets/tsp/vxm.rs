@@ -37,24 +37,13 @@ pub fn vectors(rows: &[Vec<f32>], lanes: usize) -> Vec<Vec<f32>> {
     out
 }
 
-/// `x / sqrt(mean(x²) + eps) · gain`, the mean in f64.
-pub fn norm(x: &[f32], gain: &[f32], eps: f64) -> Vec<f32> {
-    let mean: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / x.len() as f64;
-    let inv = 1.0 / (mean + eps).sqrt();
-    x.iter().zip(gain).map(|(&v, &g)| (f64::from(v) * inv * f64::from(g)) as f32).collect()
-}
+/// RMSNorm, as the reference computes it.
+pub use crate::reference::rms_norm as norm;
 
-/// Rotate-half RoPE of every head of `x` at `pos`, angles in f64.
+/// Rotate-half RoPE of every head of `x` at `pos`, as the reference.
 pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, theta: f64) {
-    let half = head_dim / 2;
     for head in x.chunks_mut(head_dim) {
-        for i in 0..half {
-            let angle = pos as f64 * theta.powf(-2.0 * i as f64 / head_dim as f64);
-            let (sin, cos) = angle.sin_cos();
-            let (a, b) = (f64::from(head[i]), f64::from(head[i + half]));
-            head[i] = (a * cos - b * sin) as f32;
-            head[i + half] = (b * cos + a * sin) as f32;
-        }
+        crate::reference::rope(head, pos, theta);
     }
 }
 

@@ -17,15 +17,19 @@
 
 use crate::schedule::{Input, Reservations, Step};
 use q35_format::tsp::{
-    tile::{pack_tile, packed_vectors, row_codes},
-    Elem, Instr, Op, Segment, TspConfig, Unit,
+    tile::{packed_vectors, segments},
+    Elem, Form, Instr, Op, Placement, TspConfig, Unit,
 };
-use q35_format::{QuantKind, QuantizedTensor};
+use q35_format::{GroupSize, Layout, QuantKind};
 
-/// SRAM contents the program expects before it runs: (slice, row, bytes).
-#[derive(Clone, Debug, Default)]
-pub struct SramImage {
-    pub entries: Vec<(usize, u32, Vec<u8>)>,
+/// What the schedule needs of a coded weight: its shape and format.
+#[derive(Clone, Debug)]
+pub struct Matrix {
+    pub name: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub kind: QuantKind,
+    pub group: GroupSize,
 }
 
 /// Rows handed out per MEM slice, bump-allocated; slices in turn.
@@ -72,55 +76,43 @@ impl Sram {
     }
 }
 
-/// Where a matmul's activations live: `x` (f32, `tokens` rows of K, token
-/// by token, each row its lane-wide tiles) and `y` (f32, a vector per N
-/// tile and token, tile by tile).
+/// Where a matmul's activations live: `x` (f32, `tokens` rows of K) and
+/// `y` (f32, `tokens` rows of N), each row its lane-wide vectors, token by
+/// token.
 #[derive(Clone, Copy, Debug)]
 pub struct Activations {
     pub x: (usize, u32),
     pub y: (usize, u32),
 }
 
-/// The group segments of K tile `kt`: lane ranges of the tile, each within
-/// one group.
-fn segments(k: usize, group_width: usize, lanes: usize, kt: usize) -> Vec<Segment> {
-    let (k0, k1) = (kt * lanes, ((kt + 1) * lanes).min(k));
-    let mut out = Vec::new();
-    let mut at = k0;
-    while at < k1 {
-        let g = at / group_width;
-        let end = ((g + 1) * group_width).min(k1);
-        out.push(Segment { lo: (at - k0) as u16, hi: (end - k0) as u16, group: g as u16 });
-        at = end;
-    }
-    out
-}
-
 /// Schedules `y = W·x` for `tokens` tokens after cycle `not_before`;
 /// places the weight tiles, their parameters and the scratch it needs in
-/// `sram` (their contents in `image`). Returns the instructions and the
-/// cycle the last one ends.
+/// `sram` (what the loader puts there in `placements`). Returns the
+/// instructions and the cycle the last one ends.
 #[allow(clippy::too_many_arguments)]
 pub fn schedule(
     config: &TspConfig,
-    weight: &QuantizedTensor,
+    weight: &Matrix,
     tokens: usize,
     at: Activations,
     sram: &mut Sram,
-    image: &mut SramImage,
+    placements: &mut Vec<Placement>,
     reservations: &mut Reservations,
     not_before: u64,
 ) -> Result<(Vec<Instr>, u64), String> {
     let lanes = config.lanes();
-    let (n, k, kind) = (weight.rows(), weight.cols(), weight.kind());
+    let (n, k, kind) = (weight.rows, weight.cols, weight.kind);
     if !kind.is_coded() {
-        return Err(format!("`{}` is {kind}: the TSP target multiplies coded weights (q35, int4, int3)", weight.name()));
+        return Err(format!("`{}` is {kind}: the TSP target multiplies coded weights (q35, int4, int3)", weight.name));
     }
-    let group_width = weight.layout().group_width();
-    let groups = weight.layout().groups();
+    let layout = Layout::new(kind, weight.group, k);
+    let (group_width, groups) = (layout.group_width(), layout.groups());
     if 2 * groups > lanes {
-        return Err(format!("`{}` has {groups} groups; a scalar vector holds {}", weight.name(), lanes / 2));
+        return Err(format!("`{}` has {groups} groups; a scalar vector holds {}", weight.name, lanes / 2));
     }
+    let place = |placements: &mut Vec<Placement>, (slice, row): (usize, u32), form: Form| {
+        placements.push(Placement { weight: weight.name.clone(), slice: slice as u16, row, form });
+    };
     let (ntiles, ktiles) = (n.div_ceil(lanes), k.div_ceil(lanes));
     let t = tokens as u32;
     let d = &config.delays;
@@ -148,7 +140,6 @@ pub fn schedule(
     // Per (plane, buffer): when its last multiply ends, so the next
     // install into it waits for that.
     let mut buffer_free = vec![[0u64; 2]; config.mxm_planes];
-    let codes: Vec<Vec<u8>> = (0..n).map(|r| row_codes(weight, r)).collect();
     let mut end = quantized;
     for nt in 0..ntiles {
         let mut partial_written = quantized;
@@ -156,12 +147,10 @@ pub fn schedule(
             let tile = nt * ktiles + kt;
             let (plane, buffer) = (tile % config.mxm_planes, (tile / config.mxm_planes) % 2);
             let (k0, cols) = (kt * lanes, lanes.min(k - kt * lanes));
-            let rows = &codes[nt * lanes..((nt + 1) * lanes).min(n)];
-            let packed = pack_tile(kind, rows, k0, cols, lanes);
-            debug_assert_eq!(packed.len(), packed_vectors(kind, k0, cols));
-            let p = packed.len() as u32;
+            let p = packed_vectors(kind, k0, cols) as u32;
             let home = sram.alloc_avoiding(p, &[x8.0])?;
-            image.entries.push((home.0, home.1, packed.concat()));
+            let (n0, tile) = ((nt * lanes) as u32, (k0 as u32, cols as u32));
+            place(placements, home, Form::Tile { n0, k0: tile.0, cols: tile.1 });
 
             // 2. Packed codes -> VXM dequant -> MXM install.
             let install = [
@@ -187,25 +176,14 @@ pub fn schedule(
             instrs.extend(placed);
 
             // 3. x codes -> MXM multiply -> VXM accumulate -> MEM.
-            let segments = segments(k, group_width, lanes, kt);
+            let segments = segments(group_width, k0, cols);
             let nseg = segments.len() as u32;
             let params = sram.alloc_avoiding(4 * 2 * nseg, &[scalars.0, at.y.0, x8.0])?;
-            let mut param_bytes = Vec::new();
-            for segment in &segments {
-                let g = segment.group as usize;
-                let first = k0 + segment.lo as usize == g * group_width;
-                let (mut range, mut min) = (vec![0f32; lanes], vec![0f32; lanes]);
-                for (j, r) in (nt * lanes..((nt + 1) * lanes).min(n)).enumerate() {
-                    let p = weight.group_params(r, g).expect("coded");
-                    range[j] = p.range;
-                    // The group's min term once, with its first segment.
-                    min[j] = if first { p.min } else { 0.0 };
-                }
-                param_bytes.extend(q35_rt_free_rows(&range));
-                param_bytes.extend(q35_rt_free_rows(&min));
-            }
-            image.entries.push((params.0, params.1, param_bytes));
-            let acc = (at.y.0, at.y.1 + 4 * t * nt as u32);
+            place(placements, params, Form::Params { n0, k0: tile.0, cols: tile.1 });
+            // Tile nt of every token's row of y: 4 rows a vector, rows
+            // of ntiles vectors.
+            let acc = (at.y.0, at.y.1 + 4 * nt as u32);
+            let stride = 4 * ntiles as u32;
             let dots = t * nseg;
             let multiply_at = d.mem_read;
             let accumulate_at = multiply_at + t as u64 + d.mxm_multiply;
@@ -224,7 +202,7 @@ pub fn schedule(
             ];
             let mut inputs = vec![Input { from: (1, 0), at: 0 }, Input { from: (2, 0), at: 0 }, Input { from: (3, 0), at: 0 }];
             if kt > 0 {
-                chain.push(Step { unit: Unit::Mem(acc.0 as u16), offset: accumulate_at - d.mem_read, op: Op::Read { addr: acc.1, stride: 0 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, t)] });
+                chain.push(Step { unit: Unit::Mem(acc.0 as u16), offset: accumulate_at - d.mem_read, op: Op::Read { addr: acc.1, stride }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, t)] });
                 inputs.push(Input { from: (4, 0), at: 0 });
             }
             let accumulate = chain.len();
@@ -238,7 +216,7 @@ pub fn schedule(
             chain.push(Step {
                 unit: Unit::Mem(acc.0 as u16),
                 offset: accumulate_at + longest + d.vxm,
-                op: Op::Write { addr: acc.1, stride: 0 },
+                op: Op::Write { addr: acc.1, stride },
                 inputs: vec![Input { from: (accumulate, 0), at: 0 }],
                 outputs: vec![],
             });
@@ -252,21 +230,4 @@ pub fn schedule(
         }
     }
     Ok((instrs, end))
-}
-
-/// An f32 vector as SRAM rows (four byte planes, as the simulator reads them).
-fn q35_rt_free_rows(values: &[f32]) -> Vec<u8> {
-    let lanes = values.len();
-    let mut out = vec![0u8; 4 * lanes];
-    for (l, v) in values.iter().enumerate() {
-        for (b, byte) in v.to_bits().to_le_bytes().into_iter().enumerate() {
-            out[b * lanes + l] = byte;
-        }
-    }
-    out
-}
-
-/// Whether `kind` can be scheduled here.
-pub fn supports(kind: QuantKind) -> bool {
-    kind.is_coded()
 }

@@ -1,7 +1,7 @@
 //! Scheduled matmuls run on q35-rt's simulator, from their program text,
 //! against the integer path's arithmetic in f64.
 
-use crate::matmul::{schedule, Activations, Sram, SramImage};
+use crate::matmul::{schedule, Activations, Matrix, Sram};
 use crate::schedule::Reservations;
 use q35_format::activations::dequantized_activations;
 use q35_format::tsp::{Program, TspConfig};
@@ -29,18 +29,20 @@ fn run(config: &TspConfig, weight: &QuantizedTensor, x: &[f32], tokens: usize) -
     let mut sram = Sram::new(config);
     let xs = sram.alloc(4 * (tokens * ktiles) as u32).unwrap();
     let ys = sram.alloc(4 * (tokens * ntiles) as u32).unwrap();
-    let mut image = SramImage::default();
+    let mut placements = Vec::new();
     let mut reservations = Reservations::new(config);
     let activations = Activations { x: xs, y: ys };
-    let (instrs, _) = schedule(config, weight, tokens, activations, &mut sram, &mut image, &mut reservations, 0).unwrap();
-    let program = Program { lanes, instrs };
+    let matrix = Matrix { name: "w".into(), rows: n, cols: k, kind: weight.kind(), group: weight.group() };
+    let (instrs, _) = schedule(config, &matrix, tokens, activations, &mut sram, &mut placements, &mut reservations, 0).unwrap();
+    let program = Program { lanes, config: None, placements, io: Vec::new(), tokens: tokens as u32, instrs };
     // What runs is the text.
     let parsed: Program = program.to_string().parse().unwrap();
     assert_eq!(parsed, program);
 
     let mut chip = Chip::new(config.clone());
-    for (slice, row, bytes) in &image.entries {
-        chip.load(*slice, *row, bytes).unwrap();
+    for placement in &parsed.placements {
+        let bytes = q35_format::tsp::image::placement_bytes(placement, weight, lanes).unwrap();
+        chip.load(placement.slice as usize, placement.row, &bytes).unwrap();
     }
     let mut rows = Vec::new();
     for t in 0..tokens {
@@ -55,7 +57,7 @@ fn run(config: &TspConfig, weight: &QuantizedTensor, x: &[f32], tokens: usize) -
     let mut y = vec![0f32; tokens * n];
     for nt in 0..ntiles {
         for t in 0..tokens {
-            let bytes = chip.rows(ys.0, ys.1 + 4 * (nt * tokens + t) as u32, 4);
+            let bytes = chip.rows(ys.0, ys.1 + 4 * (t * ntiles + nt) as u32, 4);
             let Vector::F32(v) = q35_rt::targets::tsp::sim::from_rows(q35_format::tsp::Elem::F32, bytes, lanes) else { unreachable!() };
             for (j, &value) in v.iter().enumerate() {
                 if nt * lanes + j < n {
@@ -220,7 +222,7 @@ fn row_ops_through_sram_match_plain_arithmetic() {
         at(8),
     );
     step(Op::Elementwise { function: RowFunction::SwiGlu, width: width as u32 }, &[rows(8, t), rows(4, t)], (Elem::F32, t), at(9));
-    let program: Program = Program { lanes, instrs }.to_string().parse().unwrap();
+    let program: Program = Program { lanes, config: None, placements: Vec::new(), io: Vec::new(), tokens: t, instrs }.to_string().parse().unwrap();
     chip.run(&program).unwrap();
 
     let read = |slice: usize, count: usize| -> Vec<Vec<f32>> {

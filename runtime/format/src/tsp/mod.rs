@@ -5,8 +5,9 @@
 //! compiler, which writes them, and q35-rt's simulator, which runs them.
 
 pub mod config;
+pub mod image;
 pub mod program;
 pub mod tile;
 
 pub use config::{Delays, TspConfig};
-pub use program::{Elem, Instr, Op, Operand, ParseError, Program, RowFunction, Segment, Unit};
+pub use program::{Elem, Form, Instr, Io, Op, Operand, ParseError, Placement, Program, RowFunction, Segment, Unit};

@@ -196,10 +196,53 @@ impl Instr {
     }
 }
 
+/// What SRAM must hold before the program runs, built by the loader from
+/// the artifact's weights ([`super::image`]), at MEM `slice`, `row`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    pub weight: String,
+    pub slice: u16,
+    pub row: u32,
+    pub form: Form,
+}
+
+/// How a placed weight is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// The lane-parallel packed tile of rows `n0..n0 + lanes`, columns
+    /// `k0..k0 + cols` ([`super::tile::pack_tile`]).
+    Tile { n0: u32, k0: u32, cols: u32 },
+    /// That tile's group segments' (range, min) f32 vector pairs
+    /// ([`super::tile::segment_params`]).
+    Params { n0: u32, k0: u32, cols: u32 },
+    /// Every row stored whole ([`super::tile::pack_row`]), row n at
+    /// `row + n·stride`.
+    Rows { stride: u32 },
+    /// A vector weight (a norm's gain) as f32 vectors.
+    Vector,
+}
+
+/// Where the host puts a call's inputs and finds its output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Io {
+    /// `tokens` and `positions` (an i32 vector, a lane per token) or
+    /// `logits` (f32, `width` wide, token by token).
+    pub name: String,
+    pub slice: u16,
+    pub row: u32,
+    pub width: u32,
+}
+
 /// A whole program.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Program {
     pub lanes: usize,
+    /// The machine it was scheduled for (JSON), if recorded.
+    pub config: Option<String>,
+    pub placements: Vec<Placement>,
+    pub io: Vec<Io>,
+    /// Tokens one run takes.
+    pub tokens: u32,
     pub instrs: Vec<Instr>,
 }
 
@@ -264,6 +307,26 @@ impl fmt::Display for Instr {
 impl fmt::Display for Program {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{PROGRAM_MAGIC} lanes={}", self.lanes)?;
+        if let Some(config) = &self.config {
+            writeln!(f, "config {config}")?;
+        }
+        writeln!(f, "tokens {}", self.tokens)?;
+        for p in &self.placements {
+            let (kind, fields) = match p.form {
+                Form::Tile { n0, k0, cols } => ("tile", format!(" n0={n0} k0={k0} cols={cols}")),
+                Form::Params { n0, k0, cols } => ("params", format!(" n0={n0} k0={k0} cols={cols}")),
+                Form::Rows { .. } => ("rows", String::new()),
+                Form::Vector => ("vector", String::new()),
+            };
+            let stride = match p.form {
+                Form::Rows { stride } => format!(" stride={stride}"),
+                _ => String::new(),
+            };
+            writeln!(f, "place {kind} weight={}{fields} at={}:{}{stride}", p.weight, p.slice, p.row)?;
+        }
+        for io in &self.io {
+            writeln!(f, "io {} at={}:{} width={}", io.name, io.slice, io.row, io.width)?;
+        }
         for instr in &self.instrs {
             writeln!(f, "{instr}")?;
         }
@@ -329,6 +392,57 @@ fn buffer(text: &str) -> Result<u8, String> {
         "1" => Ok(1),
         other => Err(format!("buffer `{other}` is neither 0 nor 1")),
     }
+}
+
+/// `key=value` words after a leading word.
+fn key_values<'a>(words: impl Iterator<Item = &'a str>) -> Result<std::collections::BTreeMap<&'a str, &'a str>, String> {
+    let mut fields = std::collections::BTreeMap::new();
+    for word in words {
+        let (key, value) = word.split_once('=').ok_or_else(|| format!("`{word}` is not key=value"))?;
+        if fields.insert(key, value).is_some() {
+            return Err(format!("`{key}` given twice"));
+        }
+    }
+    Ok(fields)
+}
+
+/// `S:R`: a MEM slice and row.
+fn location(text: &str) -> Result<(u16, u32), String> {
+    let (slice, row) = text.split_once(':').ok_or_else(|| format!("`{text}` is not slice:row"))?;
+    Ok((number(slice, "slice")?, number(row, "row")?))
+}
+
+fn parse_placement(text: &str) -> Result<Placement, String> {
+    let mut words = text.split_whitespace();
+    let kind = words.next().ok_or("empty placement")?;
+    let mut fields = key_values(words)?;
+    let mut take = |key: &str| fields.remove(key).ok_or_else(|| format!("`place {kind}` needs `{key}=`"));
+    let weight = take("weight")?.to_string();
+    let (slice, row) = location(take("at")?)?;
+    let mut num = |key: &str| -> Result<u32, String> { number(take(key)?, key) };
+    let form = match kind {
+        "tile" => Form::Tile { n0: num("n0")?, k0: num("k0")?, cols: num("cols")? },
+        "params" => Form::Params { n0: num("n0")?, k0: num("k0")?, cols: num("cols")? },
+        "rows" => Form::Rows { stride: num("stride")? },
+        "vector" => Form::Vector,
+        other => return Err(format!("unknown placement `{other}` (tile, params, rows, vector)")),
+    };
+    if let Some(key) = fields.keys().next() {
+        return Err(format!("`place {kind}` takes no `{key}=`"));
+    }
+    Ok(Placement { weight, slice, row, form })
+}
+
+fn parse_io(text: &str) -> Result<Io, String> {
+    let mut words = text.split_whitespace();
+    let name = words.next().ok_or("empty io line")?.to_string();
+    let mut fields = key_values(words)?;
+    let (slice, row) = location(fields.remove("at").ok_or("`io` needs `at=`")?)?;
+    let width = number(fields.remove("width").ok_or("`io` needs `width=`")?, "width")?;
+    if let Some(key) = fields.keys().next() {
+        return Err(format!("`io` takes no `{key}=`"));
+    }
+    Ok(Io { name, slice, row, width })
 }
 
 fn parse_instr(line: &str) -> Result<Instr, String> {
@@ -450,15 +564,25 @@ impl std::str::FromStr for Program {
             .and_then(|rest| rest.trim().strip_prefix("lanes="))
             .ok_or_else(|| err(1, format!("the first line must be `{PROGRAM_MAGIC} lanes=<n>`")))
             .and_then(|n| number::<usize>(n, "lanes").map_err(|m| err(1, m)))?;
-        let mut instrs = Vec::new();
+        let mut program = Program { lanes, config: None, placements: Vec::new(), io: Vec::new(), tokens: 1, instrs: Vec::new() };
         for (i, line) in lines {
             let line = line.trim();
-            if line.is_empty() || line.starts_with(';') {
+            if line.is_empty() || line.starts_with(';') || line.starts_with("//") {
                 continue;
             }
-            instrs.push(parse_instr(line).map_err(|m| err(i + 1, m))?);
+            if let Some(json) = line.strip_prefix("config ") {
+                program.config = Some(json.to_string());
+            } else if let Some(n) = line.strip_prefix("tokens ") {
+                program.tokens = number(n, "token count").map_err(|m| err(i + 1, m))?;
+            } else if let Some(rest) = line.strip_prefix("place ") {
+                program.placements.push(parse_placement(rest).map_err(|m| err(i + 1, m))?);
+            } else if let Some(rest) = line.strip_prefix("io ") {
+                program.io.push(parse_io(rest).map_err(|m| err(i + 1, m))?);
+            } else {
+                program.instrs.push(parse_instr(line).map_err(|m| err(i + 1, m))?);
+            }
         }
-        Ok(Program { lanes, instrs })
+        Ok(program)
     }
 }
 
@@ -469,6 +593,13 @@ mod tests {
     #[test]
     fn text_round_trips_and_errors_name_the_line() {
         let text = "q35-tsp-program 1 lanes=320\n\
+                    config {\"clock_mhz\":900.0}\n\
+                    tokens 1\n\
+                    place tile weight=w n0=0 k0=320 cols=256 at=3:7\n\
+                    place params weight=w n0=0 k0=320 cols=256 at=4:0\n\
+                    place rows weight=emb at=5:0 stride=1\n\
+                    place vector weight=g at=6:0\n\
+                    io tokens at=1:0 width=1\n\
                     0 MEM3 read addr=7 out=S8:i8@5x140\n\
                     5 VXM1 dequant kind=q35 cols=320 in=S8:i8@0x140 out=S12:i8@144x320\n\
                     149 MXM0 install buffer=0 in=S12:i8@0x320\n\
@@ -486,9 +617,11 @@ mod tests {
         assert_eq!(program.to_string(), text);
         assert_eq!(program.cycles(), 570 + 2);
         let bad = text.replace("cols=320", "cols=x");
-        assert_eq!(bad.parse::<Program>().unwrap_err().to_string(), "TSP program line 3: column count `x` is not a number in range");
+        assert_eq!(bad.parse::<Program>().unwrap_err().to_string(), "TSP program line 10: column count `x` is not a number in range");
         let bad = text.replace("MXM0 install", "FPU0 install");
-        assert!(bad.parse::<Program>().unwrap_err().to_string().starts_with("TSP program line 4: unknown unit `FPU0`"));
+        assert!(bad.parse::<Program>().unwrap_err().to_string().starts_with("TSP program line 11: unknown unit `FPU0`"));
+        let bad = text.replace("place vector", "place matrix");
+        assert!(bad.parse::<Program>().unwrap_err().to_string().starts_with("TSP program line 7: unknown placement `matrix`"));
         let bad = text.replace("S8:i8@5x140", "S8:u8@5x140");
         assert!(bad.parse::<Program>().unwrap_err().to_string().contains("is not S<stream>"));
     }

@@ -110,6 +110,55 @@ pub fn dequant_tile(kind: QuantKind, packed: &[Vec<u8>], k0: usize, cols: usize)
     Ok(out)
 }
 
+/// The group segments of columns k0..k0+cols: lane ranges of the tile,
+/// each within one group of `group_width` columns.
+pub fn segments(group_width: usize, k0: usize, cols: usize) -> Vec<super::Segment> {
+    let mut out = Vec::new();
+    let mut at = k0;
+    while at < k0 + cols {
+        let g = at / group_width;
+        let end = ((g + 1) * group_width).min(k0 + cols);
+        out.push(super::Segment { lo: (at - k0) as u16, hi: (end - k0) as u16, group: g as u16 });
+        at = end;
+    }
+    out
+}
+
+/// An f32 vector as SRAM rows: four byte planes (row b holds byte b of
+/// every lane, little-endian).
+pub fn f32_rows(values: &[f32]) -> Vec<u8> {
+    let lanes = values.len();
+    let mut out = vec![0u8; 4 * lanes];
+    for (l, v) in values.iter().enumerate() {
+        for (b, byte) in v.to_bits().to_le_bytes().into_iter().enumerate() {
+            out[b * lanes + l] = byte;
+        }
+    }
+    out
+}
+
+/// The (range, min) f32 vector pair of each group segment of the tile of
+/// rows n0.. and columns k0..k0+cols, as SRAM rows: lane j holds row n0 +
+/// j's group range, and its min in the group's first segment only (the
+/// accumulate adds a group's min term once), zero elsewhere.
+pub fn segment_params(weight: &QuantizedTensor, n0: usize, k0: usize, cols: usize, lanes: usize) -> Vec<u8> {
+    let group_width = weight.layout().group_width();
+    let mut out = Vec::new();
+    for segment in segments(group_width, k0, cols) {
+        let g = segment.group as usize;
+        let first = k0 + segment.lo as usize == g * group_width;
+        let (mut range, mut min) = (vec![0f32; lanes], vec![0f32; lanes]);
+        for (j, r) in (n0..(n0 + lanes).min(weight.rows())).enumerate() {
+            let p = weight.group_params(r, g).expect("a coded weight");
+            range[j] = p.range;
+            min[j] = if first { p.min } else { 0.0 };
+        }
+        out.extend(f32_rows(&range));
+        out.extend(f32_rows(&min));
+    }
+    out
+}
+
 /// Bytes of one row stored whole (the embedding table, which is read a
 /// row per token): its codes as the artifact lays them out, then per group
 /// the f16 min and the range code, then the row's f16 range scale.

@@ -128,6 +128,11 @@ impl Session {
         self.executor.backend()
     }
 
+    /// For a simulated machine: what it counted (cycles, installs, MXM use).
+    pub fn simulated(&self) -> Option<crate::targets::Simulated> {
+        self.executor.simulated()
+    }
+
     /// The bandwidth of the memory the weights are read from, for roofline
     /// figures: this machine's, with the session's threads, for a cpu
     /// session; the GPU's for a CUDA one (median of `runs` runs).

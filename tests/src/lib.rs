@@ -68,6 +68,17 @@ impl TinyModel {
         Ok(path)
     }
 
+    /// Compiles the model for the TSP target (the default machine
+    /// description) and writes `NAME.tsp.q35`.
+    pub fn compile_tsp(&self, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<PathBuf> {
+        let bytes = compile_for_backend(&self.model, quant, group, max_tokens, |context_length, max_tokens| {
+            Box::new(q35_target_tsp::Tsp { config: Default::default(), context_length, max_tokens })
+        })?;
+        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}.tsp.q35"));
+        std::fs::write(&path, bytes)?;
+        Ok(path)
+    }
+
     /// As [`TinyModel::compile`], with or without q35-fuse.
     pub fn compile_with(&self, quant: QuantKind, group: GroupSize, max_tokens: usize, fuse: bool) -> Result<PathBuf> {
         let bytes = compile_bytes(&self.model, quant, group, max_tokens, fuse)?;
@@ -133,6 +144,35 @@ fn compile_for(
         Some(arch) => compile_nvptx(&q35, module, &model, &graph, &options, arch, &run, &mut timings),
         None => compile_cpu(&q35, module, &model, &graph, &options, &run, &mut timings),
     }
+}
+
+/// Artifact bytes for `model` compiled by the backend `backend(context,
+/// max_tokens)` makes.
+fn compile_for_backend(
+    model: &Path,
+    quant: QuantKind,
+    group: GroupSize,
+    max_tokens: usize,
+    backend: impl FnOnce(usize, usize) -> Box<dyn q35_target::Backend>,
+) -> Result<Vec<u8>> {
+    let q35 = Q35Context::new()?;
+    let model = front::load(model)?;
+    let graph = ModelGraph::llama(&model.config)?;
+    let emit = EmitOptions {
+        quant,
+        group: match group.fixed() {
+            Some(g) => Group::Size(g as u64),
+            None => Group::Channel,
+        },
+        context_length: model.config.max_position_embeddings,
+        overrides: Vec::new(),
+    };
+    let module = emit_module(&q35, &graph, &model.config, &model.source.display().to_string(), &emit)?;
+    let mut options = CompileOptions::new(emit, group);
+    options.max_tokens = max_tokens;
+    let backend = backend(model.config.max_position_embeddings, max_tokens);
+    let run = RunOptions { verify_each: true, print_ir_after_all: false };
+    q35c::codegen::compile(&q35, module, &model, &graph, &options, backend.as_ref(), &run, &mut Timings::default())
 }
 
 /// Whether this host can run the integer path (AVX-512 VNNI and VBMI);

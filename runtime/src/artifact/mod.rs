@@ -117,8 +117,10 @@ pub(crate) fn load_with<T>(
 /// of a PTX module.
 pub fn code_signatures(manifest: &Manifest, code: &[u8]) -> Result<CodeSignatures, String> {
     match manifest.target.kind.as_str() {
-        "nvptx" => CodeSignatures::from_ptx(
-            std::str::from_utf8(code).map_err(|e| format!("PTX must be text, but it is not UTF-8 ({e})"))?,
+        // PTX and TSP programs are text that declares the signatures in a
+        // comment line.
+        "nvptx" | "tsp" => CodeSignatures::from_ptx(
+            std::str::from_utf8(code).map_err(|e| format!("the code object must be text, but it is not UTF-8 ({e})"))?,
         ),
         _ => cpu_signatures(code),
     }

@@ -100,6 +100,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     // Warm-up: page in weights, wake the pool, fill caches.
     one_repetition(&mut session, &prompt, &decode[..decode.len().min(4)])?;
+    if session.simulated().is_some() {
+        return simulated(&mut session, &prompt, &decode, args.json);
+    }
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     for _ in 0..args.repetitions {
         let (prefill, decode) = one_repetition(&mut session, &prompt, &decode)?;
@@ -142,6 +145,51 @@ pub fn run(args: Args) -> Result<ExitCode> {
         println!("bandwidth: {:.1} GB/s", report.bandwidth_gb_s);
         println!("roofline: {:.1} %", report.roofline_percent);
         eprintln!("(bandwidth: {})", report.bandwidth_method);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A simulated machine's figures come from its counted cycles, not from
+/// wall time: one prefill and the decode steps, then cycles per token, the
+/// tokens per second they make at its clock, against the decode bound
+/// (every weight vector through the MXM planes' install ports), and the
+/// wall time the simulation itself took per token.
+fn simulated(session: &mut q35_rt::Session, prompt: &[u32], decode: &[u32], json: bool) -> Result<ExitCode> {
+    session.reset();
+    let before = session.simulated().unwrap_or_default();
+    let started = std::time::Instant::now();
+    session.forward(prompt, 0)?;
+    let mid = session.simulated().unwrap_or_default();
+    for (i, &token) in decode.iter().enumerate() {
+        session.forward(&[token], prompt.len() + i)?;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let after = session.simulated().unwrap_or_default();
+    let runs = (after.runs - mid.runs).max(1) as f64;
+    let cycles = (after.cycles - mid.cycles) as f64 / runs;
+    let bound = (after.installed_vectors - mid.installed_vectors) as f64 / runs * after.install_cycles_per_vector;
+    let mxm = (after.mxm_busy - mid.mxm_busy) as f64 / runs / (cycles * after.mxm_planes as f64);
+    let report = serde_json::json!({
+        "model": session.artifact().path(),
+        "backend": session.backend(),
+        "prompt_tokens": prompt.len(),
+        "decode_tokens": decode.len(),
+        "prefill_cycles_per_token": (mid.cycles - before.cycles) as f64 / prompt.len() as f64,
+        "decode_cycles_per_token": cycles,
+        "decode_tok_s": after.clock_hz / cycles,
+        "install_bound_cycles_per_token": bound,
+        "percent_of_install_bound": 100.0 * bound / cycles,
+        "mxm_busy_percent": 100.0 * mxm,
+        "simulation_seconds_per_token": wall / (prompt.len() + decode.len()) as f64,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("decode: {cycles:.0} cycles per token, {:.1} tok/s at {:.0} MHz", after.clock_hz / cycles, after.clock_hz / 1e6);
+        println!("install bound: {bound:.0} cycles per token ({:.1} % of it reached)", 100.0 * bound / cycles);
+        println!("MXM busy: {:.1} %", 100.0 * mxm);
+        println!("prefill: {:.0} cycles per token (one token a run)", (mid.cycles - before.cycles) as f64 / prompt.len() as f64);
+        println!("simulation: {:.3} s per token on this machine", wall / (prompt.len() + decode.len()) as f64);
     }
     Ok(ExitCode::SUCCESS)
 }

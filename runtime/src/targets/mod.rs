@@ -75,6 +75,28 @@ pub trait Executor: Send + std::fmt::Debug {
     /// The bandwidth of the memory the weights are read from (the roof
     /// decoding runs under), the median of `runs` timed runs.
     fn measure_bandwidth(&mut self, runs: usize) -> Result<MeasuredBandwidth, String>;
+
+    /// For a simulated machine: what it has counted so far.
+    fn simulated(&self) -> Option<Simulated> {
+        None
+    }
+}
+
+/// What a simulated machine counted over its runs so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Simulated {
+    /// Cycles simulated and the program runs (tokens) they took.
+    pub cycles: u64,
+    pub runs: u64,
+    /// The clock the cycles convert to time at.
+    pub clock_hz: f64,
+    /// Weight vectors installed into MXM planes, and the cycles one plane
+    /// needs per vector (the decode bound: every weight streams in).
+    pub installed_vectors: u64,
+    pub install_cycles_per_vector: f64,
+    /// Cycles the MXM planes multiplied, summed over planes, and the planes.
+    pub mxm_busy: u64,
+    pub mxm_planes: usize,
 }
 
 /// What a target's loader gets besides the artifact.
@@ -98,6 +120,7 @@ pub const TARGETS: &[(&str, Loader)] = &[
     ("cpu", cpu::load),
     #[cfg(feature = "cuda")]
     ("nvptx", nvptx::cuda::load),
+    ("tsp", tsp::load),
 ];
 
 /// Loads `artifact` on the target its manifest names; a kind this build

@@ -67,7 +67,21 @@ impl Sram {
                 return Ok((slice, row));
             }
         }
-        Err(format!("{rows} SRAM rows of {} bytes do not fit any MEM slice: the weights exceed one chip's SRAM", self.lanes))
+        Err(format!("{rows} SRAM rows of {} bytes do not fit any MEM slice ({} rows each, the chip's SRAM is full there): a smaller --context, or more chips (not built yet)", self.lanes, self.capacity))
+    }
+
+    /// `rows` rows striped over whole free slices in a row, for a table too
+    /// big for one: (first slice, how many). Nothing else is placed in them.
+    pub fn alloc_span(&mut self, rows: u32) -> Result<(usize, usize), String> {
+        let count = rows.div_ceil(self.capacity) as usize;
+        let free = |s: usize, next: &[u32]| next[s..s + count].iter().all(|&r| r == 0);
+        let first = (0..=self.next.len().saturating_sub(count))
+            .find(|&s| free(s, &self.next))
+            .ok_or_else(|| format!("{rows} SRAM rows need {count} whole MEM slices in a row, and the chip has no such run free"))?;
+        for next in &mut self.next[first..first + count] {
+            *next = self.capacity;
+        }
+        Ok((first, count))
     }
 
     /// Rows in use, all slices together.

@@ -14,7 +14,10 @@ pub enum Source {
     Rows { slice: usize, addr: u32, stride: u32, elem: Elem, len: u32 },
     /// `items` items of `per` vectors, item j at `addr + index_j·stride`,
     /// the indices an i32 vector at `index`.
-    Gathered { index: (usize, u32), slice: usize, addr: u32, stride: u32, per: u16, elem: Elem, items: u32 },
+    /// The rows are addressed over `slices` slices from `slice` (a table
+    /// striped over whole slices, row r of the stripe at slice + r / rows
+    /// per slice).
+    Gathered { index: (usize, u32), slice: usize, slices: u16, addr: u32, stride: u32, per: u16, elem: Elem, items: u32 },
 }
 
 /// Where the result goes.
@@ -59,7 +62,7 @@ pub fn place(
                 steps.push(Step { unit: Unit::Mem(slice as u16), offset: at, op: Op::Read { addr, stride }, inputs: vec![], outputs: vec![(elem, dm, len)] });
                 arrivals.push((steps.len() - 1, at + dm, len));
             }
-            Source::Gathered { index, slice, addr, stride, per, elem, items } => {
+            Source::Gathered { index, slice, slices, addr, stride, per, elem, items } => {
                 let len = items * per as u32;
                 // The gather takes the index vector on its issue cycle.
                 let gather_at = at_least(&free, slice, at_least(&free, index.0, 0) + dm);
@@ -70,7 +73,7 @@ pub fn place(
                 steps.push(Step {
                     unit: Unit::Mem(slice as u16),
                     offset: gather_at,
-                    op: Op::Gather { addr, stride, per },
+                    op: Op::Gather { addr, stride, per, slices },
                     inputs: vec![Input { from: (steps.len() - 1, 0), at: 0 }],
                     outputs: vec![(elem, 1 + dm, len)],
                 });

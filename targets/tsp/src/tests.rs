@@ -34,7 +34,7 @@ fn run(config: &TspConfig, weight: &QuantizedTensor, x: &[f32], tokens: usize) -
     let activations = Activations { x: xs, y: ys };
     let matrix = Matrix { name: "w".into(), rows: n, cols: k, kind: weight.kind(), group: weight.group() };
     let (instrs, _) = schedule(config, &matrix, tokens, activations, &mut sram, &mut placements, &mut reservations, 0).unwrap();
-    let program = Program { lanes, config: None, placements, io: Vec::new(), tokens: tokens as u32, instrs };
+    let program = Program { lanes, config: None, placements, io: Vec::new(), tokens: tokens as u32, instrs, dispatches: Vec::new() };
     // What runs is the text.
     let parsed: Program = program.to_string().parse().unwrap();
     assert_eq!(parsed, program);
@@ -206,7 +206,7 @@ fn row_ops_through_sram_match_plain_arithmetic() {
     let per = 1;
     step(
         Op::RowDequant { kind: QuantKind::Q35, group: 32, width: width as u32, per },
-        &[Source::Gathered { index: (1, 0), slice: 0, addr: 0, stride: 1, per, elem: Elem::I8, items: t }],
+        &[Source::Gathered { index: (1, 0), slice: 0, slices: 1, addr: 0, stride: 1, per, elem: Elem::I8, items: t }],
         (Elem::F32, t),
         at(4),
     );
@@ -222,7 +222,7 @@ fn row_ops_through_sram_match_plain_arithmetic() {
         at(8),
     );
     step(Op::Elementwise { function: RowFunction::SwiGlu, width: width as u32 }, &[rows(8, t), rows(4, t)], (Elem::F32, t), at(9));
-    let program: Program = Program { lanes, config: None, placements: Vec::new(), io: Vec::new(), tokens: t, instrs }.to_string().parse().unwrap();
+    let program: Program = Program { lanes, config: None, placements: Vec::new(), io: Vec::new(), tokens: t, instrs, dispatches: Vec::new() }.to_string().parse().unwrap();
     chip.run(&program).unwrap();
 
     let read = |slice: usize, count: usize| -> Vec<Vec<f32>> {
@@ -281,4 +281,18 @@ fn row_ops_through_sram_match_plain_arithmetic() {
             assert_eq!(v, a / (1.0 + (-a).exp()) * b, "SwiGLU");
         }
     }
+}
+
+/// The listing of one small matmul (32 × 96 q35, groups of 32, one
+/// token), pinned: quantize once, then per tile the install chain
+/// (read → dequant → install) and the multiply chain (read codes →
+/// multiply per group segment → accumulate → write).
+#[test]
+fn small_matmul_listing() {
+    let config = TspConfig::default();
+    let mut seed = 3;
+    let weight = QuantizedTensor::quantize("w", 32, 96, &random(&mut seed, 32 * 96), QuantKind::Q35, GroupSize::G32).unwrap();
+    let x = random(&mut seed, 96);
+    let (_, _, program) = run(&config, &weight, &x, 1);
+    insta::assert_snapshot!(program.to_string());
 }

@@ -107,6 +107,11 @@ impl TspConfig {
         Ok(config)
     }
 
+    /// The description as one line of JSON (every field).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("plain numbers serialize")
+    }
+
     /// Whether the figures describe a machine a schedule can use.
     pub fn check(&self) -> Result<(), String> {
         let positive = [

@@ -109,7 +109,10 @@ pub enum Op {
     /// MEM: the rows of the items the input's i32 index vector names (lane
     /// j: item j), item i's `per` vectors from row `addr + index·stride`,
     /// back to back.
-    Gather { addr: u32, stride: u32, per: u16 },
+    /// The rows may lie in `slices` slices from the instruction's (a table
+    /// striped over whole slices; row r of the stripe is row r mod the
+    /// slice's rows of slice r div them).
+    Gather { addr: u32, stride: u32, per: u16, slices: u16 },
     /// MEM: writes item j of the second input (`per` vectors each) at row
     /// `addr + index_j·stride`, the indices from the first input's i32 vector.
     Scatter { addr: u32, stride: u32, per: u16 },
@@ -157,6 +160,8 @@ pub enum RowFunction {
     Silu,
     /// silu(a)·b.
     SwiGlu,
+    /// a, unchanged (a row passed on, e.g. to a scatter).
+    Copy,
 }
 
 impl RowFunction {
@@ -166,12 +171,13 @@ impl RowFunction {
             RowFunction::Mul => "mul",
             RowFunction::Silu => "silu",
             RowFunction::SwiGlu => "swiglu",
+            RowFunction::Copy => "copy",
         }
     }
 
     /// Rows it reads.
     pub fn inputs(self) -> usize {
-        if self == RowFunction::Silu {
+        if matches!(self, RowFunction::Silu | RowFunction::Copy) {
             1
         } else {
             2
@@ -197,7 +203,7 @@ impl Instr {
 }
 
 /// What SRAM must hold before the program runs, built by the loader from
-/// the artifact's weights ([`super::image`]), at MEM `slice`, `row`.
+/// the artifact's weights (`tsp::image`), at MEM `slice`, `row`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Placement {
     pub weight: String,
@@ -244,6 +250,9 @@ pub struct Program {
     /// Tokens one run takes.
     pub tokens: u32,
     pub instrs: Vec<Instr>,
+    /// Where each dispatch of the plan begins in `instrs` (its chains
+    /// occupy cycles of their own, after the previous dispatch's).
+    pub dispatches: Vec<usize>,
 }
 
 impl Program {
@@ -277,7 +286,7 @@ impl fmt::Display for Instr {
         match &self.op {
             Op::Read { addr, stride } => write!(f, "read addr={addr}{}", stride_text(*stride))?,
             Op::Write { addr, stride } => write!(f, "write addr={addr}{}", stride_text(*stride))?,
-            Op::Gather { addr, stride, per } => write!(f, "gather addr={addr} stride={stride} per={per}")?,
+            Op::Gather { addr, stride, per, slices } => write!(f, "gather addr={addr} stride={stride} per={per} slices={slices}")?,
             Op::Scatter { addr, stride, per } => write!(f, "scatter addr={addr} stride={stride} per={per}")?,
             Op::RowDequant { kind, group, width, per } => write!(f, "rowdequant kind={kind} group={group} width={width} per={per}")?,
             Op::Norm { width, eps } => write!(f, "norm width={width} eps={eps:?}")?,
@@ -327,7 +336,11 @@ impl fmt::Display for Program {
         for io in &self.io {
             writeln!(f, "io {} at={}:{} width={}", io.name, io.slice, io.row, io.width)?;
         }
-        for instr in &self.instrs {
+        let mut marks = self.dispatches.iter().enumerate().peekable();
+        for (i, instr) in self.instrs.iter().enumerate() {
+            while let Some((d, _)) = marks.next_if(|(_, &at)| at == i) {
+                writeln!(f, "dispatch {d}")?;
+            }
             writeln!(f, "{instr}")?;
         }
         Ok(())
@@ -490,7 +503,7 @@ fn parse_instr(line: &str) -> Result<Instr, String> {
         "gather" | "scatter" => {
             let (addr, stride, per) = (number(field("addr")?, "address")?, number(field("stride")?, "stride")?, number(field("per")?, "rows per item")?);
             if name == "gather" {
-                Op::Gather { addr, stride, per }
+                Op::Gather { addr, stride, per, slices: number(field("slices")?, "slice count")? }
             } else {
                 Op::Scatter { addr, stride, per }
             }
@@ -507,11 +520,12 @@ fn parse_instr(line: &str) -> Result<Instr, String> {
             head_dim: number(field("head_dim")?, "head width")?,
             theta: number(field("theta")?, "theta")?,
         },
-        "add" | "mul" | "silu" | "swiglu" => Op::Elementwise {
+        "add" | "mul" | "silu" | "swiglu" | "copy" => Op::Elementwise {
             function: match name {
                 "add" => RowFunction::Add,
                 "mul" => RowFunction::Mul,
                 "silu" => RowFunction::Silu,
+                "copy" => RowFunction::Copy,
                 _ => RowFunction::SwiGlu,
             },
             width: number(field("width")?, "width")?,
@@ -557,14 +571,16 @@ impl std::str::FromStr for Program {
 
     fn from_str(text: &str) -> Result<Self, ParseError> {
         let err = |line: usize, message: String| ParseError { line, message };
-        let mut lines = text.lines().enumerate();
-        let (_, header) = lines.next().ok_or_else(|| err(1, "empty program".into()))?;
+        // Comment lines (`//`, `;`) may come before the header.
+        let mut lines = text.lines().enumerate().skip_while(|(_, l)| l.starts_with("//") || l.starts_with(';'));
+        let (first, header) = lines.next().ok_or_else(|| err(1, "empty program".into()))?;
+        let err_first = |m: String| err(first + 1, m);
         let lanes = header
             .strip_prefix(PROGRAM_MAGIC)
             .and_then(|rest| rest.trim().strip_prefix("lanes="))
-            .ok_or_else(|| err(1, format!("the first line must be `{PROGRAM_MAGIC} lanes=<n>`")))
-            .and_then(|n| number::<usize>(n, "lanes").map_err(|m| err(1, m)))?;
-        let mut program = Program { lanes, config: None, placements: Vec::new(), io: Vec::new(), tokens: 1, instrs: Vec::new() };
+            .ok_or_else(|| err_first(format!("the first line must be `{PROGRAM_MAGIC} lanes=<n>`")))
+            .and_then(|n| number::<usize>(n, "lanes").map_err(err_first))?;
+        let mut program = Program { lanes, config: None, placements: Vec::new(), io: Vec::new(), tokens: 1, instrs: Vec::new(), dispatches: Vec::new() };
         for (i, line) in lines {
             let line = line.trim();
             if line.is_empty() || line.starts_with(';') || line.starts_with("//") {
@@ -572,6 +588,12 @@ impl std::str::FromStr for Program {
             }
             if let Some(json) = line.strip_prefix("config ") {
                 program.config = Some(json.to_string());
+            } else if let Some(d) = line.strip_prefix("dispatch ") {
+                let d: usize = number(d, "dispatch").map_err(|m| err(i + 1, m))?;
+                if d != program.dispatches.len() {
+                    return Err(err(i + 1, format!("dispatch {d} where dispatch {} comes next", program.dispatches.len())));
+                }
+                program.dispatches.push(program.instrs.len());
             } else if let Some(n) = line.strip_prefix("tokens ") {
                 program.tokens = number(n, "token count").map_err(|m| err(i + 1, m))?;
             } else if let Some(rest) = line.strip_prefix("place ") {
@@ -604,7 +626,7 @@ mod tests {
                     5 VXM1 dequant kind=q35 cols=320 in=S8:i8@0x140 out=S12:i8@144x320\n\
                     149 MXM0 install buffer=0 in=S12:i8@0x320\n\
                     480 MXM0 multiply buffer=0 segments=0:128:0,128:256:1 in=S4:i8@0x1 out=S16:i32@24x2\n\
-                    510 MEM4 gather addr=100 stride=2 per=2 in=S0:i32@0x1 out=S2:i8@5x4\n\
+                    510 MEM4 gather addr=100 stride=2 per=2 slices=1 in=S0:i32@0x1 out=S2:i8@5x4\n\
                     520 VXM3 rowdequant kind=q35 group=128 width=576 per=2 in=S2:i8@0x4 out=S4:f32@8x4\n\
                     530 VXM4 norm width=576 eps=1e-5 in=S4:f32@0x2 in=S8:f32@0x2 out=S12:f32@6x2\n\
                     540 VXM5 rope width=576 head_dim=64 theta=100000.0 in=S4:f32@0x2 in=S0:i32@0x1 out=S12:f32@6x2\n\

@@ -95,16 +95,22 @@ impl Chip {
         &self.config
     }
 
-    /// Stores `bytes` (whole rows) into slice `slice` from row `row`.
+    /// Stores `bytes` (whole rows) into slice `slice` from row `row`,
+    /// going on into the next slices from their row 0 (a table striped
+    /// over whole slices) if it runs past the slice's end.
     pub fn load(&mut self, slice: usize, row: u32, bytes: &[u8]) -> Result<(), String> {
         let lanes = self.config.lanes();
-        let memory = self.sram.get_mut(slice).ok_or_else(|| format!("MEM slice {slice} does not exist"))?;
-        let at = row as usize * lanes;
-        let end = at + bytes.len().div_ceil(lanes) * lanes;
-        if end > memory.len() {
-            return Err(format!("{} bytes from row {row} do not fit MEM slice {slice} ({} rows)", bytes.len(), memory.len() / lanes));
+        let (mut slice, mut at, mut rest) = (slice, row as usize * lanes, bytes);
+        while !rest.is_empty() {
+            let memory = self.sram.get_mut(slice).ok_or_else(|| format!("{} bytes from row {row} run past the last MEM slice", bytes.len()))?;
+            if at >= memory.len() {
+                return Err(format!("row {row} is outside MEM slice {slice} ({} rows)", memory.len() / lanes));
+            }
+            let take = rest.len().min(memory.len() - at);
+            memory[at..at + take].copy_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            (slice, at) = (slice + 1, 0);
         }
-        memory[at..at + bytes.len()].copy_from_slice(bytes);
         Ok(())
     }
 
@@ -116,6 +122,13 @@ impl Chip {
 
     /// Runs `program` once.
     pub fn run(&mut self, program: &Program) -> Result<RunStats, SimError> {
+        self.run_observed(program, &mut |_, _| {})
+    }
+
+    /// [`Self::run`], calling `observer(d, chip)` before dispatch `d`'s
+    /// instructions run (a program's dispatches take cycles of their own,
+    /// one after another, so the SRAM then holds what dispatch d reads).
+    pub fn run_observed(&mut self, program: &Program, observer: &mut dyn FnMut(usize, &Chip)) -> Result<RunStats, SimError> {
         let lanes = self.config.lanes();
         if program.lanes != lanes {
             return Err(SimError {
@@ -125,72 +138,90 @@ impl Chip {
                 message: format!("the program was scheduled for {} lanes, this chip has {lanes}", program.lanes),
             });
         }
+        // Cycles count from 0 in every run: hazards and weight buffers do
+        // not carry over (SRAM contents do: the KV cache).
+        self.last_read.iter_mut().for_each(HashMap::clear);
+        self.weights.iter_mut().for_each(|w| *w = [None, None]);
+        self.weights_read.iter_mut().for_each(|w| *w = [0, 0]);
         let ready = |i: &Instr| i.inputs.iter().map(|o| o.cycles(i.cycle).1).max().unwrap_or(i.cycle);
-        let mut order: Vec<&Instr> = program.instrs.iter().collect();
-        order.sort_by_key(|i| (ready(i), i.cycle));
+        // (dispatch, its instructions); what precedes the first, unmarked.
+        let mut starts: Vec<(Option<usize>, usize)> = vec![(None, 0)];
+        starts.extend(program.dispatches.iter().enumerate().map(|(d, &at)| (Some(d), at.min(program.instrs.len()))));
+        let mut segments: Vec<(Option<usize>, Vec<&Instr>)> = Vec::new();
+        for (i, &(dispatch, at)) in starts.iter().enumerate() {
+            let end = starts.get(i + 1).map_or(program.instrs.len(), |&(_, e)| e);
+            let mut order: Vec<&Instr> = program.instrs[at.min(end)..end].iter().collect();
+            order.sort_by_key(|i| (ready(i), i.cycle));
+            segments.push((dispatch, order));
+        }
         let mut streams: HashMap<(u16, u64), Vector> = HashMap::new();
         // Byte-stream and cycle -> the instruction that put a vector there.
         let mut occupied: HashMap<(u16, u64), u64> = HashMap::new();
         // (unit, port) -> busy intervals.
         let mut busy: HashMap<(Unit, u8), Vec<(u64, u64)>> = HashMap::new();
         let mut stats = RunStats { cycles: program.cycles(), ..Default::default() };
-        for instr in order {
-            let fail = |message: String| SimError {
-                cycle: instr.cycle,
-                unit: instr.unit.to_string(),
-                instr: instr.to_string(),
-                message,
-            };
-            // One instruction at a time per unit (an MXM plane's install
-            // and multiply ports are separate: installs overlap compute).
-            let port = matches!(instr.op, Op::Install { .. }) as u8;
-            let span = (instr.cycle, instr.end());
-            let intervals = busy.entry((instr.unit, port)).or_default();
-            if let Some(&(a, b)) = intervals.iter().find(|&&(a, b)| a < span.1 && span.0 < b) {
-                return Err(fail(format!("{} is busy from cycle {a} to {b} with another instruction", instr.unit)));
+        for (dispatch, order) in segments {
+            if let Some(d) = dispatch {
+                observer(d, self);
             }
-            intervals.push(span);
-            let mut inputs = Vec::with_capacity(instr.inputs.len());
-            for operand in &instr.inputs {
-                let (first, _) = operand.cycles(instr.cycle);
-                let mut vectors = Vec::with_capacity(operand.len as usize);
-                for c in first..first + operand.len as u64 {
-                    let vector = streams.remove(&(operand.stream, c)).ok_or_else(|| {
-                        fail(format!("no vector on stream S{} at cycle {c} for input {operand}", operand.stream))
-                    })?;
-                    if vector.elem() != operand.elem {
-                        return Err(fail(format!("stream S{} carries {:?} at cycle {c}, the input reads {:?}", operand.stream, vector.elem(), operand.elem)));
-                    }
-                    vectors.push(vector);
+            for instr in order {
+                let fail = |message: String| SimError {
+                    cycle: instr.cycle,
+                    unit: instr.unit.to_string(),
+                    instr: instr.to_string(),
+                    message,
+                };
+                // One instruction at a time per unit (an MXM plane's install
+                // and multiply ports are separate: installs overlap compute).
+                let port = matches!(instr.op, Op::Install { .. }) as u8;
+                let span = (instr.cycle, instr.end());
+                let intervals = busy.entry((instr.unit, port)).or_default();
+                if let Some(&(a, b)) = intervals.iter().find(|&&(a, b)| a < span.1 && span.0 < b) {
+                    return Err(fail(format!("{} is busy from cycle {a} to {b} with another instruction", instr.unit)));
                 }
-                inputs.push(vectors);
-            }
-            let last_input = instr.inputs.iter().map(|o| o.cycles(instr.cycle).1).max();
-            let outputs = self.execute(instr, inputs, &mut stats).map_err(fail)?;
-            for (operand, vectors) in instr.outputs.iter().zip(outputs) {
-                let (first, _) = operand.cycles(instr.cycle);
-                let delay = self.delay(&instr.op);
-                let earliest = last_input.unwrap_or(instr.cycle) + delay;
-                if first < earliest {
-                    return Err(fail(format!("output {operand} starts at cycle {first}, before its inputs are in and the {delay}-cycle delay passed (cycle {earliest})")));
-                }
-                if vectors.len() != operand.len as usize {
-                    return Err(fail(format!("the operation makes {} vectors, the output {operand} declares {}", vectors.len(), operand.len)));
-                }
-                for (i, vector) in vectors.into_iter().enumerate() {
-                    let c = first + i as u64;
-                    if vector.elem() != operand.elem {
-                        return Err(fail(format!("the operation makes {:?} vectors, the output {operand} declares {:?}", vector.elem(), operand.elem)));
-                    }
-                    for s in operand.stream..operand.stream + operand.elem.streams() {
-                        if s as usize >= self.config.streams() {
-                            return Err(fail(format!("stream S{s} does not exist ({} streams)", self.config.streams())));
+                intervals.push(span);
+                let mut inputs = Vec::with_capacity(instr.inputs.len());
+                for operand in &instr.inputs {
+                    let (first, _) = operand.cycles(instr.cycle);
+                    let mut vectors = Vec::with_capacity(operand.len as usize);
+                    for c in first..first + operand.len as u64 {
+                        let vector = streams.remove(&(operand.stream, c)).ok_or_else(|| {
+                            fail(format!("no vector on stream S{} at cycle {c} for input {operand}", operand.stream))
+                        })?;
+                        if vector.elem() != operand.elem {
+                            return Err(fail(format!("stream S{} carries {:?} at cycle {c}, the input reads {:?}", operand.stream, vector.elem(), operand.elem)));
                         }
-                        if let Some(other) = occupied.insert((s, c), instr.cycle) {
-                            return Err(fail(format!("stream S{s} already carries a vector at cycle {c} (from the instruction issued at cycle {other})")));
-                        }
+                        vectors.push(vector);
                     }
-                    streams.insert((operand.stream, c), vector);
+                    inputs.push(vectors);
+                }
+                let last_input = instr.inputs.iter().map(|o| o.cycles(instr.cycle).1).max();
+                let outputs = self.execute(instr, inputs, &mut stats).map_err(fail)?;
+                for (operand, vectors) in instr.outputs.iter().zip(outputs) {
+                    let (first, _) = operand.cycles(instr.cycle);
+                    let delay = self.delay(&instr.op);
+                    let earliest = last_input.unwrap_or(instr.cycle) + delay;
+                    if first < earliest {
+                        return Err(fail(format!("output {operand} starts at cycle {first}, before its inputs are in and the {delay}-cycle delay passed (cycle {earliest})")));
+                    }
+                    if vectors.len() != operand.len as usize {
+                        return Err(fail(format!("the operation makes {} vectors, the output {operand} declares {}", vectors.len(), operand.len)));
+                    }
+                    for (i, vector) in vectors.into_iter().enumerate() {
+                        let c = first + i as u64;
+                        if vector.elem() != operand.elem {
+                            return Err(fail(format!("the operation makes {:?} vectors, the output {operand} declares {:?}", vector.elem(), operand.elem)));
+                        }
+                        for s in operand.stream..operand.stream + operand.elem.streams() {
+                            if s as usize >= self.config.streams() {
+                                return Err(fail(format!("stream S{s} does not exist ({} streams)", self.config.streams())));
+                            }
+                            if let Some(other) = occupied.insert((s, c), instr.cycle) {
+                                return Err(fail(format!("stream S{s} already carries a vector at cycle {c} (from the instruction issued at cycle {other})")));
+                            }
+                        }
+                        streams.insert((operand.stream, c), vector);
+                    }
                 }
             }
         }
@@ -286,7 +317,12 @@ impl Chip {
                 }
                 Ok(if writing { Vec::new() } else { vec![vectors] })
             }
-            Op::Gather { addr, stride, per } | Op::Scatter { addr, stride, per } => {
+            Op::Gather { .. } | Op::Scatter { .. } => {
+                let (addr, stride, per, span) = match &instr.op {
+                    Op::Gather { addr, stride, per, slices } => (addr, stride, per, (*slices).max(1) as u64),
+                    Op::Scatter { addr, stride, per } => (addr, stride, per, 1),
+                    _ => unreachable!("matched above"),
+                };
                 let scattering = matches!(instr.op, Op::Scatter { .. });
                 want(if scattering { 2 } else { 1 })?;
                 let indices = i32s(&inputs[0].first().ok_or("no index vector")?.clone())?.to_vec();
@@ -303,8 +339,18 @@ impl Chip {
                     if index < 0 || first < 0 {
                         return Err(format!("index {index} of item {item} is negative"));
                     }
-                    let span = per as u64 * operand.elem.rows() as u64;
-                    let slice = self.slice_rows(instr, first as u64, span)?;
+                    // Row `first` of the stripe of `span` slices.
+                    let capacity = self.config.rows_per_slice();
+                    let (offset, first) = (first as u64 / capacity, first as u64 % capacity);
+                    if offset >= span {
+                        return Err(format!("index {index} of item {item} reaches past the {span} slice(s) the instruction addresses"));
+                    }
+                    let rows = per as u64 * operand.elem.rows() as u64;
+                    let base = self.slice_rows(instr, 0, 0)?;
+                    let slice = base + offset as usize;
+                    if slice >= self.config.mem_slices || first + rows > capacity {
+                        return Err(format!("item {item}'s rows {first}..{} of MEM slice {slice} are outside it", first + rows));
+                    }
                     for i in 0..per {
                         let row = first as u32 + i * operand.elem.rows();
                         let v = item as u32 * per + i;

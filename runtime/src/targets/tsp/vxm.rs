@@ -52,6 +52,7 @@ pub fn elementwise(function: RowFunction, a: &[f32], b: Option<&[f32]>) -> Vec<f
     let silu = |x: f32| x / (1.0 + (-x).exp());
     match (function, b) {
         (RowFunction::Silu, _) => a.iter().map(|&x| silu(x)).collect(),
+        (RowFunction::Copy, _) => a.to_vec(),
         (RowFunction::Add, Some(b)) => a.iter().zip(b).map(|(x, y)| x + y).collect(),
         (RowFunction::Mul, Some(b)) => a.iter().zip(b).map(|(x, y)| x * y).collect(),
         (RowFunction::SwiGlu, Some(b)) => a.iter().zip(b).map(|(&x, &y)| silu(x) * y).collect(),

@@ -1,0 +1,80 @@
+//! The TSP target end to end on the tiny model: q35c schedules it, q35-rt's
+//! cycle-exact simulator runs the program text, and two oracles judge it:
+//! the reference forward pass on the artifact's weights with int8
+//! activations (the TSP's matmuls quantize activations per group exactly
+//! as the reference defines), and the CPU integer path, whose greedy
+//! tokens the simulator must reproduce.
+//!
+//! Tolerance: the int8 codes are the reference's own; what differs is f32
+//! rounding in the VXM's scaling (a few roundings per group segment) and
+//! the norms, so logits agree to ~1e-6 of their size; codes one step apart
+//! at a rounding tie would cost more, and 1e-3 of max |logit| still
+//! catches any wrong tile, group, position or stream.
+
+use q35_format::{GroupSize, QuantKind};
+use q35_rt::{
+    check::{compare, reference_for},
+    executor::Session,
+};
+use q35_tests::{int8_path_or_skip, TinyModel};
+
+const BOUND: f64 = 1e-3;
+const PROMPT: [u32; 7] = [1, 17, 42, 99, 3, 250, 8];
+
+/// Greedy tokens after `PROMPT`.
+fn greedy(session: &mut Session, steps: usize) -> Vec<u32> {
+    let argmax = |l: &[f32]| l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap();
+    let vocab = session.vocab_size();
+    let logits = session.forward(&PROMPT, 0).unwrap().to_vec();
+    let mut token = argmax(&logits[logits.len() - vocab..]);
+    let mut out = vec![token];
+    for i in 0..steps - 1 {
+        let logits = session.forward(&[token], PROMPT.len() + i).unwrap().to_vec();
+        token = argmax(&logits);
+        out.push(token);
+    }
+    out
+}
+
+#[test]
+fn the_simulated_program_matches_the_reference_and_the_cpu_integer_path() {
+    let tiny = TinyModel::new().unwrap();
+    for (quant, group) in [(QuantKind::Q35, GroupSize::G32), (QuantKind::Int4, GroupSize::G64), (QuantKind::Int3, GroupSize::Channel)] {
+        let artifact = tiny.compile_tsp(quant, group, 16).unwrap();
+        let mut session = Session::load(&artifact, 1).unwrap();
+        assert!(session.backend().starts_with("TSP simulator"), "{}", session.backend());
+        let mut reference = reference_for(&artifact).unwrap();
+        let report = compare(&mut session, &mut reference, &PROMPT, 8).unwrap();
+        assert!(!report.non_finite, "{quant} g{group}: non-finite logits");
+        assert!(report.relative_error() <= BOUND, "{quant} g{group}: {:.3e} of max |logit| (bound {BOUND})", report.relative_error());
+        assert_eq!(report.top1_agreement, report.rows, "{quant} g{group}: greedy tokens differ from the reference's");
+        let counted = session.simulated().unwrap();
+        assert!(counted.runs as usize >= PROMPT.len() + 8 && counted.cycles > 0, "{counted:?}");
+
+        if int8_path_or_skip() {
+            let cpu = tiny.compile_int8(quant, group, 16).unwrap();
+            let mut cpu = Session::load(&cpu, 1).unwrap();
+            session.reset();
+            assert_eq!(greedy(&mut session, 16), greedy(&mut cpu, 16), "{quant} g{group}: TSP and CPU integer-path tokens");
+        }
+    }
+}
+
+/// The program is the artifact's text: a corrupted instruction is refused
+/// when the artifact loads, naming the line.
+#[test]
+fn a_corrupted_program_is_refused_with_its_line() {
+    let tiny = TinyModel::new().unwrap();
+    let artifact = tiny.compile_tsp(QuantKind::Q35, GroupSize::G32, 16).unwrap();
+    let bytes = std::fs::read(&artifact).unwrap();
+    let needle = b" dequant kind=q35";
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("a dequant in the program");
+    let mut broken = bytes.clone();
+    // `dequant` -> `dequent`: same length, so the container stays valid but
+    // for its checksum, which the loader then names.
+    broken[at + 5] = b'e';
+    let path = artifact.with_extension("broken.q35");
+    std::fs::write(&path, &broken).unwrap();
+    let error = Session::load(&path, 1).unwrap_err().to_string();
+    assert!(error.contains("checksum") || error.contains("unknown operation `dequent`"), "{error}");
+}

@@ -78,3 +78,27 @@ fn a_corrupted_program_is_refused_with_its_line() {
     let error = Session::load(&path, 1).unwrap_err().to_string();
     assert!(error.contains("checksum") || error.contains("unknown operation `dequent`"), "{error}");
 }
+
+/// A full chunk runs as one run of the prefill program (every matmul over
+/// all its tokens at once); its logits equal running the one-token program
+/// token by token, bit for bit (the same codes, sums and VXM steps per
+/// token), and it takes fewer cycles a token.
+#[test]
+fn the_prefill_program_equals_token_by_token() {
+    let tiny = TinyModel::new().unwrap();
+    let artifact = tiny.compile_tsp(QuantKind::Q35, GroupSize::G32, PROMPT.len()).unwrap();
+    let mut session = Session::load(&artifact, 1).unwrap();
+    let whole = session.forward(&PROMPT, 0).unwrap().to_vec();
+    let counted = session.simulated().unwrap();
+    assert_eq!((counted.runs, counted.tokens), (1, PROMPT.len() as u64), "one prefill run");
+    session.reset();
+    let vocab = session.vocab_size();
+    for (i, &token) in PROMPT.iter().enumerate() {
+        let logits = session.forward(&[token], i).unwrap().to_vec();
+        assert_eq!(logits, whole[i * vocab..(i + 1) * vocab], "token {i}");
+    }
+    let after = session.simulated().unwrap();
+    let by_token = (after.cycles - counted.cycles) as f64 / PROMPT.len() as f64;
+    let prefill = counted.cycles as f64 / PROMPT.len() as f64;
+    assert!(prefill < by_token, "prefill {prefill} cycles a token, token by token {by_token}");
+}

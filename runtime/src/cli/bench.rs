@@ -169,12 +169,18 @@ fn simulated(session: &mut q35_rt::Session, prompt: &[u32], decode: &[u32], json
     let cycles = (after.cycles - mid.cycles) as f64 / runs;
     let bound = (after.installed_vectors - mid.installed_vectors) as f64 / runs * after.install_cycles_per_vector;
     let mxm = (after.mxm_busy - mid.mxm_busy) as f64 / runs / (cycles * after.mxm_planes as f64);
+    let prefill_cycles = (mid.cycles - before.cycles) as f64;
+    let prefill_mxm = (mid.mxm_busy - before.mxm_busy) as f64 / (prefill_cycles * after.mxm_planes as f64);
+    let prefill_runs = mid.runs - before.runs;
     let report = serde_json::json!({
         "model": session.artifact().path(),
         "backend": session.backend(),
         "prompt_tokens": prompt.len(),
         "decode_tokens": decode.len(),
-        "prefill_cycles_per_token": (mid.cycles - before.cycles) as f64 / prompt.len() as f64,
+        "prefill_cycles_per_token": prefill_cycles / prompt.len() as f64,
+        "prefill_tok_s": after.clock_hz * prompt.len() as f64 / prefill_cycles,
+        "prefill_runs": prefill_runs,
+        "prefill_mxm_busy_percent": 100.0 * prefill_mxm,
         "decode_cycles_per_token": cycles,
         "decode_tok_s": after.clock_hz / cycles,
         "install_bound_cycles_per_token": bound,
@@ -188,7 +194,14 @@ fn simulated(session: &mut q35_rt::Session, prompt: &[u32], decode: &[u32], json
         println!("decode: {cycles:.0} cycles per token, {:.1} tok/s at {:.0} MHz", after.clock_hz / cycles, after.clock_hz / 1e6);
         println!("install bound: {bound:.0} cycles per token ({:.1} % of it reached)", 100.0 * bound / cycles);
         println!("MXM busy: {:.1} %", 100.0 * mxm);
-        println!("prefill: {:.0} cycles per token (one token a run)", (mid.cycles - before.cycles) as f64 / prompt.len() as f64);
+        println!(
+            "prefill: {:.0} cycles per token, {:.1} tok/s, MXM busy {:.1} % ({} run(s) for {} tokens)",
+            prefill_cycles / prompt.len() as f64,
+            after.clock_hz * prompt.len() as f64 / prefill_cycles,
+            100.0 * prefill_mxm,
+            prefill_runs,
+            prompt.len()
+        );
         println!("simulation: {:.3} s per token on this machine", wall / (prompt.len() + decode.len()) as f64);
     }
     Ok(ExitCode::SUCCESS)

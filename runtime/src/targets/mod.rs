@@ -85,9 +85,11 @@ pub trait Executor: Send + std::fmt::Debug {
 /// What a simulated machine counted over its runs so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Simulated {
-    /// Cycles simulated and the program runs (tokens) they took.
+    /// Cycles simulated, the program runs they took and the tokens those
+    /// ran.
     pub cycles: u64,
     pub runs: u64,
+    pub tokens: u64,
     /// The clock the cycles convert to time at.
     pub clock_hz: f64,
     /// Weight vectors installed into MXM planes, and the cycles one plane

@@ -85,14 +85,25 @@ pub struct Tsp {
 
 impl Tsp {
     /// The emitted module planned (unfused: the TSP runs epilogues as VXM
-    /// row ops) and lowered to a program for one token a run.
-    fn program(&self, session: &mut Session, module: &mut Module) -> anyhow::Result<(Plan, q35_format::tsp::Program)> {
+    /// row ops) and lowered to its programs: one token a run (decode), and
+    /// `max_tokens` a run (prefill of a full chunk), one after the other
+    /// in the text.
+    fn program(&self, session: &mut Session, module: &mut Module) -> anyhow::Result<(Plan, String)> {
         pipeline::run(session.q35, module, session.passes, &pipeline::parse("q35-lower-to-kernels")?, session.run, session.timings)?;
         let plan = read_plan(module).map_err(|e| anyhow!("internal error: {e}"))?;
         let started = std::time::Instant::now();
-        let program = model::lower(&self.config, &plan, 1).map_err(|e| anyhow!("the tsp target: {e}"))?;
+        // A chunk's widest activation (the logits) must fit one MEM slice.
+        let lanes = self.config.lanes() as u64;
+        let widest = plan.buffers.iter().filter(|b| matches!(b.role.as_str(), "activation" | "output")).map(|b| (b.width as u64).div_ceil(lanes)).max().unwrap_or(1);
+        let fits = (self.config.rows_per_slice() / (4 * widest)).max(1);
+        let chunk = (self.max_tokens as u64).min(lanes).min(fits) as u32;
+        // The prefill program first: its wide activations take SRAM before
+        // the weights fill the slices.
+        let counts: &[u32] = if chunk > 1 { &[chunk, 1] } else { &[1] };
+        let programs = model::lower_all(&self.config, &plan, counts).map_err(|e| anyhow!("the tsp target: {e}"))?;
+        let text: String = programs.iter().map(ToString::to_string).collect();
         session.timings.record("TSP schedule", started.elapsed());
-        Ok((plan, program))
+        Ok((plan, text))
     }
 }
 
@@ -103,7 +114,7 @@ impl Backend for Tsp {
 
     fn emit(&self, session: &mut Session, module: &mut Module, stage: &str) -> anyhow::Result<String> {
         match stage {
-            "tsp" => Ok(self.program(session, module)?.1.to_string()),
+            "tsp" => Ok(self.program(session, module)?.1),
             other => bail!("the tsp target has no stage `{other}`"),
         }
     }
@@ -114,7 +125,7 @@ impl Backend for Tsp {
         let signatures = CodeSignatures::of_plan(&plan.buffers, &plan.dispatches, self.context_length, self.max_tokens)
             .map_err(|e| anyhow!("internal error: {e}"))?;
         // The program declares the plan's kernel signatures in a comment.
-        let text = signatures.ptx_comment() + &program.to_string();
+        let text = signatures.ptx_comment() + &program;
         Ok(CodeObject {
             payload: PROGRAM_PAYLOAD.to_string(),
             bytes: text.into_bytes(),

@@ -32,6 +32,41 @@ pub struct Matrix {
     pub group: GroupSize,
 }
 
+/// Weights already in SRAM (a model's programs share them) and what the
+/// loader must put there.
+#[derive(Default)]
+pub struct Placed {
+    at: std::collections::HashMap<String, (usize, u32)>,
+    pub placements: Vec<Placement>,
+}
+
+impl Placed {
+    /// Where `weight`'s `form` is, placing it (`rows` rows) if it is not yet.
+    pub fn get_or_place(&mut self, sram: &mut Sram, weight: &str, form: Form, rows: u32) -> Result<(usize, u32), String> {
+        let key = format!("{weight}/{form:?}");
+        if let Some(&at) = self.at.get(&key) {
+            return Ok(at);
+        }
+        let at = sram.alloc(rows)?;
+        self.placements.push(Placement { weight: weight.to_string(), slice: at.0 as u16, row: at.1, form });
+        self.at.insert(key, at);
+        Ok(at)
+    }
+
+    /// As [`Self::get_or_place`], for a table striped over whole slices:
+    /// (first slice, slices).
+    pub fn get_or_place_span(&mut self, sram: &mut Sram, weight: &str, form: Form, rows: u32) -> Result<(usize, u32), String> {
+        let key = format!("{weight}/{form:?}");
+        if let Some(&at) = self.at.get(&key) {
+            return Ok(at);
+        }
+        let (first, count) = sram.alloc_span(rows)?;
+        self.placements.push(Placement { weight: weight.to_string(), slice: first as u16, row: 0, form });
+        self.at.insert(key, (first, count as u32));
+        Ok((first, count as u32))
+    }
+}
+
 /// Rows handed out per MEM slice, bump-allocated; slices in turn.
 pub struct Sram {
     next: Vec<u32>,
@@ -110,7 +145,7 @@ pub fn schedule(
     tokens: usize,
     at: Activations,
     sram: &mut Sram,
-    placements: &mut Vec<Placement>,
+    placed: &mut Placed,
     reservations: &mut Reservations,
     not_before: u64,
 ) -> Result<(Vec<Instr>, u64), String> {
@@ -124,9 +159,6 @@ pub fn schedule(
     if 2 * groups > lanes {
         return Err(format!("`{}` has {groups} groups; a scalar vector holds {}", weight.name, lanes / 2));
     }
-    let place = |placements: &mut Vec<Placement>, (slice, row): (usize, u32), form: Form| {
-        placements.push(Placement { weight: weight.name.clone(), slice: slice as u16, row, form });
-    };
     let (ntiles, ktiles) = (n.div_ceil(lanes), k.div_ceil(lanes));
     let t = tokens as u32;
     let d = &config.delays;
@@ -162,9 +194,8 @@ pub fn schedule(
             let (plane, buffer) = (tile % config.mxm_planes, (tile / config.mxm_planes) % 2);
             let (k0, cols) = (kt * lanes, lanes.min(k - kt * lanes));
             let p = packed_vectors(kind, k0, cols) as u32;
-            let home = sram.alloc_avoiding(p, &[x8.0])?;
             let (n0, tile) = ((nt * lanes) as u32, (k0 as u32, cols as u32));
-            place(placements, home, Form::Tile { n0, k0: tile.0, cols: tile.1 });
+            let home = placed.get_or_place(sram, &weight.name, Form::Tile { n0, k0: tile.0, cols: tile.1 }, p)?;
 
             // 2. Packed codes -> VXM dequant -> MXM install.
             let install = [
@@ -185,23 +216,37 @@ pub fn schedule(
                 },
             ];
             let start = buffer_free[plane][buffer].saturating_sub(d.mem_read + p as u64 + d.vxm);
-            let placed = reservations.place(&install, start.max(not_before))?;
-            let installed = placed[2].end();
-            instrs.extend(placed);
+            let chain = reservations.place(&install, start.max(not_before))?;
+            let installed = chain[2].end();
+            instrs.extend(chain);
 
             // 3. x codes -> MXM multiply -> VXM accumulate -> MEM.
             let segments = segments(group_width, k0, cols);
             let nseg = segments.len() as u32;
-            let params = sram.alloc_avoiding(4 * 2 * nseg, &[scalars.0, at.y.0, x8.0])?;
-            place(placements, params, Form::Params { n0, k0: tile.0, cols: tile.1 });
+            let params = placed.get_or_place(sram, &weight.name, Form::Params { n0, k0: tile.0, cols: tile.1 }, 4 * 2 * nseg)?;
             // Tile nt of every token's row of y: 4 rows a vector, rows
             // of ntiles vectors.
             let acc = (at.y.0, at.y.1 + 4 * nt as u32);
             let stride = 4 * ntiles as u32;
             let dots = t * nseg;
             let multiply_at = d.mem_read;
+            // The accumulate takes the dots as they leave the MXM; its other
+            // operands are read in time for it, one MEM slice's reads
+            // after another's (a chain's uses of a slice never overlap).
             let accumulate_at = multiply_at + t as u64 + d.mxm_multiply;
-            let longest = dots.max(2 * nseg).max(t) as u64;
+            let mut free: Vec<(usize, u64)> = vec![(x8.0, d.mem_read + t as u64)];
+            let mut read_at = |slice: usize, len: u32| -> u64 {
+                let busy = free.iter().find(|(s, _)| *s == slice).map_or(0, |&(_, f)| f);
+                let at = busy.max(accumulate_at - d.mem_read);
+                match free.iter_mut().find(|(s, _)| *s == slice) {
+                    Some(entry) => entry.1 = at + d.mem_read + len as u64,
+                    None => free.push((slice, at + d.mem_read + len as u64)),
+                }
+                at
+            };
+            let params_at = read_at(params.0, 2 * nseg);
+            let scalars_at = read_at(scalars.0, t);
+            let acc_at = (kt > 0).then(|| read_at(acc.0, t));
             let mut chain = vec![
                 Step { unit: Unit::Mem(x8.0 as u16), offset: 0, op: Op::Read { addr: x8.1 + kt as u32 * t, stride: 0 }, inputs: vec![], outputs: vec![(Elem::I8, d.mem_read, t)] },
                 Step {
@@ -211,36 +256,47 @@ pub fn schedule(
                     inputs: vec![Input { from: (0, 0), at: 0 }],
                     outputs: vec![(Elem::I32, t as u64 + d.mxm_multiply, dots)],
                 },
-                Step { unit: Unit::Mem(params.0 as u16), offset: accumulate_at - d.mem_read, op: Op::Read { addr: params.1, stride: 0 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, 2 * nseg)] },
-                Step { unit: Unit::Mem(scalars.0 as u16), offset: accumulate_at - d.mem_read, op: Op::Read { addr: scalars.1, stride: 0 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, t)] },
+                Step { unit: Unit::Mem(params.0 as u16), offset: params_at, op: Op::Read { addr: params.1, stride: 0 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, 2 * nseg)] },
+                Step { unit: Unit::Mem(scalars.0 as u16), offset: scalars_at, op: Op::Read { addr: scalars.1, stride: 0 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, t)] },
             ];
-            let mut inputs = vec![Input { from: (1, 0), at: 0 }, Input { from: (2, 0), at: 0 }, Input { from: (3, 0), at: 0 }];
-            if kt > 0 {
-                chain.push(Step { unit: Unit::Mem(acc.0 as u16), offset: accumulate_at - d.mem_read, op: Op::Read { addr: acc.1, stride }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, t)] });
-                inputs.push(Input { from: (4, 0), at: 0 });
+            let arrive = |read: u64| read + d.mem_read - accumulate_at;
+            let mut inputs = vec![
+                Input { from: (1, 0), at: 0 },
+                Input { from: (2, 0), at: arrive(params_at) },
+                Input { from: (3, 0), at: arrive(scalars_at) },
+            ];
+            let mut last = (dots as u64).max(arrive(params_at) + 2 * nseg as u64).max(arrive(scalars_at) + t as u64);
+            if let Some(acc_read) = acc_at {
+                chain.push(Step { unit: Unit::Mem(acc.0 as u16), offset: acc_read, op: Op::Read { addr: acc.1, stride }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, t)] });
+                inputs.push(Input { from: (4, 0), at: arrive(acc_read) });
+                last = last.max(arrive(acc_read) + t as u64);
             }
+            // The write back waits for the slice's reads in this chain.
+            let write_free = free.iter().find(|(s, _)| *s == acc.0).map_or(0, |&(_, f)| f);
+            let out_at = (last + d.vxm).max(write_free.saturating_sub(accumulate_at));
             let accumulate = chain.len();
             chain.push(Step {
                 unit: Unit::Vxm(0),
                 offset: accumulate_at,
                 op: Op::Accumulate { segments, groups: groups as u16, first: kt == 0 },
                 inputs,
-                outputs: vec![(Elem::F32, longest + d.vxm, t)],
+                outputs: vec![(Elem::F32, out_at, t)],
             });
             chain.push(Step {
                 unit: Unit::Mem(acc.0 as u16),
-                offset: accumulate_at + longest + d.vxm,
+                offset: accumulate_at + out_at,
                 op: Op::Write { addr: acc.1, stride },
                 inputs: vec![Input { from: (accumulate, 0), at: 0 }],
                 outputs: vec![],
             });
-            // Weights in, and the previous partial sums written back.
-            let start = installed.max(partial_written.saturating_sub(accumulate_at - d.mem_read));
-            let placed = reservations.place(&chain, start)?;
-            buffer_free[plane][buffer] = placed[1].end();
-            partial_written = placed.last().map_or(start, Instr::end);
+            // Weights in, and the previous partial sums written back
+            // before they are read.
+            let start = installed.max(partial_written.saturating_sub(acc_at.unwrap_or(0)));
+            let chain = reservations.place(&chain, start)?;
+            buffer_free[plane][buffer] = chain[1].end();
+            partial_written = chain.last().map_or(start, Instr::end);
             end = end.max(partial_written);
-            instrs.extend(placed);
+            instrs.extend(chain);
         }
     }
     Ok((instrs, end))

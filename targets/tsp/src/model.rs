@@ -10,15 +10,35 @@
 //!   parameters, the embedding's rows stored whole (gathered by token id),
 //!   a norm's gain as f32 vectors.
 
-use crate::matmul::{self, Activations, Matrix, Sram};
+use crate::matmul::{self, Activations, Matrix, Placed, Sram};
 use crate::rows::{self, Sink, Source};
 use crate::schedule::Reservations;
-use q35_format::tsp::{tile, Elem, Form, Instr, Io, Op, Placement, Program, RowFunction, TspConfig};
+use q35_format::tsp::{tile, Elem, Form, Instr, Io, Op, Program, RowFunction, TspConfig};
 use q35_target::{Epilogue, KernelSpec, Plan, RowOp};
 use std::collections::HashMap;
 
+/// The programs for `plan` on `config`, one per entry of `tokens` (tokens
+/// a run), sharing the weights and the KV caches in SRAM; each has its own
+/// activations.
+pub fn lower_all(config: &TspConfig, plan: &Plan, tokens: &[u32]) -> Result<Vec<Program>, String> {
+    let mut memory = Memory { sram: Sram::new(config), placed: Placed::default(), caches: HashMap::new() };
+    let programs = tokens.iter().map(|&t| lower(config, plan, t, &mut memory)).collect::<Result<Vec<_>, _>>()?;
+    // Every program lists every placement (the loader puts each once).
+    let placements = memory.placed.placements;
+    Ok(programs.into_iter().map(|p| Program { placements: placements.clone(), ..p }).collect())
+}
+
+/// What the programs of one model share: SRAM, the weights placed in it,
+/// the KV caches.
+struct Memory {
+    sram: Sram,
+    placed: Placed,
+    caches: HashMap<String, (usize, u32)>,
+}
+
 /// The program for `plan` on `config`, `tokens` tokens a run.
-pub fn lower(config: &TspConfig, plan: &Plan, tokens: u32) -> Result<Program, String> {
+fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> Result<Program, String> {
+    let Memory { sram, placed, caches } = memory;
     let lanes = config.lanes();
     if tokens == 0 || tokens as usize > lanes {
         return Err(format!("{tokens} tokens a run: a position vector holds 1 to {lanes}"));
@@ -33,7 +53,6 @@ pub fn lower(config: &TspConfig, plan: &Plan, tokens: u32) -> Result<Program, St
             }
         }
     }
-    let mut sram = Sram::new(config);
     let mut at: HashMap<String, (usize, u32)> = HashMap::new();
     let mut io = Vec::new();
     for b in &plan.buffers {
@@ -46,7 +65,26 @@ pub fn lower(config: &TspConfig, plan: &Plan, tokens: u32) -> Result<Program, St
             }
             _ => continue,
         };
-        let place = sram.alloc(rows)?;
+        // The caches and the index vectors (which hold up to a lane per
+        // token at any token count) are the same for every program.
+        let place = match (b.role.as_str(), caches.get(&b.name)) {
+            ("kv_cache" | "input", Some(&shared)) => shared,
+            // Token ids and positions are index vectors a gather or scatter
+            // reads on the cycle it issues: a slice of their own, so no
+            // table or cache shares the slice with them.
+            ("input", _) => {
+                let place = (sram.alloc_span(rows)?.0, 0);
+                caches.insert(b.name.clone(), place);
+                place
+            }
+            (role, _) => {
+                let place = sram.alloc(rows)?;
+                if role == "kv_cache" {
+                    caches.insert(b.name.clone(), place);
+                }
+                place
+            }
+        };
         match b.role.as_str() {
             "input" => io.push(Io { name: b.name.clone(), slice: place.0 as u16, row: place.1, width: 1 }),
             "output" => io.push(Io { name: "logits".into(), slice: place.0 as u16, row: place.1, width: b.width as u32 }),
@@ -59,8 +97,6 @@ pub fn lower(config: &TspConfig, plan: &Plan, tokens: u32) -> Result<Program, St
         at.insert(b.name.clone(), place);
     }
     let find = |name: &str| at.get(name).copied().ok_or_else(|| format!("buffer `{name}` has no SRAM"));
-    let mut placed: HashMap<(String, &'static str), (usize, u32)> = HashMap::new();
-    let mut placements: Vec<Placement> = Vec::new();
     let mut reservations = Reservations::new(config);
     let mut instrs: Vec<Instr> = Vec::new();
     let mut end = 0u64;
@@ -89,7 +125,7 @@ pub fn lower(config: &TspConfig, plan: &Plan, tokens: u32) -> Result<Program, St
                 }
                 let matrix = Matrix { name: d.buffers[1].clone(), rows: shape.n, cols: shape.k, kind: shape.quant, group: shape.group };
                 let activations = Activations { x: buffer(0)?, y: buffer(2)? };
-                let (placed, done) = matmul::schedule(config, &matrix, tokens as usize, activations, &mut sram, &mut placements, &mut reservations, end)?;
+                let (placed, done) = matmul::schedule(config, &matrix, tokens as usize, activations, sram, placed, &mut reservations, end)?;
                 end = end.max(done);
                 instrs.extend(placed);
             }
@@ -98,18 +134,10 @@ pub fn lower(config: &TspConfig, plan: &Plan, tokens: u32) -> Result<Program, St
                     return Err(format!("`{}` is {}: the TSP target reads coded embedding tables", d.buffers[1], shape.quant));
                 }
                 let per = tile::row_bytes(shape.quant, shape.group, shape.k).div_ceil(lanes) as u32;
-                let key = (d.buffers[1].clone(), "rows");
-                let table = match placed.get(&key) {
-                    Some(&p) => p,
-                    None => {
-                        // Striped over whole slices when one cannot hold it.
-                        let (first, count) = sram.alloc_span(per * shape.n as u32).map_err(|e| format!("the embedding table `{}`: {e}", d.buffers[1]))?;
-                        placements.push(Placement { weight: d.buffers[1].clone(), slice: first as u16, row: 0, form: Form::Rows { stride: per } });
-                        let p = (first, count as u32);
-                        placed.insert(key, p);
-                        p
-                    }
-                };
+                // Striped over whole slices (one cannot hold SmolLM2's).
+                let table = placed
+                    .get_or_place_span(sram, &d.buffers[1], Form::Rows { stride: per }, per * shape.n as u32)
+                    .map_err(|e| format!("the embedding table `{}`: {e}", d.buffers[1]))?;
                 let ids = buffer(0)?;
                 let group = shape.group.fixed().unwrap_or(shape.k) as u16;
                 row_op(
@@ -127,16 +155,7 @@ pub fn lower(config: &TspConfig, plan: &Plan, tokens: u32) -> Result<Program, St
                 let rows_x = f32_rows(x.0, x.1, tokens * tiles(width));
                 match op {
                     RowOp::RmsNorm { epsilon } => {
-                        let key = (d.buffers[1].clone(), "vector");
-                        let gain = match placed.get(&key) {
-                            Some(&p) => p,
-                            None => {
-                                let p = sram.alloc(4 * tiles(width))?;
-                                placements.push(Placement { weight: d.buffers[1].clone(), slice: p.0 as u16, row: p.1, form: Form::Vector });
-                                placed.insert(key, p);
-                                p
-                            }
-                        };
+                        let gain = placed.get_or_place(sram, &d.buffers[1], Form::Vector, 4 * tiles(width))?;
                         row_op(Op::Norm { width: width as u32, eps: epsilon }, &[rows_x, f32_rows(gain.0, gain.1, tiles(width))], width, out_sink(2)?, &mut reservations, &mut end, &mut instrs)?;
                     }
                     RowOp::Silu => row_op(Op::Elementwise { function: RowFunction::Silu, width: width as u32 }, &[rows_x], width, out_sink(1)?, &mut reservations, &mut end, &mut instrs)?,
@@ -200,7 +219,7 @@ pub fn lower(config: &TspConfig, plan: &Plan, tokens: u32) -> Result<Program, St
     Ok(Program {
         lanes,
         config: Some(config.to_json()),
-        placements,
+        placements: Vec::new(),
         io,
         tokens,
         instrs,

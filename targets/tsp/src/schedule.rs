@@ -135,7 +135,8 @@ impl Reservations {
         let mut t = not_before;
         loop {
             if t > not_before + SEARCH_LIMIT {
-                return Err(format!("no cycle within {SEARCH_LIMIT} of {not_before} fits a chain starting with `{:?}` (two of its reads on one MEM slice at once?)", chain.first().map(|s| &s.op)));
+                let ops: Vec<String> = chain.iter().map(|s| format!("{} {:?}", s.unit, s.op)).collect();
+                return Err(format!("no cycle within {SEARCH_LIMIT} of {not_before} fits the chain [{}]", ops.join("; ")));
             }
             if let Some(instrs) = self.try_place(chain, t) {
                 for instr in &instrs {

@@ -566,6 +566,25 @@ fn parse_instr(line: &str) -> Result<Instr, String> {
     Ok(Instr { cycle, unit, op, inputs, outputs })
 }
 
+impl Program {
+    /// Every program of a text holding several one after the other (each
+    /// from its header line), e.g. a decode and a prefill program.
+    pub fn parse_all(text: &str) -> Result<Vec<Program>, ParseError> {
+        let mut starts: Vec<usize> = text.match_indices(PROGRAM_MAGIC).filter(|(i, _)| *i == 0 || text.as_bytes()[i - 1] == b'\n').map(|(i, _)| i).collect();
+        if starts.is_empty() {
+            starts.push(0);
+        }
+        let lines_before = |at: usize| text[..at].matches('\n').count();
+        let mut programs = Vec::new();
+        for (n, &at) in starts.iter().enumerate() {
+            let end = starts.get(n + 1).copied().unwrap_or(text.len());
+            let part = if n == 0 { &text[..end] } else { &text[at..end] };
+            programs.push(part.parse::<Program>().map_err(|e| ParseError { line: e.line + if n == 0 { 0 } else { lines_before(at) }, message: e.message })?);
+        }
+        Ok(programs)
+    }
+}
+
 impl std::str::FromStr for Program {
     type Err = ParseError;
 

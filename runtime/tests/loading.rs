@@ -77,15 +77,15 @@ fn another_target_is_refused_with_a_hint() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{path}: compiled for target `nvptx`, but this q35-rt runs `cpu` artifacts; an nvptx artifact needs a \
+            "{path}: compiled for target `nvptx`, but this q35-rt runs `cpu` and `tsp` artifacts; an nvptx artifact needs a \
              q35-rt built with the `cuda` feature and an NVIDIA GPU"
         )
     );
-    manifest.target.kind = "tsp".into();
+    manifest.target.kind = "csl".into();
     let (path, err) = load_err(&support::artifact_with(&manifest, NOT_ELF));
     assert_eq!(
         err.to_string(),
-        format!("{path}: compiled for target `tsp`, but this q35-rt runs `cpu` artifacts; a tsp artifact runs on the TSP simulator")
+        format!("{path}: compiled for target `csl`, but this q35-rt runs `cpu` and `tsp` artifacts; a csl artifact runs on the CSL simulator")
     );
 }
 
@@ -102,13 +102,13 @@ fn another_target_is_refused_with_a_hint() {
         err.to_string(),
         format!("{path}: the plan has 5 dispatches but 0 launch configurations")
     );
-    manifest.target.kind = "tsp".into();
+    manifest.target.kind = "csl".into();
     let (path, err) = load_err(&support::artifact_with(&manifest, NOT_ELF));
     assert_eq!(
         err.to_string(),
         format!(
-            "{path}: compiled for target `tsp`, but this q35-rt runs `cpu` and `nvptx` artifacts; \
-             a tsp artifact runs on the TSP simulator"
+            "{path}: compiled for target `csl`, but this q35-rt runs `cpu`, `nvptx` and `tsp` artifacts; \
+             a csl artifact runs on the CSL simulator"
         )
     );
 }

@@ -67,6 +67,19 @@ impl Placed {
     }
 }
 
+/// The MXM planes' weight buffers across a program's matmuls: when each
+/// (plane, buffer)'s last multiply ends, and the next tile's turn.
+pub struct Planes {
+    free: Vec<[u64; 2]>,
+    next: usize,
+}
+
+impl Planes {
+    pub fn new(config: &TspConfig) -> Self {
+        Planes { free: vec![[0; 2]; config.mxm_planes], next: 0 }
+    }
+}
+
 /// Rows handed out per MEM slice, bump-allocated; slices in turn.
 pub struct Sram {
     next: Vec<u32>,
@@ -147,6 +160,7 @@ pub fn schedule(
     sram: &mut Sram,
     placed: &mut Placed,
     reservations: &mut Reservations,
+    planes: &mut Planes,
     not_before: u64,
 ) -> Result<(Vec<Instr>, u64), String> {
     let lanes = config.lanes();
@@ -185,13 +199,14 @@ pub fn schedule(
 
     // Per (plane, buffer): when its last multiply ends, so the next
     // install into it waits for that.
-    let mut buffer_free = vec![[0u64; 2]; config.mxm_planes];
     let mut end = quantized;
     for nt in 0..ntiles {
         let mut partial_written = quantized;
         for kt in 0..ktiles {
             let tile = nt * ktiles + kt;
-            let (plane, buffer) = (tile % config.mxm_planes, (tile / config.mxm_planes) % 2);
+            // Planes and buffers in turn across the program's matmuls.
+            let turn = planes.next + tile;
+            let (plane, buffer) = (turn % config.mxm_planes, (turn / config.mxm_planes) % 2);
             let (k0, cols) = (kt * lanes, lanes.min(k - kt * lanes));
             let p = packed_vectors(kind, k0, cols) as u32;
             let (n0, tile) = ((nt * lanes) as u32, (k0 as u32, cols as u32));
@@ -215,8 +230,10 @@ pub fn schedule(
                     outputs: vec![],
                 },
             ];
-            let start = buffer_free[plane][buffer].saturating_sub(d.mem_read + p as u64 + d.vxm);
-            let chain = reservations.place(&install, start.max(not_before))?;
+            // Weights need no activation: they install as soon as the
+            // buffer's last multiply is done, overlapping earlier work.
+            let start = planes.free[plane][buffer].saturating_sub(d.mem_read + p as u64 + d.vxm);
+            let chain = reservations.place(&install, start)?;
             let installed = chain[2].end();
             instrs.extend(chain);
 
@@ -293,11 +310,12 @@ pub fn schedule(
             // before they are read.
             let start = installed.max(partial_written.saturating_sub(acc_at.unwrap_or(0)));
             let chain = reservations.place(&chain, start)?;
-            buffer_free[plane][buffer] = chain[1].end();
+            planes.free[plane][buffer] = chain[1].end();
             partial_written = chain.last().map_or(start, Instr::end);
             end = end.max(partial_written);
             instrs.extend(chain);
         }
     }
+    planes.next += ntiles * ktiles;
     Ok((instrs, end))
 }

@@ -10,7 +10,7 @@
 //!   parameters, the embedding's rows stored whole (gathered by token id),
 //!   a norm's gain as f32 vectors.
 
-use crate::matmul::{self, Activations, Matrix, Placed, Sram};
+use crate::matmul::{self, Activations, Matrix, Placed, Planes, Sram};
 use crate::rows::{self, Sink, Source};
 use crate::schedule::Reservations;
 use q35_format::tsp::{tile, Elem, Form, Instr, Io, Op, Program, RowFunction, TspConfig};
@@ -99,13 +99,24 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> R
     let find = |name: &str| at.get(name).copied().ok_or_else(|| format!("buffer `{name}` has no SRAM"));
     let mut reservations = Reservations::new(config);
     let mut instrs: Vec<Instr> = Vec::new();
-    let mut end = 0u64;
+    let mut planes = Planes::new(config);
+    // Per buffer: when its last write ends (what reads it waits for), and
+    // when its last use ends (what overwrites it waits for).
+    let mut written: HashMap<&str, u64> = HashMap::new();
+    let mut used: HashMap<&str, u64> = HashMap::new();
     let f32_rows = |slice: usize, addr: u32, len: u32| Source::Rows { slice, addr, stride: 0, elem: Elem::F32, len };
     let positions = find("positions")?;
     let position_source = Source::Rows { slice: positions.0, addr: positions.1, stride: 0, elem: Elem::I32, len: 1 };
     let mut dispatches = Vec::with_capacity(plan.dispatches.len());
     for d in &plan.dispatches {
         dispatches.push(instrs.len());
+        // A dispatch starts when its inputs are written and what it
+        // writes is no longer read: dispatches overlap where they can.
+        let writes = if matches!(plan.kernels.get(&d.kernel), Some(KernelSpec::KvUpdate(_))) { 2 } else { 1 };
+        let (reads, outs) = d.buffers.split_at(d.buffers.len().saturating_sub(writes));
+        let start = reads.iter().filter_map(|b| written.get(b.as_str())).chain(outs.iter().filter_map(|b| used.get(b.as_str()))).copied().max().unwrap_or(0);
+        let first = instrs.len();
+        let mut end = start;
         let spec = plan.kernels.get(&d.kernel).ok_or_else(|| format!("dispatch of `{}`, which the plan does not describe", d.kernel))?;
         let buffer = |i: usize| -> Result<(usize, u32), String> { find(d.buffers.get(i).ok_or_else(|| format!("`{}` binds too few buffers", d.kernel))?) };
         let row_op = |op: Op, sources: &[Source], width: usize, sink: Sink, reservations: &mut Reservations, end: &mut u64, instrs: &mut Vec<Instr>| -> Result<(), String> {
@@ -125,7 +136,7 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> R
                 }
                 let matrix = Matrix { name: d.buffers[1].clone(), rows: shape.n, cols: shape.k, kind: shape.quant, group: shape.group };
                 let activations = Activations { x: buffer(0)?, y: buffer(2)? };
-                let (placed, done) = matmul::schedule(config, &matrix, tokens as usize, activations, sram, placed, &mut reservations, end)?;
+                let (placed, done) = matmul::schedule(config, &matrix, tokens as usize, activations, sram, placed, &mut reservations, &mut planes, start)?;
                 end = end.max(done);
                 instrs.extend(placed);
             }
@@ -214,6 +225,14 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> R
                 )?;
             }
             _ => return Err(format!("`{}`: the TSP target has no lowering for it (linalg kernels and the CPU's integer path are CPU options)", d.kernel)),
+        }
+        let done = instrs[first..].iter().map(Instr::end).max().unwrap_or(start).max(end);
+        for b in outs {
+            written.insert(b.as_str(), done);
+        }
+        for b in d.buffers.iter() {
+            let entry = used.entry(b.as_str()).or_insert(0);
+            *entry = (*entry).max(done);
         }
     }
     Ok(Program {

@@ -1,7 +1,7 @@
 //! Scheduled matmuls run on q35-rt's simulator, from their program text,
 //! against the integer path's arithmetic in f64.
 
-use crate::matmul::{schedule, Activations, Matrix, Placed, Sram};
+use crate::matmul::{schedule, Activations, Matrix, Placed, Planes, Sram};
 use crate::schedule::Reservations;
 use q35_format::activations::dequantized_activations;
 use q35_format::tsp::{Program, TspConfig};
@@ -33,7 +33,7 @@ fn run(config: &TspConfig, weight: &QuantizedTensor, x: &[f32], tokens: usize) -
     let mut reservations = Reservations::new(config);
     let activations = Activations { x: xs, y: ys };
     let matrix = Matrix { name: "w".into(), rows: n, cols: k, kind: weight.kind(), group: weight.group() };
-    let (instrs, _) = schedule(config, &matrix, tokens, activations, &mut sram, &mut placed, &mut reservations, 0).unwrap();
+    let (instrs, _) = schedule(config, &matrix, tokens, activations, &mut sram, &mut placed, &mut reservations, &mut Planes::new(config), 0).unwrap();
     let program = Program { lanes, config: None, placements: placed.placements, io: Vec::new(), tokens: tokens as u32, instrs, dispatches: Vec::new() };
     // What runs is the text.
     let parsed: Program = program.to_string().parse().unwrap();

@@ -173,7 +173,12 @@ pub fn compile_cpu(
     run: &RunOptions,
     timings: &mut Timings,
 ) -> Result<Vec<u8>> {
-    let cpu = q35_target_cpu::Cpu {
+    compile(q35, module, model, graph, options, &cpu_backend(options), run, timings)
+}
+
+/// The CPU target configured from the options' CPU fields.
+pub fn cpu_backend(options: &CompileOptions) -> q35_target_cpu::Cpu {
+    q35_target_cpu::Cpu {
         fuse: options.fuse,
         rows_per_workgroup: options.rows_per_workgroup,
         int8: options.int8_activations,
@@ -181,8 +186,18 @@ pub fn compile_cpu(
         context_length: options.emit.context_length,
         max_tokens: options.max_tokens,
         llvm: q35_target_llvm::Options::default(),
-    };
-    compile(q35, module, model, graph, options, &cpu, run, timings)
+    }
+}
+
+/// The NVPTX target for the SM `arch`, configured from the options.
+pub fn nvptx_backend(options: &CompileOptions, arch: &str) -> q35_target_nvptx::Nvptx {
+    q35_target_nvptx::Nvptx {
+        arch: arch.to_string(),
+        warps: q35_target_nvptx::DEFAULT_WARPS,
+        fuse: options.fuse,
+        context_length: options.emit.context_length,
+        max_tokens: options.max_tokens,
+    }
 }
 
 /// Compiles the model for NVIDIA GPUs (the SM `arch`, e.g. `sm_80`) into
@@ -198,14 +213,7 @@ pub fn compile_nvptx(
     run: &RunOptions,
     timings: &mut Timings,
 ) -> Result<Vec<u8>> {
-    let nvptx = q35_target_nvptx::Nvptx {
-        arch: arch.to_string(),
-        warps: q35_target_nvptx::DEFAULT_WARPS,
-        fuse: options.fuse,
-        context_length: options.emit.context_length,
-        max_tokens: options.max_tokens,
-    };
-    compile(q35, module, model, graph, options, &nvptx, run, timings)
+    compile(q35, module, model, graph, options, &nvptx_backend(options, arch), run, timings)
 }
 
 /// Quantizes the weights and writes the artifact every target shares:

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use q35_dialect::Q35Context;
 use q35_format::{GroupSize, QuantKind};
 use q35c::{
-    codegen::{compile_cpu, compile_nvptx, CompileOptions},
+    codegen::CompileOptions,
     emit::{emit_module, EmitOptions, Group},
     front::{self, testmodel::TinySpec},
     graph::ModelGraph,
@@ -71,8 +71,8 @@ impl TinyModel {
     /// Compiles the model for the TSP target (the default machine
     /// description) and writes `NAME.tsp.q35`.
     pub fn compile_tsp(&self, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<PathBuf> {
-        let bytes = compile_for_backend(&self.model, quant, group, max_tokens, |context_length, max_tokens| {
-            Box::new(q35_target_tsp::Tsp { config: Default::default(), context_length, max_tokens })
+        let bytes = compile_for_backend(&self.model, quant, group, max_tokens, |_| {}, |options| {
+            Box::new(q35_target_tsp::Tsp { config: Default::default(), context_length: options.emit.context_length, max_tokens: options.max_tokens })
         })?;
         let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}.tsp.q35"));
         std::fs::write(&path, bytes)?;
@@ -119,41 +119,21 @@ fn compile_for(
     configure: impl FnOnce(&mut CompileOptions),
     nvptx_arch: Option<&str>,
 ) -> Result<Vec<u8>> {
-    let q35 = Q35Context::new()?;
-    let model = front::load(model)?;
-    let graph = ModelGraph::llama(&model.config)?;
-    let emit = EmitOptions {
-        quant,
-        group: match group.fixed() {
-            Some(g) => Group::Size(g as u64),
-            None => Group::Channel,
-        },
-        context_length: model.config.max_position_embeddings,
-        overrides: Vec::new(),
-    };
-    let module = emit_module(&q35, &graph, &model.config, &model.source.display().to_string(), &emit)?;
-    let mut options = CompileOptions::new(emit, group);
-    options.max_tokens = max_tokens;
-    configure(&mut options);
-    let run = RunOptions {
-        verify_each: true,
-        print_ir_after_all: false,
-    };
-    let mut timings = Timings::default();
-    match nvptx_arch {
-        Some(arch) => compile_nvptx(&q35, module, &model, &graph, &options, arch, &run, &mut timings),
-        None => compile_cpu(&q35, module, &model, &graph, &options, &run, &mut timings),
-    }
+    compile_for_backend(model, quant, group, max_tokens, configure, |options| match nvptx_arch {
+        Some(arch) => Box::new(q35c::codegen::nvptx_backend(options, arch)),
+        None => Box::new(q35c::codegen::cpu_backend(options)),
+    })
 }
 
-/// Artifact bytes for `model` compiled by the backend `backend(context,
-/// max_tokens)` makes.
+/// Artifact bytes for `model` (options set by `configure`) compiled by the
+/// backend `backend` makes from the options, as the q35c driver does.
 fn compile_for_backend(
     model: &Path,
     quant: QuantKind,
     group: GroupSize,
     max_tokens: usize,
-    backend: impl FnOnce(usize, usize) -> Box<dyn q35_target::Backend>,
+    configure: impl FnOnce(&mut CompileOptions),
+    backend: impl FnOnce(&CompileOptions) -> Box<dyn q35_target::Backend>,
 ) -> Result<Vec<u8>> {
     let q35 = Q35Context::new()?;
     let model = front::load(model)?;
@@ -170,8 +150,12 @@ fn compile_for_backend(
     let module = emit_module(&q35, &graph, &model.config, &model.source.display().to_string(), &emit)?;
     let mut options = CompileOptions::new(emit, group);
     options.max_tokens = max_tokens;
-    let backend = backend(model.config.max_position_embeddings, max_tokens);
-    let run = RunOptions { verify_each: true, print_ir_after_all: false };
+    configure(&mut options);
+    let backend = backend(&options);
+    let run = RunOptions {
+        verify_each: true,
+        print_ir_after_all: false,
+    };
     q35c::codegen::compile(&q35, module, &model, &graph, &options, backend.as_ref(), &run, &mut Timings::default())
 }
 

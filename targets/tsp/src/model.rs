@@ -21,7 +21,7 @@ use std::collections::HashMap;
 /// a run), sharing the weights and the KV caches in SRAM; each has its own
 /// activations.
 pub fn lower_all(config: &TspConfig, plan: &Plan, tokens: &[u32]) -> Result<Vec<Program>, String> {
-    let mut memory = Memory { sram: Sram::new(config), placed: Placed::default(), caches: HashMap::new() };
+    let mut memory = Memory { sram: Sram::new(config), placed: Placed::default(), shared: HashMap::new() };
     let programs = tokens.iter().map(|&t| lower(config, plan, t, &mut memory)).collect::<Result<Vec<_>, _>>()?;
     // Every program lists every placement (the loader puts each once).
     let placements = memory.placed.placements;
@@ -29,16 +29,16 @@ pub fn lower_all(config: &TspConfig, plan: &Plan, tokens: &[u32]) -> Result<Vec<
 }
 
 /// What the programs of one model share: SRAM, the weights placed in it,
-/// the KV caches.
+/// the KV caches and the index vectors.
 struct Memory {
     sram: Sram,
     placed: Placed,
-    caches: HashMap<String, (usize, u32)>,
+    shared: HashMap<String, (usize, u32)>,
 }
 
 /// The program for `plan` on `config`, `tokens` tokens a run.
 fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> Result<Program, String> {
-    let Memory { sram, placed, caches } = memory;
+    let Memory { sram, placed, shared } = memory;
     let lanes = config.lanes();
     if tokens == 0 || tokens as usize > lanes {
         return Err(format!("{tokens} tokens a run: a position vector holds 1 to {lanes}"));
@@ -67,20 +67,20 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> R
         };
         // The caches and the index vectors (which hold up to a lane per
         // token at any token count) are the same for every program.
-        let place = match (b.role.as_str(), caches.get(&b.name)) {
+        let place = match (b.role.as_str(), shared.get(&b.name)) {
             ("kv_cache" | "input", Some(&shared)) => shared,
             // Token ids and positions are index vectors a gather or scatter
             // reads on the cycle it issues: a slice of their own, so no
             // table or cache shares the slice with them.
             ("input", _) => {
                 let place = (sram.alloc_span(rows)?.0, 0);
-                caches.insert(b.name.clone(), place);
+                shared.insert(b.name.clone(), place);
                 place
             }
             (role, _) => {
                 let place = sram.alloc(rows)?;
                 if role == "kv_cache" {
-                    caches.insert(b.name.clone(), place);
+                    shared.insert(b.name.clone(), place);
                 }
                 place
             }

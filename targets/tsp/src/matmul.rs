@@ -17,6 +17,7 @@
 
 use crate::schedule::{Input, Reservations, Step};
 use q35_format::tsp::{
+    scalar_vectors,
     tile::{packed_vectors, segments},
     Elem, Form, Instr, Op, Placement, TspConfig, Unit,
 };
@@ -170,8 +171,11 @@ pub fn schedule(
     }
     let layout = Layout::new(kind, weight.group, k);
     let (group_width, groups) = (layout.group_width(), layout.groups());
-    if 2 * groups > lanes {
-        return Err(format!("`{}` has {groups} groups; a scalar vector holds {}", weight.name, lanes / 2));
+    // A token's scalars take a vector per lanes / 2 groups; a K tile's
+    // groups must lie in one of them.
+    let (half, sv) = (lanes / 2, scalar_vectors(lanes, groups));
+    if sv > 1 && (half * group_width) % lanes != 0 {
+        return Err(format!("`{}`: {groups} groups of {group_width} columns straddle its scalar vectors of {half} groups", weight.name));
     }
     let (ntiles, ktiles) = (n.div_ceil(lanes), k.div_ceil(lanes));
     let t = tokens as u32;
@@ -180,7 +184,7 @@ pub fn schedule(
 
     // 1. Quantize x once: codes tile-major, scalars per token.
     let x8 = sram.alloc_avoiding(t * ktiles as u32, &[at.x.0, at.y.0])?;
-    let scalars = sram.alloc_avoiding(4 * t, &[at.x.0, at.y.0, x8.0])?;
+    let scalars = sram.alloc_avoiding(4 * t * sv as u32, &[at.x.0, at.y.0, x8.0])?;
     let xs = t * ktiles as u32;
     let quantize = [
         Step { unit: Unit::Mem(at.x.0 as u16), offset: 0, op: Op::Read { addr: at.x.1, stride: 0 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, xs)] },
@@ -189,7 +193,7 @@ pub fn schedule(
             offset: d.mem_read,
             op: Op::Quantize { group: group_width as u16, width: k as u16 },
             inputs: vec![Input { from: (0, 0), at: 0 }],
-            outputs: vec![(Elem::I8, xs as u64 + d.vxm, xs), (Elem::F32, 2 * xs as u64 + d.vxm, t)],
+            outputs: vec![(Elem::I8, xs as u64 + d.vxm, xs), (Elem::F32, 2 * xs as u64 + d.vxm, t * sv as u32)],
         },
         Step { unit: Unit::Mem(x8.0 as u16), offset: d.mem_read + xs as u64 + d.vxm, op: Op::Write { addr: x8.1, stride: 0 }, inputs: vec![Input { from: (1, 0), at: 0 }], outputs: vec![] },
         Step { unit: Unit::Mem(scalars.0 as u16), offset: d.mem_read + 2 * xs as u64 + d.vxm, op: Op::Write { addr: scalars.1, stride: 0 }, inputs: vec![Input { from: (1, 1), at: 0 }], outputs: vec![] },
@@ -274,7 +278,14 @@ pub fn schedule(
                     outputs: vec![(Elem::I32, t as u64 + d.mxm_multiply, dots)],
                 },
                 Step { unit: Unit::Mem(params.0 as u16), offset: params_at, op: Op::Read { addr: params.1, stride: 0 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, 2 * nseg)] },
-                Step { unit: Unit::Mem(scalars.0 as u16), offset: scalars_at, op: Op::Read { addr: scalars.1, stride: 0 }, inputs: vec![], outputs: vec![(Elem::F32, d.mem_read, t)] },
+                // Each token's scalar vector that holds this tile's groups.
+                Step {
+                    unit: Unit::Mem(scalars.0 as u16),
+                    offset: scalars_at,
+                    op: Op::Read { addr: scalars.1 + 4 * (k0 / group_width / half) as u32, stride: if sv > 1 { 4 * sv as u32 } else { 0 } },
+                    inputs: vec![],
+                    outputs: vec![(Elem::F32, d.mem_read, t)],
+                },
             ];
             let arrive = |read: u64| read + d.mem_read - accumulate_at;
             let mut inputs = vec![

@@ -21,11 +21,17 @@ use std::collections::HashMap;
 /// a run), sharing the weights and the KV caches in SRAM; each has its own
 /// activations.
 pub fn lower_all(config: &TspConfig, plan: &Plan, tokens: &[u32]) -> Result<Vec<Program>, String> {
+    lower_measured(config, plan, tokens).map(|(programs, _)| programs)
+}
+
+/// [`lower_all`], and the SRAM rows the programs take, all slices together.
+pub fn lower_measured(config: &TspConfig, plan: &Plan, tokens: &[u32]) -> Result<(Vec<Program>, u64), String> {
     let mut memory = Memory { sram: Sram::new(config), placed: Placed::default(), shared: HashMap::new() };
     let programs = tokens.iter().map(|&t| lower(config, plan, t, &mut memory)).collect::<Result<Vec<_>, _>>()?;
     // Every program lists every placement (the loader puts each once).
     let placements = memory.placed.placements;
-    Ok(programs.into_iter().map(|p| Program { placements: placements.clone(), ..p }).collect())
+    let rows = memory.sram.used_rows();
+    Ok((programs.into_iter().map(|p| Program { placements: placements.clone(), ..p }).collect(), rows))
 }
 
 /// What the programs of one model share: SRAM, the weights placed in it,

@@ -109,6 +109,8 @@ fn scheduled_matmuls_match_exact_arithmetic_for_every_kind_and_shape() {
         (320, 640, QuantKind::Int4, GroupSize::G64, 3),
         (100, 200, QuantKind::Int3, GroupSize::G32, 2),
         (64, 96, QuantKind::Q35, GroupSize::Channel, 1),
+        // 162 groups: a token's scalars take two vectors (160 groups each).
+        (40, 5184, QuantKind::Q35, GroupSize::G32, 2),
     ] {
         let data = random(&mut seed, n * k);
         let weight = QuantizedTensor::quantize("w", n, k, &data, kind, group).unwrap();

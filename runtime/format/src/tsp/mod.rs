@@ -10,4 +10,4 @@ pub mod program;
 pub mod tile;
 
 pub use config::{Delays, TspConfig};
-pub use program::{Elem, Form, Instr, Io, Op, Operand, ParseError, Placement, Program, RowFunction, Segment, Unit};
+pub use program::{scalar_vectors, Elem, Form, Instr, Io, Op, Operand, ParseError, Placement, Program, RowFunction, Segment, Unit};

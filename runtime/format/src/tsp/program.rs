@@ -6,7 +6,7 @@
 //! `--emit tsp` listing and the code object the simulator parses.
 //!
 //! ```text
-//! q35-tsp-program 1 lanes=320
+//! q35-tsp-program 2 lanes=320
 //! 0 MEM3 read addr=0 out=S8:i8@5x140
 //! 5 VXM1 dequant kind=q35 cols=320 in=S8:i8@0x140 out=S12:i8@144x320
 //! 149 MXM0 install buffer=0 in=S12:i8@0x320
@@ -20,7 +20,13 @@ use crate::QuantKind;
 use std::fmt;
 
 /// First line of every program.
-pub const PROGRAM_MAGIC: &str = "q35-tsp-program 1";
+pub const PROGRAM_MAGIC: &str = "q35-tsp-program 2";
+
+/// Scalar vectors a token's quantized row of `groups` groups takes: half
+/// a vector's lanes per group's pair of scalars.
+pub fn scalar_vectors(lanes: usize, groups: usize) -> usize {
+    groups.div_ceil(lanes / 2).max(1)
+}
 
 /// What a stream carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -139,16 +145,18 @@ pub enum Op {
     Install { buffer: u8 },
     /// VXM: quantizes each token's f32 activations (`width` wide, groups of
     /// `group`) to int8 per group: one int8 vector per lane-wide tile of
-    /// the row, and a vector of per-group scalars (lane g: fl32(sx/105),
-    /// lane groups + g: fl32(sx·Σx8)).
+    /// the row, and per token its scalar vectors: vector g / h (h =
+    /// lanes / 2, [`scalar_vectors`]) holds group g's fl32(sx/105) in lane
+    /// g % h and fl32(sx·Σx8) in lane h + g % h.
     Quantize { group: u16, width: u16 },
     /// MXM: each input int8 vector times the installed weights, once per
     /// segment (the vector's other lanes masked): int32 dot products, one
     /// output vector per (token, segment).
     Multiply { buffer: u8, segments: Vec<Segment> },
     /// VXM: acc + Σ_segments fl32(range_g·s_g)·D + min_g·t_g per token, with
-    /// per-segment (range, min) vectors and the tokens' scalar vectors;
-    /// `first`: no previous accumulator input.
+    /// per-segment (range, min) vectors and the tokens' scalar vectors
+    /// (each token's one vector that holds every segment's group; `groups`
+    /// in the row); `first`: no previous accumulator input.
     Accumulate { segments: Vec<Segment>, groups: u16, first: bool },
 }
 
@@ -594,6 +602,9 @@ impl std::str::FromStr for Program {
         let mut lines = text.lines().enumerate().skip_while(|(_, l)| l.starts_with("//") || l.starts_with(';'));
         let (first, header) = lines.next().ok_or_else(|| err(1, "empty program".into()))?;
         let err_first = |m: String| err(first + 1, m);
+        if header.starts_with("q35-tsp-program ") && !header.starts_with(PROGRAM_MAGIC) {
+            return Err(err_first(format!("`{header}` is another version of the program format than this q35-rt reads (`{PROGRAM_MAGIC}`): compile the model again with this q35c")));
+        }
         let lanes = header
             .strip_prefix(PROGRAM_MAGIC)
             .and_then(|rest| rest.trim().strip_prefix("lanes="))
@@ -633,7 +644,7 @@ mod tests {
 
     #[test]
     fn text_round_trips_and_errors_name_the_line() {
-        let text = "q35-tsp-program 1 lanes=320\n\
+        let text = "q35-tsp-program 2 lanes=320\n\
                     config {\"clock_mhz\":900.0}\n\
                     tokens 1\n\
                     place tile weight=w n0=0 k0=320 cols=256 at=3:7\n\
@@ -665,5 +676,16 @@ mod tests {
         assert!(bad.parse::<Program>().unwrap_err().to_string().starts_with("TSP program line 7: unknown placement `matrix`"));
         let bad = text.replace("S8:i8@5x140", "S8:u8@5x140");
         assert!(bad.parse::<Program>().unwrap_err().to_string().contains("is not S<stream>"));
+        let old = text.replace("q35-tsp-program 2", "q35-tsp-program 1");
+        assert!(old.parse::<Program>().unwrap_err().to_string().contains("another version of the program format"));
+    }
+
+    #[test]
+    fn scalar_vectors_hold_half_a_vector_of_groups() {
+        assert_eq!(scalar_vectors(320, 1), 1);
+        assert_eq!(scalar_vectors(320, 160), 1);
+        assert_eq!(scalar_vectors(320, 161), 2);
+        // Llama-2-70B's down_proj, K = 28672 in groups of 128.
+        assert_eq!(scalar_vectors(320, 224), 2);
     }
 }

@@ -15,7 +15,7 @@
 //! in the order written here.
 
 use q35_format::activations::quantize_activations;
-use q35_format::tsp::{tile::dequant_tile, Elem, Instr, Op, Operand, Program, Segment, TspConfig, Unit};
+use q35_format::tsp::{scalar_vectors, tile::dequant_tile, Elem, Instr, Op, Operand, Program, Segment, TspConfig, Unit};
 use std::collections::HashMap;
 
 use super::vxm;
@@ -473,9 +473,7 @@ impl Chip {
                 let (group, width) = (*group as usize, *width as usize);
                 let tiles = width.div_ceil(lanes);
                 let groups = width.div_ceil(group);
-                if 2 * groups > lanes {
-                    return Err(format!("{groups} groups need {} scalar lanes, a vector has {lanes}", 2 * groups));
-                }
+                let (half, vectors) = (lanes / 2, scalar_vectors(lanes, groups));
                 if inputs[0].len() % tiles != 0 {
                     return Err(format!("{} input vectors are not whole rows of {tiles}", inputs[0].len()));
                 }
@@ -487,16 +485,16 @@ impl Chip {
                     }
                     x.truncate(width);
                     let mut codes = vec![0i8; tiles * lanes];
-                    let mut scalars = vec![0f32; lanes];
+                    let mut scalars = vec![vec![0f32; lanes]; vectors];
                     for (g, chunk) in x.chunks(group).enumerate() {
                         let at = g * group;
                         let sx = quantize_activations(chunk, &mut codes[at..at + chunk.len()]);
                         let sum: i32 = codes[at..at + chunk.len()].iter().map(|&c| c as i32).sum();
-                        scalars[g] = sx / 105.0;
-                        scalars[groups + g] = sx * sum as f32;
+                        scalars[g / half][g % half] = sx / 105.0;
+                        scalars[g / half][half + g % half] = sx * sum as f32;
                     }
                     codes_out.push(codes);
-                    scalars_out.push(Vector::F32(scalars));
+                    scalars_out.extend(scalars.into_iter().map(Vector::F32));
                 }
                 // Codes tile by tile, each tile's tokens in order: one
                 // contiguous run per K tile for the matmuls that read it.
@@ -511,6 +509,11 @@ impl Chip {
                 if inputs[0].len() != tokens * nseg || inputs[1].len() != 2 * nseg {
                     return Err(format!("{} dot vectors and {} parameter vectors for {tokens} tokens of {nseg} segments", inputs[0].len(), inputs[1].len()));
                 }
+                let half = lanes / 2;
+                let vector = segments.first().map_or(0, |s| s.group as usize / half);
+                if segments.iter().any(|s| s.group as usize / half != vector) {
+                    return Err("the segments' groups lie in different scalar vectors".into());
+                }
                 let mut out = Vec::with_capacity(tokens);
                 for t in 0..tokens {
                     let scalars = f32s(&inputs[2][t])?;
@@ -522,7 +525,7 @@ impl Chip {
                         if g >= *groups as usize {
                             return Err(format!("segment group {g} of {groups}"));
                         }
-                        let (step, offset) = (scalars[g], scalars[*groups as usize + g]);
+                        let (step, offset) = (scalars[g % half], scalars[half + g % half]);
                         for n in 0..lanes {
                             acc[n] = acc[n] + (range[n] * step) * d[n] as f32 + min[n] * offset;
                         }

@@ -7,25 +7,30 @@
 //! where all of it fits.
 
 use q35_format::tsp::{Elem, Instr, Op, Operand, TspConfig, Unit};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// How far past its earliest cycle a chain is searched for.
 const SEARCH_LIMIT: u64 = 1 << 24;
 
-/// Busy intervals `[start, end)`, kept sorted by start.
+/// Busy intervals `[start, end)`, disjoint, by start (a tree: a big
+/// model's unit holds hundreds of thousands, taken out of order).
 #[derive(Default, Clone)]
-struct Intervals(Vec<(u64, u64)>);
+struct Intervals(BTreeMap<u64, u64>);
 
 impl Intervals {
     fn free(&self, start: u64, end: u64) -> bool {
-        // The first interval ending after `start` must begin at or after `end`.
-        let i = self.0.partition_point(|&(_, e)| e <= start);
-        self.0.get(i).is_none_or(|&(s, _)| s >= end)
+        self.blocked_until(start, end).is_none()
+    }
+
+    /// If `[start, end)` overlaps a busy interval, the end of one that it
+    /// overlaps: no window starting before that is free either. Disjoint,
+    /// so the last interval starting before `end` ends last among those.
+    fn blocked_until(&self, start: u64, end: u64) -> Option<u64> {
+        self.0.range(..end).next_back().map(|(_, &e)| e).filter(|&e| e > start)
     }
 
     fn take(&mut self, start: u64, end: u64) {
-        let i = self.0.partition_point(|&(s, _)| s < start);
-        self.0.insert(i, (start, end));
+        self.0.insert(start, end);
     }
 }
 
@@ -71,8 +76,10 @@ impl Reservations {
         }
     }
 
-    fn unit_free(&self, unit: Unit, port: u8, start: u64, end: u64) -> bool {
-        self.units.get(&(unit, port)).is_none_or(|i| i.free(start, end))
+    /// When `unit`'s `port` is busy over `[start, end)`: the end of a
+    /// reservation in the way.
+    fn unit_blocked(&self, unit: Unit, port: u8, start: u64, end: u64) -> Option<u64> {
+        self.units.get(&(unit, port)).and_then(|i| i.blocked_until(start, end))
     }
 
     /// A stream group (`elem.streams()` byte-streams from a multiple of
@@ -88,8 +95,9 @@ impl Reservations {
     }
 
     /// Places `chain` at cycle `t` if everything fits; returns the
-    /// instructions (not yet reserved).
-    fn try_place(&self, chain: &[Step], t: u64) -> Option<Vec<Instr>> {
+    /// instructions (not yet reserved), or the next cycle worth trying
+    /// (past a unit's reservation that no cycle before can avoid).
+    fn try_place(&self, chain: &[Step], t: u64) -> Result<Vec<Instr>, u64> {
         let mut placed: Vec<Instr> = Vec::with_capacity(chain.len());
         // Streams chosen so far in this chain: (first byte-stream, width, start, end).
         let mut taken: Vec<(u16, u16, u64, u64)> = Vec::new();
@@ -110,7 +118,7 @@ impl Reservations {
             let mut outputs = Vec::with_capacity(step.outputs.len());
             for &(elem, at, len) in &step.outputs {
                 let (start, end) = (issue + at, issue + at + len as u64);
-                let stream = self.free_stream(elem, start, end, &taken)?;
+                let stream = self.free_stream(elem, start, end, &taken).ok_or(t + 1)?;
                 taken.push((stream, elem.streams(), start, end));
                 outputs.push(Operand { stream, elem, at, len });
             }
@@ -118,15 +126,35 @@ impl Reservations {
             let (start, end) = (issue, instr.end());
             let p = port(&step.op);
             let clash = |unit: Unit| units_taken.iter().any(|&(u, q, a, e)| u == unit && q == p && a < end && start < e);
+            // The chain moves rigidly: a unit busy until e frees it for
+            // this step from t + (e - start) on.
+            let past = |e: u64| t + (e - start);
             instr.unit = match step.unit {
-                Unit::Vxm(_) => Unit::Vxm((0..self.vxm_alus).find(|&a| self.unit_free(Unit::Vxm(a), p, start, end) && !clash(Unit::Vxm(a)))?),
-                unit if self.unit_free(unit, p, start, end) && !clash(unit) => unit,
-                _ => return None,
+                Unit::Vxm(_) => {
+                    let mut next = u64::MAX;
+                    let free = (0..self.vxm_alus).find(|&a| match self.unit_blocked(Unit::Vxm(a), p, start, end) {
+                        Some(e) => {
+                            next = next.min(past(e));
+                            false
+                        }
+                        None if clash(Unit::Vxm(a)) => {
+                            next = t + 1;
+                            false
+                        }
+                        None => true,
+                    });
+                    Unit::Vxm(free.ok_or(next)?)
+                }
+                unit => match self.unit_blocked(unit, p, start, end) {
+                    Some(e) => return Err(past(e)),
+                    None if clash(unit) => return Err(t + 1),
+                    None => unit,
+                },
             };
             units_taken.push((instr.unit, p, start, end));
             placed.push(instr);
         }
-        Some(placed)
+        Ok(placed)
     }
 
     /// Places `chain` at the earliest cycle from `not_before` where it
@@ -138,19 +166,23 @@ impl Reservations {
                 let ops: Vec<String> = chain.iter().map(|s| format!("{} {:?}", s.unit, s.op)).collect();
                 return Err(format!("no cycle within {SEARCH_LIMIT} of {not_before} fits the chain [{}]", ops.join("; ")));
             }
-            if let Some(instrs) = self.try_place(chain, t) {
-                for instr in &instrs {
-                    self.units.entry((instr.unit, port(&instr.op))).or_default().take(instr.cycle, instr.end());
-                    for o in &instr.outputs {
-                        let (start, end) = o.cycles(instr.cycle);
-                        for b in o.stream..o.stream + o.elem.streams() {
-                            self.stream_use[b as usize].take(start, end);
-                        }
+            let instrs = match self.try_place(chain, t) {
+                Ok(instrs) => instrs,
+                Err(next) => {
+                    t = next.max(t + 1);
+                    continue;
+                }
+            };
+            for instr in &instrs {
+                self.units.entry((instr.unit, port(&instr.op))).or_default().take(instr.cycle, instr.end());
+                for o in &instr.outputs {
+                    let (start, end) = o.cycles(instr.cycle);
+                    for b in o.stream..o.stream + o.elem.streams() {
+                        self.stream_use[b as usize].take(start, end);
                     }
                 }
-                return Ok(instrs);
             }
-            t += 1;
+            return Ok(instrs);
         }
     }
 }

@@ -9,6 +9,7 @@
 //! rewritten as text. Weights never enter the IR (see DESIGN.md).
 
 pub mod calibration;
+pub mod capacity;
 pub mod codegen;
 pub mod driver;
 pub mod emit;

@@ -82,6 +82,29 @@ enum Command {
         /// The .q35 artifact.
         artifact: PathBuf,
     },
+    /// What a model needs of a target and how fast it would decode, from
+    /// its config.json alone (no weights): chips, SRAM per chip, cycles
+    /// and tokens a second (targets with a planner: tsp).
+    Plan {
+        /// The model's Hugging Face config.json.
+        #[arg(long)]
+        config: PathBuf,
+        /// The target to plan for.
+        #[arg(long, value_parser = target_parser())]
+        target: String,
+        /// KV cache rows (default: the model's context, at most 2048).
+        #[arg(long)]
+        context: Option<usize>,
+        /// How the matrices are stored (every matrix alike: the planner
+        /// has no weights to choose per matrix by).
+        #[arg(long, default_value = "q35", value_parser = parse_quant)]
+        quant: QuantKind,
+        #[arg(long, default_value = "128", value_parser = parse_group)]
+        group: GroupSize,
+        /// The figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a tiny deterministic random Llama model (model.safetensors,
     /// config.json, tokenizer.json) to DIR, for tests and quick trials.
     TinyModel {
@@ -206,7 +229,7 @@ fn chosen_target(args: &CompileArgs) -> Result<Option<&'static dyn q35_target::T
 
 /// Refuses an option of another target than `target` given on the
 /// command line.
-fn check_foreign_options(matches: &clap::ArgMatches, target: &dyn q35_target::Target) -> Result<()> {
+pub(crate) fn check_foreign_options(matches: &clap::ArgMatches, target: &dyn q35_target::Target) -> Result<()> {
     for other in crate::targets::REGISTRY.iter().filter(|t| t.name() != target.name()) {
         for option in other.args() {
             let id = option.arg.get_id().as_str();
@@ -453,11 +476,11 @@ fn parse_group(s: &str) -> Result<GroupSize, String> {
 /// Entry point of the `q35c` binary; returns the process exit code.
 pub fn main() -> i32 {
     use clap::{CommandFactory, FromArgMatches};
-    // The targets' own options join the driver's.
+    // The targets' own options join the driver's, and `plan`'s.
     let mut command = Cli::command();
     for target in crate::targets::REGISTRY {
         for option in target.args() {
-            command = command.arg(option.arg);
+            command = command.mut_subcommand("plan", |plan| plan.arg(option.arg.clone())).arg(option.arg);
         }
     }
     let matches = command.get_matches();
@@ -499,6 +522,12 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         };
         let path = front::testmodel::create_tiny_model(&output, spec)?;
         println!("{}", path.display());
+        return Ok(());
+    }
+    if let Some(Command::Plan { config, target, context, quant, group, json }) = &cli.command {
+        let matches = matches.subcommand_matches("plan").ok_or_else(|| anyhow::anyhow!("internal error: no `plan` arguments"))?;
+        let args = crate::capacity::PlanArgs { config, target, context: *context, quant: *quant, group: *group, json: *json };
+        print!("{}", crate::capacity::plan(&args, matches)?);
         return Ok(());
     }
     if let Some(Command::Verify { artifact }) = &cli.command {

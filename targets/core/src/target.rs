@@ -110,6 +110,20 @@ pub trait Backend {
         module: Module,
         check: &dyn Fn(&Plan) -> anyhow::Result<()>,
     ) -> anyhow::Result<CodeObject>;
+
+    /// What the model needs of the target and how fast it would run, from
+    /// its shape alone (`q35c plan`): `build(n)` emits the q35 module of
+    /// the model cut to n decoder layers (no weights); the model has
+    /// `layers`. A report, as JSON if `json`.
+    fn capacity<'c>(
+        &self,
+        _session: &mut Session<'c>,
+        _build: &mut dyn FnMut(usize) -> anyhow::Result<Module<'c>>,
+        _layers: usize,
+        _json: bool,
+    ) -> anyhow::Result<String> {
+        anyhow::bail!("this target has no capacity planner (q35c plan): compile the model and run it")
+    }
 }
 
 /// The `q35.plan` op of `module` (after `q35-lower-to-kernels`), read.

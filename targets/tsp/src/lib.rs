@@ -7,9 +7,11 @@
 //!
 //! [`model`] lowers the whole plan; [`matmul`] (coded matmuls with
 //! double-buffered weight installs) and [`rows`] (the VXM's row ops) build
-//! its chains; [`schedule`] places them. Not yet: a prefill program
-//! (prompts run a token at a time), multi-chip partitioning (issue #15).
+//! its chains; [`schedule`] places them; [`capacity`] says how many
+//! chips a model takes and how fast it decodes, from its shape alone.
+//! Not yet: programs for several chips (issue #15).
 
+pub mod capacity;
 pub mod matmul;
 pub mod model;
 pub mod rows;
@@ -89,8 +91,7 @@ impl Tsp {
     /// `max_tokens` a run (prefill of a full chunk), one after the other
     /// in the text.
     fn program(&self, session: &mut Session, module: &mut Module) -> anyhow::Result<(Plan, String)> {
-        pipeline::run(session.q35, module, session.passes, &pipeline::parse("q35-lower-to-kernels")?, session.run, session.timings)?;
-        let plan = read_plan(module).map_err(|e| anyhow!("internal error: {e}"))?;
+        let plan = planned(session, module)?;
         let started = std::time::Instant::now();
         // A chunk's widest activation (the logits) must fit one MEM slice.
         let lanes = self.config.lanes() as u64;
@@ -105,6 +106,13 @@ impl Tsp {
         session.timings.record("TSP schedule", started.elapsed());
         Ok((plan, text))
     }
+}
+
+/// `module` through the shared planning pass (unfused: the TSP runs
+/// epilogues as VXM row ops), and its plan.
+fn planned(session: &mut Session, module: &mut Module) -> anyhow::Result<Plan> {
+    pipeline::run(session.q35, module, session.passes, &pipeline::parse("q35-lower-to-kernels")?, session.run, session.timings)?;
+    read_plan(module).map_err(|e| anyhow!("internal error: {e}"))
 }
 
 impl Backend for Tsp {
@@ -141,6 +149,18 @@ impl Backend for Tsp {
             // Matmuls take int8 activations per group, as the CPU's integer path.
             activations: "int8",
         })
+    }
+
+    fn capacity<'c>(&self, session: &mut Session<'c>, build: &mut dyn FnMut(usize) -> anyhow::Result<Module<'c>>, layers: usize, json: bool) -> anyhow::Result<String> {
+        let mut plans = Vec::new();
+        for n in [1, 2] {
+            let mut module = build(n)?;
+            plans.push(planned(session, &mut module)?);
+        }
+        let started = std::time::Instant::now();
+        let capacity = capacity::capacity(&self.config, &plans[0], &plans[1], layers).map_err(|e| anyhow!("the tsp target: {e}"))?;
+        session.timings.record("TSP schedule (1 and 2 layers)", started.elapsed());
+        Ok(if json { capacity.to_json() + "\n" } else { capacity.to_string() })
     }
 }
 

@@ -34,6 +34,24 @@ pub fn lower_measured(config: &TspConfig, plan: &Plan, tokens: &[u32]) -> Result
     Ok((programs.into_iter().map(|p| Program { placements: placements.clone(), ..p }).collect(), rows))
 }
 
+/// Each KV cache's row width, from the kv_update that writes it.
+pub fn kv_widths(plan: &Plan) -> HashMap<&str, usize> {
+    let mut widths = HashMap::new();
+    for d in &plan.dispatches {
+        if let Some(KernelSpec::KvUpdate(s)) = plan.kernels.get(&d.kernel) {
+            for cache in d.buffers.get(2..4).unwrap_or_default() {
+                widths.insert(cache.as_str(), s.num_kv_heads * s.head_dim);
+            }
+        }
+    }
+    widths
+}
+
+/// How many of a dispatch's buffers (the last ones) it writes.
+pub fn written_buffers(spec: Option<&KernelSpec>) -> usize {
+    if matches!(spec, Some(KernelSpec::KvUpdate(_))) { 2 } else { 1 }
+}
+
 /// What the programs of one model share: SRAM, the weights placed in it,
 /// the KV caches and the index vectors.
 struct Memory {
@@ -50,15 +68,7 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> R
         return Err(format!("{tokens} tokens a run: a position vector holds 1 to {lanes}"));
     }
     let tiles = |width: usize| width.div_ceil(lanes) as u32;
-    // KV width per cache, from the attention kernels that use it.
-    let mut kv_width: HashMap<&str, usize> = HashMap::new();
-    for d in &plan.dispatches {
-        if let Some(KernelSpec::KvUpdate(s)) = plan.kernels.get(&d.kernel) {
-            for cache in &d.buffers[2..4] {
-                kv_width.insert(cache.as_str(), s.num_kv_heads * s.head_dim);
-            }
-        }
-    }
+    let kv_width = kv_widths(plan);
     let mut at: HashMap<String, (usize, u32)> = HashMap::new();
     let mut io = Vec::new();
     for b in &plan.buffers {
@@ -118,7 +128,7 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> R
         dispatches.push(instrs.len());
         // A dispatch starts when its inputs are written and what it
         // writes is no longer read: dispatches overlap where they can.
-        let writes = if matches!(plan.kernels.get(&d.kernel), Some(KernelSpec::KvUpdate(_))) { 2 } else { 1 };
+        let writes = written_buffers(plan.kernels.get(&d.kernel));
         let (reads, outs) = d.buffers.split_at(d.buffers.len().saturating_sub(writes));
         let start = reads.iter().filter_map(|b| written.get(b.as_str())).chain(outs.iter().filter_map(|b| used.get(b.as_str()))).copied().max().unwrap_or(0);
         let first = instrs.len();

@@ -71,10 +71,15 @@ impl TinyModel {
     /// Compiles the model for the TSP target (the default machine
     /// description) and writes `NAME.tsp.q35`.
     pub fn compile_tsp(&self, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<PathBuf> {
+        self.compile_tsp_for(quant, group, max_tokens, &Default::default())
+    }
+
+    /// As [`TinyModel::compile_tsp`], for the machine `config` describes.
+    pub fn compile_tsp_for(&self, quant: QuantKind, group: GroupSize, max_tokens: usize, config: &q35_format::tsp::TspConfig) -> Result<PathBuf> {
         let bytes = compile_for_backend(&self.model, quant, group, max_tokens, |_| {}, |options| {
-            Box::new(q35_target_tsp::Tsp { config: Default::default(), context_length: options.emit.context_length, max_tokens: options.max_tokens })
+            Box::new(q35_target_tsp::Tsp { config: config.clone(), context_length: options.emit.context_length, max_tokens: options.max_tokens })
         })?;
-        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}.tsp.q35"));
+        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}-{}.tsp.q35", config.sram_bytes));
         std::fs::write(&path, bytes)?;
         Ok(path)
     }

@@ -60,6 +60,32 @@ fn the_simulated_program_matches_the_reference_and_the_cpu_integer_path() {
     }
 }
 
+/// A machine too small for the model: q35c lays it over a pipeline of
+/// chips, each passing the activations live at its cut to the next over
+/// the link, and the simulated chips give the one chip's logits bit for
+/// bit (the arithmetic is the same; only where it runs differs).
+#[test]
+fn a_model_too_big_for_a_chip_runs_on_a_pipeline_with_the_same_logits() {
+    let tiny = TinyModel::new().unwrap();
+    let one = tiny.compile_tsp(QuantKind::Q35, GroupSize::G32, 16).unwrap();
+    let small = q35_format::tsp::TspConfig { mem_slices: 16, sram_bytes: 16 * 320 * 512, ..Default::default() };
+    let pipeline = tiny.compile_tsp_for(QuantKind::Q35, GroupSize::G32, 16, &small).unwrap();
+    let mut one = Session::load(&one, 1).unwrap();
+    let mut pipeline = Session::load(&pipeline, 1).unwrap();
+    let chips = pipeline.simulated().unwrap().chips;
+    assert!(chips >= 2 && pipeline.backend().contains(&format!("{chips} chips in a pipeline")), "{}", pipeline.backend());
+    // A prefill chunk (16 tokens a run), then single tokens.
+    let prompt: Vec<u32> = (0..20).map(|i| (i * 37 + 5) % 264).collect();
+    let a = one.forward(&prompt, 0).unwrap().to_vec();
+    let b = pipeline.forward(&prompt, 0).unwrap().to_vec();
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "the pipeline's logits differ from one chip's");
+    assert_eq!(greedy(&mut one, 8), greedy(&mut pipeline, 8));
+    let mut reference = reference_for(&tiny.compile_tsp_for(QuantKind::Q35, GroupSize::G32, 16, &small).unwrap()).unwrap();
+    pipeline.reset();
+    let report = compare(&mut pipeline, &mut reference, &PROMPT, 4).unwrap();
+    assert!(report.relative_error() <= BOUND && report.top1_agreement == report.rows, "{report:?}");
+}
+
 /// The program is the artifact's text: a corrupted instruction is refused
 /// when the artifact loads, naming the line.
 #[test]

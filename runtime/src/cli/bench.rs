@@ -187,10 +187,14 @@ fn simulated(session: &mut q35_rt::Session, prompt: &[u32], decode: &[u32], json
         "percent_of_install_bound": 100.0 * bound / cycles,
         "mxm_busy_percent": 100.0 * mxm,
         "simulation_seconds_per_token": wall / (prompt.len() + decode.len()) as f64,
+        "chips": after.chips,
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        if after.chips > 1 {
+            println!("chips: {} in a pipeline (a run's cycles: from its start on the first chip to the last chip's end; install bound and MXM share over all chips)", after.chips);
+        }
         println!("decode: {cycles:.0} cycles per token, {:.1} tok/s at {:.0} MHz", after.clock_hz / cycles, after.clock_hz / 1e6);
         println!("install bound: {bound:.0} cycles per token ({:.1} % of it reached)", 100.0 * bound / cycles);
         println!("MXM busy: {:.1} %", 100.0 * mxm);

@@ -99,6 +99,8 @@ pub struct Simulated {
     /// Cycles the MXM planes multiplied, summed over planes, and the planes.
     pub mxm_busy: u64,
     pub mxm_planes: usize,
+    /// Chips of the pipeline the program runs on.
+    pub chips: usize,
 }
 
 /// What a target's loader gets besides the artifact.

@@ -25,10 +25,9 @@
 //! - host transfers (the token in, the logits out over PCIe) are not
 //!   counted.
 
-use crate::model::{self, kv_widths, written_buffers};
+use crate::model::{self, kv_widths, live_across};
 use q35_format::tsp::{Op, Program, TspConfig};
 use q35_target::Plan;
-use std::collections::HashMap;
 use std::fmt;
 
 /// One decode program of a plan, scheduled.
@@ -43,8 +42,8 @@ pub struct Measure {
     pub kv_rows: u64,
 }
 
-/// Schedules `plan`'s decode program on `config`'s chip, or on one with
-/// as many times its MEM slices as it takes to hold the plan.
+/// Schedules `plan`'s decode program on `config`'s chip, or on a roomier
+/// one ([`model::on_roomy_chip`]).
 pub fn measure(config: &TspConfig, plan: &Plan) -> Result<Measure, String> {
     let lanes = config.lanes();
     let kv_rows = kv_widths(plan)
@@ -56,30 +55,11 @@ pub fn measure(config: &TspConfig, plan: &Plan) -> Result<Measure, String> {
                 .map(|b| 4 * width.div_ceil(lanes) as u64 * (b.width / width) as u64)
         })
         .sum();
-    let mut grow = 1;
-    loop {
-        // More slices, and longer ones: a big model's KV cache of one
-        // layer outgrows a MEM slice (striping it is not built).
-        let roomy = TspConfig {
-            mem_slices: config.mem_slices * grow,
-            sram_bytes: config.sram_bytes * (grow * grow) as u64,
-            ..config.clone()
-        };
-        match model::lower_measured(&roomy, plan, &[1]) {
-            Ok((programs, sram_rows)) => {
-                let program = &programs[0];
-                return Ok(Measure {
-                    cycles: program.cycles(),
-                    installed_vectors: installed_vectors(program),
-                    sram_rows,
-                    kv_rows,
-                });
-            }
-            // Every SRAM shortfall names "SRAM rows" (matmul::Sram).
-            Err(e) if e.contains("SRAM rows") && grow < 1 << 12 => grow *= 2,
-            Err(e) => return Err(e),
-        }
-    }
+    model::on_roomy_chip(config, |roomy| {
+        let (programs, sram_rows) = model::lower_measured(roomy, plan, &[1])?;
+        let program = &programs[0];
+        Ok(Measure { cycles: program.cycles(), installed_vectors: installed_vectors(program), sram_rows, kv_rows })
+    })
 }
 
 /// Weight vectors the program installs into the MXM planes.
@@ -96,51 +76,11 @@ fn installed_vectors(program: &Program) -> u64 {
 /// dispatches, or inside a matmul (its input, its partial output and what
 /// else is live): what a chip boundary there must carry.
 pub fn widest_cut(plan: &Plan) -> u64 {
-    let activation = |name: &str| {
-        plan.buffers
-            .iter()
-            .find(|b| b.name == name && matches!(b.role.as_str(), "activation" | "output"))
-            .map(|b| 4 * b.width as u64)
-    };
-    // Per buffer: its accesses in order, true for a write.
-    let mut accesses: HashMap<&str, Vec<(usize, bool)>> = HashMap::new();
-    for (i, d) in plan.dispatches.iter().enumerate() {
-        let writes = written_buffers(plan.kernels.get(&d.kernel));
-        let split = d.buffers.len().saturating_sub(writes);
-        for (j, b) in d.buffers.iter().enumerate() {
-            accesses
-                .entry(b.as_str())
-                .or_default()
-                .push((i, j >= split));
-        }
-    }
-    // Live across the cut after dispatch `i`: written before, and read
-    // after before it is written again.
-    let live = |i: usize| -> u64 {
-        accesses
-            .iter()
-            .filter(|(_, a)| {
-                a.iter().any(|&(at, w)| w && at <= i)
-                    && a.iter().find(|&&(at, _)| at > i).is_some_and(|&(_, w)| !w)
-            })
-            .filter_map(|(name, _)| activation(name))
-            .sum()
-    };
-    let between = (0..plan.dispatches.len()).map(live);
-    let inside = plan
-        .dispatches
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| {
-            matches!(
-                plan.kernels.get(&d.kernel),
-                Some(q35_target::KernelSpec::Matmul(_))
-            )
-        })
-        .map(|(i, d)| {
-            let before = if i == 0 { 0 } else { live(i - 1) };
-            before + d.buffers.last().and_then(|y| activation(y)).unwrap_or(0)
-        });
+    let width = |name: &str| plan.buffers.iter().find(|b| b.name == name).map_or(0, |b| 4 * b.width as u64);
+    let live = |at: usize| live_across(plan, at).into_iter().map(width).sum::<u64>();
+    let between = (1..plan.dispatches.len()).map(live);
+    // Inside a matmul split by rows: what is live before it, and its output.
+    let inside = plan.dispatches.iter().enumerate().filter(|(_, d)| matches!(plan.kernels.get(&d.kernel), Some(q35_target::KernelSpec::Matmul(_)))).map(|(i, d)| live(i) + d.buffers.last().map_or(0, |y| width(y)));
     between.chain(inside).max().unwrap_or(0)
 }
 

@@ -7,9 +7,10 @@
 //!
 //! [`model`] lowers the whole plan; [`matmul`] (coded matmuls with
 //! double-buffered weight installs) and [`rows`] (the VXM's row ops) build
-//! its chains; [`schedule`] places them; [`capacity`] says how many
-//! chips a model takes and how fast it decodes, from its shape alone.
-//! Not yet: programs for several chips (issue #15).
+//! its chains; [`schedule`] places them; a plan one chip cannot hold runs
+//! on a pipeline of chips passing activations over their links;
+//! [`capacity`] says how many chips a model takes and how fast it
+//! decodes, from its shape alone.
 
 pub mod capacity;
 pub mod matmul;

@@ -116,7 +116,7 @@ impl Sram {
                 return Ok((slice, row));
             }
         }
-        Err(format!("{rows} SRAM rows of {} bytes do not fit any MEM slice ({} rows each, the chip's SRAM is full there): a smaller --context, or more chips (not built yet)", self.lanes, self.capacity))
+        Err(format!("{rows} SRAM rows of {} bytes do not fit any MEM slice ({} rows each, the chip's SRAM is full there): a smaller --context, or a description with more SRAM a chip", self.lanes, self.capacity))
     }
 
     /// `rows` rows striped over whole free slices in a row, for a table too

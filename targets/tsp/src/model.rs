@@ -9,29 +9,167 @@
 //! - weights, placed where first used: a matmul's tiles and group
 //!   parameters, the embedding's rows stored whole (gathered by token id),
 //!   a norm's gain as f32 vectors.
+//!
+//! A plan too big for one chip is cut into runs of dispatches, one a chip
+//! of a pipeline (balanced by the SRAM each places; the fewest chips that
+//! hold it): each chip allocates only what its dispatches use, receives
+//! the activations live at its cut from the previous chip's link and
+//! sends those live at the next. All chips count cycles from the run's
+//! start, so a chip's weight installs overlap the chips before it.
 
 use crate::matmul::{self, Activations, Matrix, Placed, Planes, Sram};
 use crate::rows::{self, Sink, Source};
-use crate::schedule::Reservations;
-use q35_format::tsp::{tile, Elem, Form, Instr, Io, Op, Program, RowFunction, TspConfig};
+use crate::schedule::{Input, Reservations, Step};
+use q35_format::tsp::{tile, Elem, Form, Instr, Io, Op, Program, RowFunction, TspConfig, Unit};
 use q35_target::{Epilogue, KernelSpec, Plan, RowOp};
 use std::collections::HashMap;
 
 /// The programs for `plan` on `config`, one per entry of `tokens` (tokens
 /// a run), sharing the weights and the KV caches in SRAM; each has its own
-/// activations.
+/// activations. A plan one chip cannot hold runs on a pipeline of chips
+/// (`chip c of n` in each program), each chip's programs in turn.
 pub fn lower_all(config: &TspConfig, plan: &Plan, tokens: &[u32]) -> Result<Vec<Program>, String> {
-    lower_measured(config, plan, tokens).map(|(programs, _)| programs)
+    match lower_measured(config, plan, tokens) {
+        Err(why) if is_shortfall(&why) => lower_pipeline(config, plan, tokens, why),
+        other => other.map(|(programs, _)| programs),
+    }
 }
 
-/// [`lower_all`], and the SRAM rows the programs take, all slices together.
+/// Most chips of a pipeline q35c lays a model over.
+pub const MAX_CHIPS: usize = 64;
+
+/// Whether `error` says the SRAM is full (every shortfall names "SRAM rows").
+pub fn is_shortfall(error: &str) -> bool {
+    error.contains("SRAM rows")
+}
+
+/// [`lower_all`] on one chip, and the SRAM rows the programs take, all
+/// slices together.
 pub fn lower_measured(config: &TspConfig, plan: &Plan, tokens: &[u32]) -> Result<(Vec<Program>, u64), String> {
-    let mut memory = Memory { sram: Sram::new(config), placed: Placed::default(), shared: HashMap::new() };
-    let programs = tokens.iter().map(|&t| lower(config, plan, t, &mut memory)).collect::<Result<Vec<_>, _>>()?;
+    let mut memory = Memory::new(config);
+    let whole = Part::whole(plan);
+    let programs = tokens.iter().map(|&t| lower(config, plan, t, &mut memory, &whole).map(|(p, _)| p)).collect::<Result<Vec<_>, _>>()?;
     // Every program lists every placement (the loader puts each once).
     let placements = memory.placed.placements;
     let rows = memory.sram.used_rows();
     Ok((programs.into_iter().map(|p| Program { placements: placements.clone(), ..p }).collect(), rows))
+}
+
+/// `lower` on `config`'s chip, or on one with as many times its MEM
+/// slices (and as many times longer ones) as it takes to hold the plan.
+pub fn on_roomy_chip<T>(config: &TspConfig, lower: impl Fn(&TspConfig) -> Result<T, String>) -> Result<T, String> {
+    let mut grow = 1;
+    loop {
+        let roomy = TspConfig { mem_slices: config.mem_slices * grow, sram_bytes: config.sram_bytes * (grow * grow) as u64, ..config.clone() };
+        match lower(&roomy) {
+            Err(e) if is_shortfall(&e) && grow < 1 << 12 => grow *= 2,
+            other => return other,
+        }
+    }
+}
+
+/// The plan over the fewest chips that hold it (at most [`MAX_CHIPS`]),
+/// in contiguous runs of dispatches balanced by the SRAM each places.
+fn lower_pipeline(config: &TspConfig, plan: &Plan, tokens: &[u32], why: String) -> Result<Vec<Program>, String> {
+    // Each dispatch's SRAM as one roomy chip places it.
+    let marks = on_roomy_chip(config, |roomy| {
+        let mut memory = Memory::new(roomy);
+        lower(roomy, plan, tokens[0], &mut memory, &Part::whole(plan))?;
+        Ok(memory.marks)
+    })?;
+    let costs: Vec<u64> = marks.windows(2).map(|w| w[1] - w[0]).collect();
+    let chip_rows = config.rows_per_slice() * config.mem_slices as u64;
+    let mut last = why;
+    for chips in (marks.last().copied().unwrap_or(0).div_ceil(chip_rows) as usize).max(2)..=MAX_CHIPS.min(plan.dispatches.len()) {
+        match lower_chips(config, plan, tokens, &balanced(&costs, chips)) {
+            Err(e) if is_shortfall(&e) => last = e,
+            other => return other,
+        }
+    }
+    Err(format!("{last} (over up to {MAX_CHIPS} chips in a pipeline too)"))
+}
+
+/// `chips` contiguous runs of dispatches, each about as costly.
+fn balanced(costs: &[u64], chips: usize) -> Vec<std::ops::Range<usize>> {
+    let total: u64 = costs.iter().sum::<u64>().max(1);
+    let mut ranges = Vec::with_capacity(chips);
+    let (mut start, mut sum) = (0, 0);
+    for (i, &cost) in costs.iter().enumerate() {
+        sum += cost;
+        let left = costs.len() - i - 1;
+        let wanted = chips - ranges.len() - 1;
+        // Cut where the running share is reached, keeping a dispatch for
+        // every chip still to come.
+        if wanted > 0 && left >= wanted && (sum * chips as u64 >= total * (ranges.len() as u64 + 1) || left == wanted) {
+            ranges.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    ranges.push(start..costs.len());
+    ranges
+}
+
+/// The programs of each chip of a pipeline running `ranges` of the plan's
+/// dispatches, chip by chip; each token count's programs pass the
+/// activations live at each cut to the next chip.
+fn lower_chips(config: &TspConfig, plan: &Plan, tokens: &[u32], ranges: &[std::ops::Range<usize>]) -> Result<Vec<Program>, String> {
+    let chips = ranges.len();
+    let mut memories: Vec<Memory> = (0..chips).map(|_| Memory::new(config)).collect();
+    let mut programs: Vec<Vec<Program>> = (0..chips).map(|_| Vec::new()).collect();
+    for &t in tokens {
+        let mut incoming = Vec::new();
+        for (c, range) in ranges.iter().enumerate() {
+            let outgoing = if c + 1 < chips { live_across(plan, range.end) } else { Vec::new() };
+            let part = Part { chip: c as u32, chips: chips as u32, dispatches: range.clone(), incoming, outgoing: outgoing.clone() };
+            let (program, arrivals) = lower(config, plan, t, &mut memories[c], &part).map_err(|e| format!("chip {c} of {chips}: {e}"))?;
+            programs[c].push(program);
+            incoming = outgoing.into_iter().zip(arrivals).collect();
+        }
+    }
+    Ok(programs
+        .into_iter()
+        .zip(memories)
+        .flat_map(|(chip, memory)| {
+            let placements = memory.placed.placements;
+            chip.into_iter().map(move |p| Program { placements: placements.clone(), ..p })
+        })
+        .collect())
+}
+
+/// The activations live across the cut before dispatch `at`: written
+/// before it and read after it before they are written again; in the
+/// plan's buffer order.
+pub fn live_across(plan: &Plan, at: usize) -> Vec<&str> {
+    let mut accesses: HashMap<&str, Vec<(usize, bool)>> = HashMap::new();
+    for (i, d) in plan.dispatches.iter().enumerate() {
+        let split = d.buffers.len().saturating_sub(written_buffers(plan.kernels.get(&d.kernel)));
+        for (j, b) in d.buffers.iter().enumerate() {
+            accesses.entry(b.as_str()).or_default().push((i, j >= split));
+        }
+    }
+    plan.buffers
+        .iter()
+        .filter(|b| matches!(b.role.as_str(), "activation" | "output"))
+        .map(|b| b.name.as_str())
+        .filter(|name| accesses.get(name).is_some_and(|a| a.iter().any(|&(i, w)| w && i < at) && a.iter().find(|&&(i, _)| i >= at).is_some_and(|&(_, w)| !w)))
+        .collect()
+}
+
+/// The share of a plan one chip runs: its dispatches, and the activations
+/// it receives from the previous chip (in the order sent, with each
+/// vector's arrival cycle) and sends to the next.
+struct Part<'p> {
+    chip: u32,
+    chips: u32,
+    dispatches: std::ops::Range<usize>,
+    incoming: Vec<(&'p str, Vec<u64>)>,
+    outgoing: Vec<&'p str>,
+}
+
+impl<'p> Part<'p> {
+    fn whole(plan: &Plan) -> Self {
+        Part { chip: 0, chips: 1, dispatches: 0..plan.dispatches.len(), incoming: Vec::new(), outgoing: Vec::new() }
+    }
 }
 
 /// Each KV cache's row width, from the kv_update that writes it.
@@ -52,17 +190,26 @@ pub fn written_buffers(spec: Option<&KernelSpec>) -> usize {
     if matches!(spec, Some(KernelSpec::KvUpdate(_))) { 2 } else { 1 }
 }
 
-/// What the programs of one model share: SRAM, the weights placed in it,
-/// the KV caches and the index vectors.
+/// What the programs of one chip share: SRAM, the weights placed in it,
+/// the KV caches and the index vectors; and the SRAM rows in use before
+/// the first dispatch and after each.
 struct Memory {
     sram: Sram,
     placed: Placed,
     shared: HashMap<String, (usize, u32)>,
+    marks: Vec<u64>,
 }
 
-/// The program for `plan` on `config`, `tokens` tokens a run.
-fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> Result<Program, String> {
-    let Memory { sram, placed, shared } = memory;
+impl Memory {
+    fn new(config: &TspConfig) -> Self {
+        Memory { sram: Sram::new(config), placed: Placed::default(), shared: HashMap::new(), marks: Vec::new() }
+    }
+}
+
+/// The program for `part` of `plan` on `config`, `tokens` tokens a run,
+/// and the arrival cycles of the vectors of each activation it sends.
+fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory, part: &Part) -> Result<(Program, Vec<Vec<u64>>), String> {
+    let Memory { sram, placed, shared, marks } = memory;
     let lanes = config.lanes();
     if tokens == 0 || tokens as usize > lanes {
         return Err(format!("{tokens} tokens a run: a position vector holds 1 to {lanes}"));
@@ -71,7 +218,9 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> R
     let kv_width = kv_widths(plan);
     let mut at: HashMap<String, (usize, u32)> = HashMap::new();
     let mut io = Vec::new();
-    for b in &plan.buffers {
+    let own = &plan.dispatches[part.dispatches.clone()];
+    let needed = |name: &str| part.chips == 1 || own.iter().any(|d| d.buffers.iter().any(|b| b == name)) || part.incoming.iter().any(|(b, _)| *b == name) || part.outgoing.contains(&name);
+    for b in plan.buffers.iter().filter(|b| needed(&b.name)) {
         let rows = match b.role.as_str() {
             "input" => 4,
             "activation" | "output" => 4 * tokens * tiles(b.width),
@@ -121,10 +270,31 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> R
     let mut written: HashMap<&str, u64> = HashMap::new();
     let mut used: HashMap<&str, u64> = HashMap::new();
     let f32_rows = |slice: usize, addr: u32, len: u32| Source::Rows { slice, addr, stride: 0, elem: Elem::F32, len };
-    let positions = find("positions")?;
-    let position_source = Source::Rows { slice: positions.0, addr: positions.1, stride: 0, elem: Elem::I32, len: 1 };
-    let mut dispatches = Vec::with_capacity(plan.dispatches.len());
-    for d in &plan.dispatches {
+    let positions = find("positions");
+    let position_source = positions.clone().map(|p| Source::Rows { slice: p.0, addr: p.1, stride: 0, elem: Elem::I32, len: 1 });
+    // What the previous chip sends: each activation from the link into its
+    // SRAM, in the order sent, once its vectors have arrived.
+    let f32_vectors = |name: &str| plan.buffers.iter().find(|b| b.name == name).map_or(0, |b| tokens * tiles(b.width));
+    let mut link = 0;
+    for (name, arrivals) in &part.incoming {
+        let place = find(name)?;
+        let len = f32_vectors(name);
+        if arrivals.len() != len as usize {
+            return Err(format!("internal error: {} vectors of `{name}` sent, {len} expected", arrivals.len()));
+        }
+        let not_before = arrivals.iter().enumerate().map(|(v, &a)| a.saturating_sub(v as u64)).max().unwrap_or(0).max(link);
+        let chain = [
+            Step { unit: Unit::Link(0), offset: 0, op: Op::Recv, inputs: vec![], outputs: vec![(Elem::F32, 0, len)] },
+            Step { unit: Unit::Mem(place.0 as u16), offset: 0, op: Op::Write { addr: place.1, stride: 0 }, inputs: vec![Input { from: (0, 0), at: 0 }], outputs: vec![] },
+        ];
+        let chain = reservations.place(&chain, not_before)?;
+        link = chain[0].end();
+        written.insert(name, chain.iter().map(Instr::end).max().unwrap_or(link));
+        instrs.extend(chain);
+    }
+    marks.push(sram.used_rows());
+    let mut dispatches = Vec::with_capacity(part.dispatches.len());
+    for d in own {
         dispatches.push(instrs.len());
         // A dispatch starts when its inputs are written and what it
         // writes is no longer read: dispatches overlap where they can.
@@ -201,7 +371,7 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> R
                 let x = buffer(0)?;
                 row_op(
                     Op::Rope { width: width as u32, head_dim: head_dim as u32, theta },
-                    &[f32_rows(x.0, x.1, tokens * tiles(width)), position_source],
+                    &[f32_rows(x.0, x.1, tokens * tiles(width)), position_source.clone()?],
                     width,
                     out_sink(2)?,
                     &mut reservations,
@@ -219,7 +389,7 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> R
                         Op::Elementwise { function: RowFunction::Copy, width: kv as u32 },
                         &[f32_rows(x.0, x.1, tokens * per)],
                         kv,
-                        Sink::Scattered { index: positions, slice: c.0, addr: c.1, stride: 4 * per, per: per as u16 },
+                        Sink::Scattered { index: positions.clone()?, slice: c.0, addr: c.1, stride: 4 * per, per: per as u16 },
                         &mut reservations,
                         &mut end,
                         &mut instrs,
@@ -232,7 +402,7 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> R
                 let cached = s.context as u32 * tiles(kvw);
                 row_op(
                     Op::Attention { heads: s.num_heads as u16, kv_heads: s.num_kv_heads as u16, head_dim: s.head_dim as u16, context: s.context as u32 },
-                    &[f32_rows(q.0, q.1, tokens * tiles(qw)), f32_rows(kc.0, kc.1, cached), f32_rows(vc.0, vc.1, cached), position_source],
+                    &[f32_rows(q.0, q.1, tokens * tiles(qw)), f32_rows(kc.0, kc.1, cached), f32_rows(vc.0, vc.1, cached), position_source.clone()?],
                     qw,
                     out_sink(3)?,
                     &mut reservations,
@@ -250,8 +420,35 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> R
             let entry = used.entry(b.as_str()).or_insert(0);
             *entry = (*entry).max(done);
         }
+        marks.push(sram.used_rows());
     }
-    Ok(Program {
+    // What the next chip needs: each live activation from SRAM onto the
+    // link once written, one after another, with the cycle each vector
+    // arrives there (the link's model: `Op::Send`).
+    let per_vector = (4 * lanes as u64).div_ceil(config.link_bytes_per_cycle as u64);
+    let (mut after, mut link_free) = (0, 0);
+    let mut arrivals = Vec::with_capacity(part.outgoing.len());
+    for &name in &part.outgoing {
+        let place = find(name)?;
+        let len = f32_vectors(name);
+        let chain = [
+            Step { unit: Unit::Mem(place.0 as u16), offset: 0, op: Op::Read { addr: place.1, stride: 0 }, inputs: vec![], outputs: vec![(Elem::F32, config.delays.mem_read, len)] },
+            Step { unit: Unit::Link(0), offset: config.delays.mem_read, op: Op::Send, inputs: vec![Input { from: (0, 0), at: 0 }], outputs: vec![] },
+        ];
+        let chain = reservations.place(&chain, written.get(name).copied().unwrap_or(0).max(after))?;
+        let taken = chain[1].cycle;
+        after = taken + len as u64;
+        arrivals.push(
+            (0..len as u64)
+                .map(|v| {
+                    link_free = (taken + v).max(link_free) + per_vector;
+                    link_free + config.link_latency
+                })
+                .collect(),
+        );
+        instrs.extend(chain);
+    }
+    let program = Program {
         lanes,
         config: Some(config.to_json()),
         placements: Vec::new(),
@@ -259,5 +456,9 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory) -> R
         tokens,
         instrs,
         dispatches,
-    })
+        chip: part.chip,
+        chips: part.chips,
+        first_dispatch: part.dispatches.start,
+    };
+    Ok((program, arrivals))
 }

@@ -63,7 +63,7 @@ pub struct Input {
 }
 
 fn port(op: &Op) -> u8 {
-    matches!(op, Op::Install { .. }) as u8
+    matches!(op, Op::Install { .. } | Op::Recv) as u8
 }
 
 impl Reservations {

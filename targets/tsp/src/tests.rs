@@ -34,7 +34,7 @@ fn run(config: &TspConfig, weight: &QuantizedTensor, x: &[f32], tokens: usize) -
     let activations = Activations { x: xs, y: ys };
     let matrix = Matrix { name: "w".into(), rows: n, cols: k, kind: weight.kind(), group: weight.group() };
     let (instrs, _) = schedule(config, &matrix, tokens, activations, &mut sram, &mut placed, &mut reservations, &mut Planes::new(config), 0).unwrap();
-    let program = Program { lanes, config: None, placements: placed.placements, io: Vec::new(), tokens: tokens as u32, instrs, dispatches: Vec::new() };
+    let program = Program { lanes, config: None, placements: placed.placements, io: Vec::new(), tokens: tokens as u32, instrs, dispatches: Vec::new(), chip: 0, chips: 1, first_dispatch: 0 };
     // What runs is the text.
     let parsed: Program = program.to_string().parse().unwrap();
     assert_eq!(parsed, program);
@@ -224,7 +224,7 @@ fn row_ops_through_sram_match_plain_arithmetic() {
         at(8),
     );
     step(Op::Elementwise { function: RowFunction::SwiGlu, width: width as u32 }, &[rows(8, t), rows(4, t)], (Elem::F32, t), at(9));
-    let program: Program = Program { lanes, config: None, placements: Vec::new(), io: Vec::new(), tokens: t, instrs, dispatches: Vec::new() }.to_string().parse().unwrap();
+    let program: Program = Program { lanes, config: None, placements: Vec::new(), io: Vec::new(), tokens: t, instrs, dispatches: Vec::new(), chip: 0, chips: 1, first_dispatch: 0 }.to_string().parse().unwrap();
     chip.run(&program).unwrap();
 
     let read = |slice: usize, count: usize| -> Vec<Vec<f32>> {
@@ -297,4 +297,33 @@ fn small_matmul_listing() {
     let x = random(&mut seed, 96);
     let (_, _, program) = run(&config, &weight, &x, 1);
     insta::assert_snapshot!(program.to_string());
+}
+
+/// A vector crosses the link to the next chip: it arrives
+/// `link_latency` cycles after the link is through with its bytes (an f32
+/// vector is 4 × 320 bytes, 4 cycles at 320 bytes a cycle), and a recv
+/// that puts it on its stream a cycle before that is refused.
+#[test]
+fn a_vector_on_the_link_arrives_when_the_link_model_says() {
+    let config = TspConfig::default();
+    let sender: Program = "q35-tsp-program 2 lanes=320\nchip 0 of 2 first-dispatch 0\n0 MEM0 read addr=0 out=S0:f32@5x1\n5 LINK0 send in=S0:f32@0x1\n".parse().unwrap();
+    let receiver = |cycle: u64| -> Program { format!("q35-tsp-program 2 lanes=320\nchip 1 of 2 first-dispatch 0\n{cycle} LINK0 recv out=S0:f32@0x1\n{cycle} MEM3 write addr=8 in=S0:f32@0x1\n").parse().unwrap() };
+    let mut first = Chip::new(config.clone());
+    let values: Vec<f32> = (0..320).map(|i| i as f32 - 7.5).collect();
+    first.load(0, 0, &to_rows(&Vector::F32(values.clone()))).unwrap();
+    first.run(&sender).unwrap();
+    let sent = first.take_sent();
+    let arrival = 5 + 4 + config.link_latency;
+    assert_eq!(sent.iter().map(|(a, _)| *a).collect::<Vec<_>>(), vec![arrival]);
+
+    let mut second = Chip::new(config.clone());
+    second.receive(sent.clone());
+    second.run(&receiver(arrival)).unwrap();
+    let got = q35_rt::targets::tsp::sim::from_rows(q35_format::tsp::Elem::F32, second.rows(3, 8, 4), 320);
+    assert_eq!(got, Vector::F32(values));
+
+    let mut early = Chip::new(config);
+    early.receive(sent);
+    let error = early.run(&receiver(arrival - 1)).unwrap_err().to_string();
+    assert!(error.contains(&format!("arrives at cycle {arrival}")), "{error}");
 }

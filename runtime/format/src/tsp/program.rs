@@ -65,6 +65,9 @@ pub enum Unit {
     Mem(u16),
     Vxm(u16),
     Mxm(u16),
+    /// A chip-to-chip link port: `send` to the next chip of a pipeline,
+    /// `recv` from the previous one.
+    Link(u16),
 }
 
 impl fmt::Display for Unit {
@@ -73,6 +76,7 @@ impl fmt::Display for Unit {
             Unit::Mem(i) => write!(f, "MEM{i}"),
             Unit::Vxm(i) => write!(f, "VXM{i}"),
             Unit::Mxm(i) => write!(f, "MXM{i}"),
+            Unit::Link(i) => write!(f, "LINK{i}"),
         }
     }
 }
@@ -158,6 +162,15 @@ pub enum Op {
     /// (each token's one vector that holds every segment's group; `groups`
     /// in the row); `first`: no previous accumulator input.
     Accumulate { segments: Vec<Segment>, groups: u16, first: bool },
+    /// LINK: takes its input vectors off the stream, one a cycle, for the
+    /// next chip. The link carries them in order, each in
+    /// ⌈bytes / `link_bytes_per_cycle`⌉ cycles, starting no earlier than
+    /// the cycle it was taken nor before the previous vector is through;
+    /// a vector arrives `link_latency` cycles after it is through.
+    Send,
+    /// LINK: puts the vectors the previous chip sent, in the order sent,
+    /// on its output stream, one a cycle; each must have arrived by then.
+    Recv,
 }
 
 /// The VXM's row functions.
@@ -258,9 +271,14 @@ pub struct Program {
     /// Tokens one run takes.
     pub tokens: u32,
     pub instrs: Vec<Instr>,
-    /// Where each dispatch of the plan begins in `instrs` (its chains
-    /// occupy cycles of their own, after the previous dispatch's).
+    /// Where each dispatch of the plan begins in `instrs`, from
+    /// `first_dispatch` on.
     pub dispatches: Vec<usize>,
+    /// Which chip of a pipeline of `chips` runs it (0 of 1: one chip), and
+    /// the plan's index of its first dispatch.
+    pub chip: u32,
+    pub chips: u32,
+    pub first_dispatch: usize,
 }
 
 impl Program {
@@ -310,6 +328,8 @@ impl fmt::Display for Instr {
             Op::Accumulate { segments, groups, first } => {
                 write!(f, "accumulate segments={} groups={groups} first={}", segments_text(segments), u8::from(*first))?
             }
+            Op::Send => write!(f, "send")?,
+            Op::Recv => write!(f, "recv")?,
         }
         for input in &self.inputs {
             write!(f, " in={input}")?;
@@ -328,6 +348,9 @@ impl fmt::Display for Program {
             writeln!(f, "config {config}")?;
         }
         writeln!(f, "tokens {}", self.tokens)?;
+        if self.chips > 1 {
+            writeln!(f, "chip {} of {} first-dispatch {}", self.chip, self.chips, self.first_dispatch)?;
+        }
         for p in &self.placements {
             let (kind, fields) = match p.form {
                 Form::Tile { n0, k0, cols } => ("tile", format!(" n0={n0} k0={k0} cols={cols}")),
@@ -347,7 +370,7 @@ impl fmt::Display for Program {
         let mut marks = self.dispatches.iter().enumerate().peekable();
         for (i, instr) in self.instrs.iter().enumerate() {
             while let Some((d, _)) = marks.next_if(|(_, &at)| at == i) {
-                writeln!(f, "dispatch {d}")?;
+                writeln!(f, "dispatch {}", self.first_dispatch + d)?;
             }
             writeln!(f, "{instr}")?;
         }
@@ -476,8 +499,10 @@ fn parse_instr(line: &str) -> Result<Instr, String> {
         Unit::Vxm(number(i, "VXM ALU")?)
     } else if let Some(i) = unit_text.strip_prefix("MXM") {
         Unit::Mxm(number(i, "MXM plane")?)
+    } else if let Some(i) = unit_text.strip_prefix("LINK") {
+        Unit::Link(number(i, "link")?)
     } else {
-        return Err(format!("unknown unit `{unit_text}` (MEM<n>, VXM<n>, MXM<n>)"));
+        return Err(format!("unknown unit `{unit_text}` (MEM<n>, VXM<n>, MXM<n>, LINK<n>)"));
     };
     let name = words.next().ok_or("no operation")?;
     let mut fields = std::collections::BTreeMap::new();
@@ -566,6 +591,8 @@ fn parse_instr(line: &str) -> Result<Instr, String> {
                 other => return Err(format!("first=`{other}` is neither 0 nor 1")),
             },
         },
+        "send" => Op::Send,
+        "recv" => Op::Recv,
         other => return Err(format!("unknown operation `{other}`")),
     };
     if let Some(key) = fields.keys().next() {
@@ -610,7 +637,7 @@ impl std::str::FromStr for Program {
             .and_then(|rest| rest.trim().strip_prefix("lanes="))
             .ok_or_else(|| err_first(format!("the first line must be `{PROGRAM_MAGIC} lanes=<n>`")))
             .and_then(|n| number::<usize>(n, "lanes").map_err(err_first))?;
-        let mut program = Program { lanes, config: None, placements: Vec::new(), io: Vec::new(), tokens: 1, instrs: Vec::new(), dispatches: Vec::new() };
+        let mut program = Program { lanes, config: None, placements: Vec::new(), io: Vec::new(), tokens: 1, instrs: Vec::new(), dispatches: Vec::new(), chip: 0, chips: 1, first_dispatch: 0 };
         for (i, line) in lines {
             let line = line.trim();
             if line.is_empty() || line.starts_with(';') || line.starts_with("//") {
@@ -620,10 +647,22 @@ impl std::str::FromStr for Program {
                 program.config = Some(json.to_string());
             } else if let Some(d) = line.strip_prefix("dispatch ") {
                 let d: usize = number(d, "dispatch").map_err(|m| err(i + 1, m))?;
-                if d != program.dispatches.len() {
-                    return Err(err(i + 1, format!("dispatch {d} where dispatch {} comes next", program.dispatches.len())));
+                let next = program.first_dispatch + program.dispatches.len();
+                if d != next {
+                    return Err(err(i + 1, format!("dispatch {d} where dispatch {next} comes next")));
                 }
                 program.dispatches.push(program.instrs.len());
+            } else if let Some(rest) = line.strip_prefix("chip ") {
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                let ["of", "first-dispatch"] = [words.get(1).copied().unwrap_or(""), words.get(3).copied().unwrap_or("")] else {
+                    return Err(err(i + 1, format!("`chip {rest}` is not `chip <n> of <count> first-dispatch <d>`")));
+                };
+                program.chip = number(words[0], "chip").map_err(|m| err(i + 1, m))?;
+                program.chips = number(words[2], "chip count").map_err(|m| err(i + 1, m))?;
+                program.first_dispatch = number(words[4..].first().copied().unwrap_or(""), "dispatch").map_err(|m| err(i + 1, m))?;
+                if program.chip >= program.chips || !program.dispatches.is_empty() {
+                    return Err(err(i + 1, format!("chip {} of {}: a chip line names one of the chips, before any dispatch", program.chip, program.chips)));
+                }
             } else if let Some(n) = line.strip_prefix("tokens ") {
                 program.tokens = number(n, "token count").map_err(|m| err(i + 1, m))?;
             } else if let Some(rest) = line.strip_prefix("place ") {
@@ -678,6 +717,26 @@ mod tests {
         assert!(bad.parse::<Program>().unwrap_err().to_string().contains("is not S<stream>"));
         let old = text.replace("q35-tsp-program 2", "q35-tsp-program 1");
         assert!(old.parse::<Program>().unwrap_err().to_string().contains("another version of the program format"));
+    }
+
+    #[test]
+    fn a_chip_of_a_pipeline_names_itself_and_its_first_dispatch() {
+        let text = "q35-tsp-program 2 lanes=320\n\
+                    tokens 1\n\
+                    chip 1 of 3 first-dispatch 12\n\
+                    0 LINK0 recv out=S0:f32@0x2\n\
+                    dispatch 12\n\
+                    9 MEM3 read addr=0 out=S4:f32@5x2\n\
+                    14 LINK0 send in=S4:f32@0x2\n";
+        let program: Program = text.parse().unwrap();
+        assert_eq!((program.chip, program.chips, program.first_dispatch, program.dispatches.clone()), (1, 3, 12, vec![1]));
+        assert_eq!(program.to_string(), text);
+        let bad = text.replace("\ndispatch 12", "\ndispatch 0");
+        assert!(bad.parse::<Program>().unwrap_err().to_string().contains("dispatch 0 where dispatch 12 comes next"));
+        let bad = text.replace("chip 1 of 3", "chip 3 of 3");
+        assert!(bad.parse::<Program>().unwrap_err().to_string().contains("chip 3 of 3"));
+        let bad = text.replace("first-dispatch 12", "first 12");
+        assert!(bad.parse::<Program>().unwrap_err().to_string().contains("is not `chip <n> of <count> first-dispatch <d>`"));
     }
 
     #[test]

@@ -27,62 +27,82 @@ pub fn load(path: &str, artifact: &Artifact<'_>, file_bytes: u64, _options: Load
         code_signatures(manifest, code).map_err(|what| LoadError::Signature { path: path.to_string(), payload: manifest.code.clone(), what })
     })?;
     let text = std::str::from_utf8(code).map_err(|e| invalid(format!("the TSP program is not UTF-8 text ({e})")))?;
-    let mut programs = Program::parse_all(text).map_err(|e| invalid(format!("`{}`: {e}", manifest.code)))?;
-    // One token a run, and optionally a full chunk a run (prefill).
-    let decode = programs.iter().position(|p| p.tokens == 1).ok_or_else(|| invalid(format!("`{}` has no one-token program", manifest.code)))?;
-    let program = programs.remove(decode);
-    let prefill = programs.into_iter().find(|p| p.tokens > 1);
-    let config = match &program.config {
-        Some(json) => TspConfig::from_json(json).map_err(|e| invalid(format!("`{}`: its machine description: {e}", manifest.code)))?,
-        None => TspConfig::default(),
-    };
-    let mut chip = Chip::new(config);
-    let lanes = chip.config().lanes();
-    let mut weights: std::collections::HashMap<&str, QuantizedTensor> = std::collections::HashMap::new();
-    for placement in &program.placements {
-        if !weights.contains_key(placement.weight.as_str()) {
-            let spec = manifest.weights.iter().find(|w| w.name == placement.weight).ok_or_else(|| invalid(format!("the program places `{}`, which the artifact does not hold", placement.weight)))?;
-            let bytes = artifact.payload(&spec.tensor).ok_or_else(|| invalid(format!("weight `{}`: payload `{}` is missing", spec.name, spec.tensor)))?;
-            let tensor = QuantizedTensor::from_bytes(spec.name.clone(), bytes).map_err(|e| invalid(format!("weight `{}`: {e}", spec.name)))?;
-            weights.insert(spec.name.as_str(), tensor);
-        }
-        let bytes = placement_bytes(placement, &weights[placement.weight.as_str()], lanes).map_err(invalid)?;
-        chip.load(placement.slice as usize, placement.row, &bytes).map_err(invalid)?;
+    let programs = Program::parse_all(text).map_err(|e| invalid(format!("`{}`: {e}", manifest.code)))?;
+    let count = programs.first().map_or(1, |p| p.chips) as usize;
+    if let Some(p) = programs.iter().find(|p| p.chips as usize != count) {
+        return Err(invalid(format!("`{}` mixes programs for {count} and {} chips", manifest.code, p.chips)));
     }
-    let ends = |program: Program| -> Result<Loaded, LoadError> {
-        let io = |name: &str| program.io.iter().find(|io| io.name == name).cloned().ok_or_else(|| invalid(format!("the TSP program has no `io {name}` line")));
-        let (tokens, positions, logits) = (io("tokens")?, io("positions")?, io("logits")?);
-        if logits.width as usize != manifest.model.vocab_size {
-            return Err(invalid(format!("the program's logits are {} wide, the model's vocabulary {}", logits.width, manifest.model.vocab_size)));
+    let mut weights: std::collections::HashMap<&str, QuantizedTensor> = std::collections::HashMap::new();
+    let mut chips = Vec::with_capacity(count);
+    for c in 0..count as u32 {
+        let mut programs: Vec<Program> = programs.iter().filter(|p| p.chip == c).cloned().collect();
+        // One token a run, and optionally a full chunk a run (prefill).
+        let decode = programs.iter().position(|p| p.tokens == 1).ok_or_else(|| invalid(format!("`{}` has no one-token program for chip {c}", manifest.code)))?;
+        let program = programs.remove(decode);
+        let prefill = programs.into_iter().find(|p| p.tokens > 1);
+        let config = match &program.config {
+            Some(json) => TspConfig::from_json(json).map_err(|e| invalid(format!("`{}`: its machine description: {e}", manifest.code)))?,
+            None => TspConfig::default(),
+        };
+        let mut chip = Chip::new(config);
+        let lanes = chip.config().lanes();
+        for placement in &program.placements {
+            if !weights.contains_key(placement.weight.as_str()) {
+                let spec = manifest.weights.iter().find(|w| w.name == placement.weight).ok_or_else(|| invalid(format!("the program places `{}`, which the artifact does not hold", placement.weight)))?;
+                let bytes = artifact.payload(&spec.tensor).ok_or_else(|| invalid(format!("weight `{}`: payload `{}` is missing", spec.name, spec.tensor)))?;
+                let tensor = QuantizedTensor::from_bytes(spec.name.clone(), bytes).map_err(|e| invalid(format!("weight `{}`: {e}", spec.name)))?;
+                weights.insert(spec.name.as_str(), tensor);
+            }
+            let bytes = placement_bytes(placement, &weights[placement.weight.as_str()], lanes).map_err(invalid)?;
+            chip.load(placement.slice as usize, placement.row, &bytes).map_err(invalid)?;
         }
-        Ok(Loaded { program, tokens, positions, logits })
+        let ends = |program: Program| {
+            let io = |name: &str| program.io.iter().find(|io| io.name == name).cloned();
+            let (tokens, positions, logits) = (io("tokens"), io("positions"), io("logits"));
+            Loaded { program, tokens, positions, logits }
+        };
+        chips.push(ChipRun { chip, decode: ends(program), prefill: prefill.map(ends) });
+    }
+    // The first chip takes the tokens, the last gives the logits; a prefill
+    // program on every chip or none.
+    let first = chips.first().ok_or_else(|| invalid(format!("`{}` holds no program", manifest.code)))?;
+    let last = chips.last().expect("one chip at least");
+    let Some(logits) = &last.decode.logits else {
+        return Err(invalid(format!("the TSP program has no `io logits` line on its last chip ({})", count - 1)));
     };
-    let (decode, prefill) = (ends(program)?, prefill.map(ends).transpose()?);
-    Ok(Box::new(TspExecutor {
-        info: validated.info,
-        chip,
-        decode,
-        prefill,
-        logits: Vec::new(),
-        counted: Simulated::default(),
-    }))
+    if first.decode.tokens.is_none() {
+        return Err(invalid("the TSP program has no `io tokens` line on its first chip".into()));
+    }
+    if logits.width as usize != manifest.model.vocab_size {
+        return Err(invalid(format!("the program's logits are {} wide, the model's vocabulary {}", logits.width, manifest.model.vocab_size)));
+    }
+    if chips.iter().any(|c| c.prefill.is_some() != first.prefill.is_some()) {
+        return Err(invalid("some chips have a prefill program and some do not".into()));
+    }
+    Ok(Box::new(TspExecutor { info: validated.info, chips, logits: Vec::new(), counted: Simulated::default() }))
 }
 
-/// A program and where it takes its inputs and leaves its logits.
+/// A program and where it takes its inputs and leaves its logits (each on
+/// the chips of a pipeline that need it).
 struct Loaded {
     program: Program,
-    tokens: Io,
-    positions: Io,
-    logits: Io,
+    tokens: Option<Io>,
+    positions: Option<Io>,
+    logits: Option<Io>,
 }
 
-/// A tsp artifact on a simulated chip.
-pub struct TspExecutor {
-    info: ArtifactInfo,
+/// One chip of the pipeline (of one, for most models) and its programs.
+struct ChipRun {
     chip: Chip,
     /// One token a run; and a full chunk a run, if the artifact has it.
     decode: Loaded,
     prefill: Option<Loaded>,
+}
+
+/// A tsp artifact on simulated chips.
+pub struct TspExecutor {
+    info: ArtifactInfo,
+    chips: Vec<ChipRun>,
     logits: Vec<f32>,
     /// What the runs so far counted.
     counted: Simulated,
@@ -90,58 +110,78 @@ pub struct TspExecutor {
 
 impl std::fmt::Debug for TspExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TspExecutor({} instructions)", self.decode.program.instrs.len())
+        let instructions: usize = self.chips.iter().map(|c| c.decode.program.instrs.len()).sum();
+        write!(f, "TspExecutor({} chips, {instructions} instructions)", self.chips.len())
     }
 }
 
+/// Writes `values` (a lane each, the rest zero) as the i32 vector at `io`.
+fn put(chip: &mut Chip, io: &Io, values: &[i32]) -> Result<(), String> {
+    let mut lanes = vec![0i32; chip.config().lanes()];
+    lanes[..values.len()].copy_from_slice(values);
+    chip.load(io.slice as usize, io.row, &to_rows(&Vector::I32(lanes)))
+}
+
 impl TspExecutor {
-    /// Writes `values` (a lane each, the rest zero) as the i32 vector at `io`.
-    fn put(&mut self, io: &Io, values: &[i32]) -> Result<(), String> {
-        let mut lanes = vec![0i32; self.chip.config().lanes()];
-        lanes[..values.len()].copy_from_slice(values);
-        self.chip.load(io.slice as usize, io.row, &to_rows(&Vector::I32(lanes)))
+    fn prefill_tokens(&self) -> Option<usize> {
+        self.chips[0].prefill.as_ref().map(|p| p.program.tokens as usize)
     }
 
-    /// One run of the prefill program (`prefill`) or the decode program on
-    /// `ids` at positions from `start`, watched by `observer`; appends the
-    /// logits of every token.
-    fn run_once(&mut self, ids: &[u32], start: usize, prefill: bool, observer: Option<&mut DispatchObserver<'_>>) -> Result<(), String> {
-        let loaded = if prefill { self.prefill.as_ref().expect("checked by the caller") } else { &self.decode };
-        let (tokens, positions, logits) = (loaded.tokens.clone(), loaded.positions.clone(), loaded.logits.clone());
+    /// One run of the prefill programs (`prefill`) or the decode programs
+    /// on `ids` at positions from `start`, chip after chip of the pipeline
+    /// (all counting cycles from the run's start), watched by `observer`;
+    /// appends the logits of every token.
+    fn run_once(&mut self, ids: &[u32], start: usize, prefill: bool, mut observer: Option<&mut DispatchObserver<'_>>) -> Result<(), String> {
         let ids: Vec<i32> = ids.iter().map(|&id| id as i32).collect();
         let positions_of: Vec<i32> = (0..ids.len()).map(|i| (start + i) as i32).collect();
-        self.put(&tokens, &ids)?;
-        self.put(&positions, &positions_of)?;
-        let loaded = if prefill { self.prefill.as_ref().expect("checked by the caller") } else { &self.decode };
-        let stats = match observer {
-            None => self.chip.run(&loaded.program),
-            Some(observer) => {
-                let (manifest, program) = (self.info.manifest(), &loaded.program);
-                self.chip.run_observed(program, &mut |d, chip| {
+        let TspExecutor { info, chips, logits: out, counted } = self;
+        let manifest = info.manifest();
+        let (mut sent, mut cycles) = (Vec::new(), 0);
+        let (mut logits_at, count) = (None, chips.len());
+        for (c, run) in chips.iter_mut().enumerate() {
+            let loaded = if prefill { run.prefill.as_ref().expect("checked by the caller") } else { &run.decode };
+            if let Some(io) = &loaded.tokens {
+                put(&mut run.chip, io, &ids)?;
+            }
+            if let Some(io) = &loaded.positions {
+                put(&mut run.chip, io, &positions_of)?;
+            }
+            run.chip.receive(std::mem::take(&mut sent));
+            let program = &loaded.program;
+            let stats = match observer.as_deref_mut() {
+                None => run.chip.run(program),
+                Some(observer) => run.chip.run_observed(program, &mut |d, chip| {
                     let Some(spec) = manifest.dispatches.get(d) else { return };
                     // Each bound activation's row for this token, as the
                     // dispatch will read it.
                     let rows: Vec<Option<Vec<f32>>> = spec.buffers.iter().map(|name| program.io.iter().find(|io| io.name == *name && io.name != "tokens" && io.name != "positions").map(|io| read_row(chip, io))).collect();
                     let views: Vec<Option<&[f32]>> = rows.iter().map(|r| r.as_deref()).collect();
                     observer(d, spec, &views);
-                })
+                }),
+            }
+            .map_err(|e| if count > 1 { format!("chip {c} of {count}: {e}") } else { e.to_string() })?;
+            sent = run.chip.take_sent();
+            cycles = cycles.max(stats.cycles);
+            counted.installed_vectors += stats.installed_vectors;
+            counted.mxm_busy += stats.mxm_busy;
+            if let Some(io) = &loaded.logits {
+                logits_at = Some((c, io.clone()));
             }
         }
-        .map_err(|e| e.to_string())?;
-        self.counted.cycles += stats.cycles;
-        self.counted.runs += 1;
-        self.counted.tokens += ids.len() as u64;
-        self.counted.installed_vectors += stats.installed_vectors;
-        self.counted.mxm_busy += stats.mxm_busy;
-        let lanes = self.chip.config().lanes();
+        counted.cycles += cycles;
+        counted.runs += 1;
+        counted.tokens += ids.len() as u64;
+        let (c, logits) = logits_at.ok_or("no chip gives the logits")?;
+        let chip = &chips[c].chip;
+        let lanes = chip.config().lanes();
         let vocab = logits.width as usize;
         let vectors = vocab.div_ceil(lanes);
         for t in 0..ids.len() {
             for v in 0..vectors {
-                let bytes = self.chip.rows(logits.slice as usize, logits.row + 4 * (t * vectors + v) as u32, 4);
+                let bytes = chip.rows(logits.slice as usize, logits.row + 4 * (t * vectors + v) as u32, 4);
                 let Vector::F32(values) = from_rows(Elem::F32, bytes, lanes) else { unreachable!("f32 rows") };
                 let take = (vocab - v * lanes).min(lanes);
-                self.logits.extend_from_slice(&values[..take]);
+                out.extend_from_slice(&values[..take]);
             }
         }
         Ok(())
@@ -168,8 +208,12 @@ impl Executor for TspExecutor {
     }
 
     fn backend(&self) -> String {
-        let c = self.chip.config();
-        format!("TSP simulator ({} lanes, {} MXM planes, {} MHz)", c.lanes(), c.mxm_planes, c.clock_mhz)
+        let c = self.chips[0].chip.config();
+        let chips = match self.chips.len() {
+            1 => String::new(),
+            n => format!("{n} chips in a pipeline, "),
+        };
+        format!("TSP simulator ({chips}{} lanes, {} MXM planes, {} MHz)", c.lanes(), c.mxm_planes, c.clock_mhz)
     }
 
     fn run_chunk(&mut self, ids: &[u32], start: usize, observer: Option<&mut DispatchObserver<'_>>) -> Result<(), DeviceError> {
@@ -182,8 +226,8 @@ impl Executor for TspExecutor {
         self.logits.clear();
         // Whole prefill chunks in one run of the prefill program each (not
         // watched: a watched call is one token); the rest a token a run.
-        let chunk = match (&self.prefill, &observer) {
-            (Some(p), None) => p.program.tokens as usize,
+        let chunk = match (self.prefill_tokens(), &observer) {
+            (Some(tokens), None) => tokens,
             _ => usize::MAX,
         };
         let mut done = 0;
@@ -198,7 +242,7 @@ impl Executor for TspExecutor {
     }
 
     fn logits(&self, tokens: usize) -> &[f32] {
-        &self.logits[..tokens * self.decode.logits.width as usize]
+        &self.logits[..tokens * self.info.manifest().model.vocab_size]
     }
 
     fn measure_bandwidth(&mut self, _runs: usize) -> Result<MeasuredBandwidth, String> {
@@ -206,11 +250,12 @@ impl Executor for TspExecutor {
     }
 
     fn simulated(&self) -> Option<Simulated> {
-        let c = self.chip.config();
+        let c = self.chips[0].chip.config();
         Some(Simulated {
             clock_hz: c.clock_mhz * 1e6,
             install_cycles_per_vector: 1.0 / (c.mxm_planes * c.install_vectors_per_cycle) as f64,
-            mxm_planes: c.mxm_planes,
+            mxm_planes: c.mxm_planes * self.chips.len(),
+            chips: self.chips.len(),
             ..self.counted
         })
     }

@@ -76,6 +76,13 @@ pub struct Chip {
     weights: Vec<[Option<Installed>; 2]>,
     /// Per MXM plane and buffer: the last cycle a multiply read it.
     weights_read: Vec<[u64; 2]>,
+    /// Vectors the previous chip of a pipeline sent this run, in order,
+    /// with the cycle each arrives.
+    inbox: std::collections::VecDeque<(u64, Vector)>,
+    /// Vectors sent to the next chip this run, with their arrival cycles;
+    /// and the cycle the link is through with the last one.
+    outbox: Vec<(u64, Vector)>,
+    link_free: u64,
 }
 
 impl Chip {
@@ -87,8 +94,22 @@ impl Chip {
             last_read: vec![HashMap::new(); config.mem_slices],
             weights: vec![[None, None]; config.mxm_planes],
             weights_read: vec![[0, 0]; config.mxm_planes],
+            inbox: Default::default(),
+            outbox: Vec::new(),
+            link_free: 0,
             config,
         }
+    }
+
+    /// What the previous chip sent in the run before this chip's (every
+    /// chip of a pipeline counts cycles from the same start).
+    pub fn receive(&mut self, sent: Vec<(u64, Vector)>) {
+        self.inbox = sent.into();
+    }
+
+    /// What the last run sent to the next chip.
+    pub fn take_sent(&mut self) -> Vec<(u64, Vector)> {
+        std::mem::take(&mut self.outbox)
     }
 
     pub fn config(&self) -> &TspConfig {
@@ -143,10 +164,12 @@ impl Chip {
         self.last_read.iter_mut().for_each(HashMap::clear);
         self.weights.iter_mut().for_each(|w| *w = [None, None]);
         self.weights_read.iter_mut().for_each(|w| *w = [0, 0]);
+        self.outbox.clear();
+        self.link_free = 0;
         let ready = |i: &Instr| i.inputs.iter().map(|o| o.cycles(i.cycle).1).max().unwrap_or(i.cycle);
         // (dispatch, its instructions); what precedes the first, unmarked.
         let mut starts: Vec<(Option<usize>, usize)> = vec![(None, 0)];
-        starts.extend(program.dispatches.iter().enumerate().map(|(d, &at)| (Some(d), at.min(program.instrs.len()))));
+        starts.extend(program.dispatches.iter().enumerate().map(|(d, &at)| (Some(program.first_dispatch + d), at.min(program.instrs.len()))));
         let mut segments: Vec<(Option<usize>, Vec<&Instr>)> = Vec::new();
         for (i, &(dispatch, at)) in starts.iter().enumerate() {
             let end = starts.get(i + 1).map_or(program.instrs.len(), |&(_, e)| e);
@@ -172,8 +195,9 @@ impl Chip {
                     message,
                 };
                 // One instruction at a time per unit (an MXM plane's install
-                // and multiply ports are separate: installs overlap compute).
-                let port = matches!(instr.op, Op::Install { .. }) as u8;
+                // and multiply ports are separate: installs overlap compute;
+                // so are a link's receive and send sides).
+                let port = matches!(instr.op, Op::Install { .. } | Op::Recv) as u8;
                 let span = (instr.cycle, instr.end());
                 let intervals = busy.entry((instr.unit, port)).or_default();
                 if let Some(&(a, b)) = intervals.iter().find(|&&(a, b)| a < span.1 && span.0 < b) {
@@ -225,6 +249,14 @@ impl Chip {
                 }
             }
         }
+        if let Some((arrival, _)) = self.inbox.front() {
+            return Err(SimError {
+                cycle: *arrival,
+                unit: "-".into(),
+                instr: String::new(),
+                message: format!("{} vectors the previous chip sent are never received", self.inbox.len()),
+            });
+        }
         if let Some(((stream, cycle), _)) = streams.iter().min_by_key(|((_, c), _)| *c) {
             return Err(SimError {
                 cycle: *cycle,
@@ -241,7 +273,7 @@ impl Chip {
         match op {
             Op::Read { .. } | Op::Gather { .. } => d.mem_read,
             Op::Multiply { .. } => d.mxm_multiply,
-            Op::Write { .. } | Op::Scatter { .. } | Op::Install { .. } => 0,
+            Op::Write { .. } | Op::Scatter { .. } | Op::Install { .. } | Op::Send | Op::Recv => 0,
             _ => d.vxm,
         }
     }
@@ -431,6 +463,35 @@ impl Chip {
                 // tiles start at a multiple of the lanes, an even column.
                 let columns = dequant_tile(*kind, &packed, 0, *cols as usize)?;
                 Ok(vec![columns.into_iter().map(Vector::I8).collect()])
+            }
+            Op::Send | Op::Recv => {
+                if !matches!(instr.unit, Unit::Link(0)) {
+                    return Err(format!("{} is not the link to the next chip (LINK0)", instr.unit));
+                }
+                if matches!(instr.op, Op::Send) {
+                    want(1)?;
+                    let (taken, _) = instr.inputs[0].cycles(instr.cycle);
+                    let c = &self.config;
+                    for (v, vector) in inputs.into_iter().next().unwrap_or_default().into_iter().enumerate() {
+                        let bytes = vector.elem().rows() as u64 * lanes as u64;
+                        let start = (taken + v as u64).max(self.link_free);
+                        self.link_free = start + bytes.div_ceil(c.link_bytes_per_cycle as u64);
+                        self.outbox.push((self.link_free + c.link_latency, vector));
+                    }
+                    return Ok(Vec::new());
+                }
+                want(0)?;
+                let out = instr.outputs.first().ok_or("a recv needs an output")?;
+                let (first, _) = out.cycles(instr.cycle);
+                let mut vectors = Vec::with_capacity(out.len as usize);
+                for v in 0..out.len as u64 {
+                    let (arrival, vector) = self.inbox.pop_front().ok_or_else(|| format!("the previous chip sent {v} vectors, this recv takes {}", out.len))?;
+                    if arrival > first + v {
+                        return Err(format!("vector {v} arrives at cycle {arrival}, after cycle {} that puts it on the stream", first + v));
+                    }
+                    vectors.push(vector);
+                }
+                Ok(vec![vectors])
             }
             Op::Install { buffer } => {
                 want(1)?;

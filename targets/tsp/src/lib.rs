@@ -94,9 +94,10 @@ impl Tsp {
     fn program(&self, session: &mut Session, module: &mut Module) -> anyhow::Result<(Plan, String)> {
         let plan = planned(session, module)?;
         let started = std::time::Instant::now();
-        // A chunk's widest activation (the logits) must fit one MEM slice.
+        // A chunk's widest activation must fit one MEM slice (the logits
+        // are striped over several).
         let lanes = self.config.lanes() as u64;
-        let widest = plan.buffers.iter().filter(|b| matches!(b.role.as_str(), "activation" | "output")).map(|b| (b.width as u64).div_ceil(lanes)).max().unwrap_or(1);
+        let widest = plan.buffers.iter().filter(|b| b.role == "activation").map(|b| (b.width as u64).div_ceil(lanes)).max().unwrap_or(1);
         let fits = (self.config.rows_per_slice() / (4 * widest)).max(1);
         let chunk = (self.max_tokens as u64).min(lanes).min(fits) as u32;
         // The prefill program first: its wide activations take SRAM before

@@ -141,11 +141,15 @@ impl Sram {
 
 /// Where a matmul's activations live: `x` (f32, `tokens` rows of K) and
 /// `y` (f32, `tokens` rows of N), each row its lane-wide vectors, token by
-/// token.
+/// token, or y striped.
 #[derive(Clone, Copy, Debug)]
 pub struct Activations {
     pub x: (usize, u32),
     pub y: (usize, u32),
+    /// 0: y token by token (as x). Otherwise tile by tile, each tile's
+    /// tokens in a row, this many tiles a slice, over whole slices from
+    /// `y`'s (logits too wide for one slice: `Io::striped`).
+    pub y_striped: u32,
 }
 
 /// Schedules `y = W·x` for `tokens` tokens after cycle `not_before`;
@@ -247,8 +251,10 @@ pub fn schedule(
             let params = placed.get_or_place(sram, &weight.name, Form::Params { n0, k0: tile.0, cols: tile.1 }, 4 * 2 * nseg)?;
             // Tile nt of every token's row of y: 4 rows a vector, rows
             // of ntiles vectors.
-            let acc = (at.y.0, at.y.1 + 4 * nt as u32);
-            let stride = 4 * ntiles as u32;
+            let (acc, stride) = match at.y_striped as usize {
+                0 => ((at.y.0, at.y.1 + 4 * nt as u32), 4 * ntiles as u32),
+                per => ((at.y.0 + nt / per, at.y.1 + 4 * ((nt % per) as u32) * t), 0),
+            };
             let dots = t * nseg;
             let multiply_at = d.mem_read;
             // The accumulate takes the dots as they leave the MXM; its other

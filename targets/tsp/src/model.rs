@@ -217,6 +217,7 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory, part
     let tiles = |width: usize| width.div_ceil(lanes) as u32;
     let kv_width = kv_widths(plan);
     let mut at: HashMap<String, (usize, u32)> = HashMap::new();
+    let mut striped: HashMap<&str, u32> = HashMap::new();
     let mut io = Vec::new();
     let own = &plan.dispatches[part.dispatches.clone()];
     let needed = |name: &str| part.chips == 1 || own.iter().any(|d| d.buffers.iter().any(|b| b == name)) || part.incoming.iter().any(|(b, _)| *b == name) || part.outgoing.contains(&name);
@@ -242,6 +243,15 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory, part
                 shared.insert(b.name.clone(), place);
                 place
             }
+            // A chunk's logits, too wide for one slice: tile by tile over
+            // whole slices, each tile's tokens in a row.
+            ("output", _) if rows as u64 > config.rows_per_slice() => {
+                let per = (config.rows_per_slice() / (4 * tokens as u64)) as u32;
+                let slices = tiles(b.width).div_ceil(per.max(1));
+                let place = (sram.alloc_span(slices * config.rows_per_slice() as u32)?.0, 0);
+                striped.insert(b.name.as_str(), per);
+                place
+            }
             (role, _) => {
                 let place = sram.alloc(rows)?;
                 if role == "kv_cache" {
@@ -250,14 +260,15 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory, part
                 place
             }
         };
+        let stripes = striped.get(b.name.as_str()).copied().unwrap_or(0);
         match b.role.as_str() {
-            "input" => io.push(Io { name: b.name.clone(), slice: place.0 as u16, row: place.1, width: 1 }),
-            "output" => io.push(Io { name: "logits".into(), slice: place.0 as u16, row: place.1, width: b.width as u32 }),
+            "input" => io.push(Io { name: b.name.clone(), slice: place.0 as u16, row: place.1, width: 1, striped: 0 }),
+            "output" => io.push(Io { name: "logits".into(), slice: place.0 as u16, row: place.1, width: b.width as u32, striped: stripes }),
             _ => {}
         }
         // Every activation, so a run can be watched dispatch by dispatch.
         if matches!(b.role.as_str(), "activation" | "output") {
-            io.push(Io { name: b.name.clone(), slice: place.0 as u16, row: place.1, width: b.width as u32 });
+            io.push(Io { name: b.name.clone(), slice: place.0 as u16, row: place.1, width: b.width as u32, striped: stripes });
         }
         at.insert(b.name.clone(), place);
     }
@@ -321,7 +332,11 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory, part
                     return Err(format!("`{}`: the TSP target takes unfused f32-activation plans", d.kernel));
                 }
                 let matrix = Matrix { name: d.buffers[1].clone(), rows: shape.n, cols: shape.k, kind: shape.quant, group: shape.group };
-                let activations = Activations { x: buffer(0)?, y: buffer(2)? };
+                if striped.contains_key(d.buffers[0].as_str()) {
+                    return Err(format!("`{}` reads the striped logits", d.kernel));
+                }
+                let y_striped = striped.get(d.buffers[2].as_str()).copied().unwrap_or(0);
+                let activations = Activations { x: buffer(0)?, y: buffer(2)?, y_striped };
                 let (placed, done) = matmul::schedule(config, &matrix, tokens as usize, activations, sram, placed, &mut reservations, &mut planes, start)?;
                 end = end.max(done);
                 instrs.extend(placed);

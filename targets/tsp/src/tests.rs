@@ -23,15 +23,24 @@ fn random(seed: &mut u64, len: usize) -> Vec<f32> {
 /// Schedules `W·x` for `tokens` random rows, runs the program text on the
 /// simulator and returns y (tokens × n), the stats and the program.
 fn run(config: &TspConfig, weight: &QuantizedTensor, x: &[f32], tokens: usize) -> (Vec<f32>, RunStats, Program) {
+    run_striped(config, weight, x, tokens, 0)
+}
+
+/// [`run`], with y tile by tile over whole slices, `striped` tiles a
+/// slice (as a chunk's logits), if not 0.
+fn run_striped(config: &TspConfig, weight: &QuantizedTensor, x: &[f32], tokens: usize, striped: u32) -> (Vec<f32>, RunStats, Program) {
     let lanes = config.lanes();
     let (n, k) = (weight.rows(), weight.cols());
     let (ktiles, ntiles) = (k.div_ceil(lanes), n.div_ceil(lanes));
     let mut sram = Sram::new(config);
     let xs = sram.alloc(4 * (tokens * ktiles) as u32).unwrap();
-    let ys = sram.alloc(4 * (tokens * ntiles) as u32).unwrap();
+    let ys = match striped {
+        0 => sram.alloc(4 * (tokens * ntiles) as u32).unwrap(),
+        per => (sram.alloc_span(ntiles.div_ceil(per as usize) as u32 * config.rows_per_slice() as u32).unwrap().0, 0),
+    };
     let mut placed = Placed::default();
     let mut reservations = Reservations::new(config);
-    let activations = Activations { x: xs, y: ys };
+    let activations = Activations { x: xs, y: ys, y_striped: striped };
     let matrix = Matrix { name: "w".into(), rows: n, cols: k, kind: weight.kind(), group: weight.group() };
     let (instrs, _) = schedule(config, &matrix, tokens, activations, &mut sram, &mut placed, &mut reservations, &mut Planes::new(config), 0).unwrap();
     let program = Program { lanes, config: None, placements: placed.placements, io: Vec::new(), tokens: tokens as u32, instrs, dispatches: Vec::new(), chip: 0, chips: 1, first_dispatch: 0 };
@@ -57,7 +66,9 @@ fn run(config: &TspConfig, weight: &QuantizedTensor, x: &[f32], tokens: usize) -
     let mut y = vec![0f32; tokens * n];
     for nt in 0..ntiles {
         for t in 0..tokens {
-            let bytes = chip.rows(ys.0, ys.1 + 4 * (t * ntiles + nt) as u32, 4);
+            let io = q35_format::tsp::Io { name: "y".into(), slice: ys.0 as u16, row: ys.1, width: n as u32, striped };
+            let (slice, row) = io.vector_at(t, nt, tokens, lanes);
+            let bytes = chip.rows(slice, row, 4);
             let Vector::F32(v) = q35_rt::targets::tsp::sim::from_rows(q35_format::tsp::Elem::F32, bytes, lanes) else { unreachable!() };
             for (j, &value) in v.iter().enumerate() {
                 if nt * lanes + j < n {
@@ -120,6 +131,22 @@ fn scheduled_matmuls_match_exact_arithmetic_for_every_kind_and_shape() {
         let tiles = n.div_ceil(320) * k.div_ceil(320);
         assert!(stats.installed_vectors as usize >= tiles * k.min(320) / 2, "{stats:?}");
     }
+}
+
+/// Logits too wide for one MEM slice go tile by tile over whole slices:
+/// the same values, where `Io::vector_at` says.
+#[test]
+fn a_striped_output_holds_the_same_values() {
+    let config = TspConfig::default();
+    let mut seed = 3;
+    let (n, k, tokens) = (1000, 320, 3);
+    let weight = QuantizedTensor::quantize("w", n, k, &random(&mut seed, n * k), QuantKind::Q35, GroupSize::G64).unwrap();
+    let x = random(&mut seed, tokens * k);
+    let (plain, _, _) = run(&config, &weight, &x, tokens);
+    // 4 tiles, 3 a slice: two slices.
+    let (striped, _, _) = run_striped(&config, &weight, &x, tokens, 3);
+    assert_eq!(plain, striped);
+    check(&weight, &x, &striped, tokens);
 }
 
 /// A program the machine cannot run is refused, naming the cycle and the

@@ -258,6 +258,22 @@ pub struct Io {
     pub slice: u16,
     pub row: u32,
     pub width: u32,
+    /// 0: token by token in one slice. Otherwise tile by tile, each tile's
+    /// tokens in a row, `striped` tiles a slice, over whole slices from
+    /// `slice` (a chunk's logits, too wide for one).
+    pub striped: u32,
+}
+
+impl Io {
+    /// Where the f32 vector `v` (its lane-wide tile) of token `t` of
+    /// `tokens` is: (slice, row).
+    pub fn vector_at(&self, t: usize, v: usize, tokens: usize, lanes: usize) -> (usize, u32) {
+        let tiles = (self.width as usize).div_ceil(lanes);
+        match self.striped as usize {
+            0 => (self.slice as usize, self.row + 4 * (t * tiles + v) as u32),
+            per => (self.slice as usize + v / per, self.row + 4 * ((v % per) * tokens + t) as u32),
+        }
+    }
 }
 
 /// A whole program.
@@ -365,7 +381,8 @@ impl fmt::Display for Program {
             writeln!(f, "place {kind} weight={}{fields} at={}:{}{stride}", p.weight, p.slice, p.row)?;
         }
         for io in &self.io {
-            writeln!(f, "io {} at={}:{} width={}", io.name, io.slice, io.row, io.width)?;
+            let striped = if io.striped > 0 { format!(" tiles-per-slice={}", io.striped) } else { String::new() };
+            writeln!(f, "io {} at={}:{} width={}{striped}", io.name, io.slice, io.row, io.width)?;
         }
         let mut marks = self.dispatches.iter().enumerate().peekable();
         for (i, instr) in self.instrs.iter().enumerate() {
@@ -483,10 +500,11 @@ fn parse_io(text: &str) -> Result<Io, String> {
     let mut fields = key_values(words)?;
     let (slice, row) = location(fields.remove("at").ok_or("`io` needs `at=`")?)?;
     let width = number(fields.remove("width").ok_or("`io` needs `width=`")?, "width")?;
+    let striped = fields.remove("tiles-per-slice").map_or(Ok(0), |n| number(n, "tiles a slice"))?;
     if let Some(key) = fields.keys().next() {
         return Err(format!("`io` takes no `{key}=`"));
     }
-    Ok(Io { name, slice, row, width })
+    Ok(Io { name, slice, row, width, striped })
 }
 
 fn parse_instr(line: &str) -> Result<Instr, String> {

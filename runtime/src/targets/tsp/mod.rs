@@ -178,7 +178,8 @@ impl TspExecutor {
         let vectors = vocab.div_ceil(lanes);
         for t in 0..ids.len() {
             for v in 0..vectors {
-                let bytes = chip.rows(logits.slice as usize, logits.row + 4 * (t * vectors + v) as u32, 4);
+                let (slice, row) = logits.vector_at(t, v, ids.len(), lanes);
+                let bytes = chip.rows(slice, row, 4);
                 let Vector::F32(values) = from_rows(Elem::F32, bytes, lanes) else { unreachable!("f32 rows") };
                 let take = (vocab - v * lanes).min(lanes);
                 out.extend_from_slice(&values[..take]);
@@ -194,7 +195,9 @@ fn read_row(chip: &Chip, io: &Io) -> Vec<f32> {
     let width = io.width as usize;
     let mut row = Vec::with_capacity(width.div_ceil(lanes) * lanes);
     for v in 0..width.div_ceil(lanes) {
-        if let Vector::F32(values) = from_rows(Elem::F32, chip.rows(io.slice as usize, io.row + 4 * v as u32, 4), lanes) {
+        // A watched run is one token.
+        let (slice, at) = io.vector_at(0, v, 1, lanes);
+        if let Vector::F32(values) = from_rows(Elem::F32, chip.rows(slice, at, 4), lanes) {
             row.extend(values);
         }
     }

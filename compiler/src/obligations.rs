@@ -439,7 +439,10 @@ pub fn derive<'p>(manifest: &Manifest, payload: &dyn Fn(&str) -> Option<&'p [u8]
                 continue;
             };
             out.push(tiling_obligation(i, dispatch, buffer, packed, manifest.rows_per_workgroup));
-            if dispatch.kernel.starts_with("dequant_matmul_i8") {
+            // The TSP's MXM runs every coded matmul as the CPU's integer
+            // path does: int8 activations times scaled codes, int32 sums.
+            let tsp = manifest.target.kind == "tsp" && packed.quant.is_coded();
+            if dispatch.kernel.starts_with("dequant_matmul_i8") || tsp {
                 let subject = format!("dispatch {i}/{buffer}");
                 // The CPU's integer path (`activations = int8`) scales codes.
                 let obligation = if manifest.activations == "int8" { scaled_integer_matmul } else { integer_matmul };

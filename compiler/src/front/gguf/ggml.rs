@@ -11,7 +11,15 @@ impl GgmlType {
     pub const F16: GgmlType = GgmlType(1);
     pub const Q4_0: GgmlType = GgmlType(2);
     pub const Q4_1: GgmlType = GgmlType(3);
+    pub const Q5_0: GgmlType = GgmlType(6);
+    pub const Q5_1: GgmlType = GgmlType(7);
     pub const Q8_0: GgmlType = GgmlType(8);
+    pub const Q2_K: GgmlType = GgmlType(10);
+    pub const Q3_K: GgmlType = GgmlType(11);
+    pub const Q4_K: GgmlType = GgmlType(12);
+    pub const Q5_K: GgmlType = GgmlType(13);
+    pub const Q6_K: GgmlType = GgmlType(14);
+    pub const Q8_K: GgmlType = GgmlType(15);
     pub const BF16: GgmlType = GgmlType(30);
 
     /// ggml's name for the type, or `type N` for ids it does not define.
@@ -74,6 +82,14 @@ impl GgmlType {
             GgmlType::Q8_0 => DType::Q8_0,
             GgmlType::Q4_0 => DType::Q4_0,
             GgmlType::Q4_1 => DType::Q4_1,
+            GgmlType::Q5_0 => DType::Q5_0,
+            GgmlType::Q5_1 => DType::Q5_1,
+            GgmlType::Q2_K => DType::Q2K,
+            GgmlType::Q3_K => DType::Q3K,
+            GgmlType::Q4_K => DType::Q4K,
+            GgmlType::Q5_K => DType::Q5K,
+            GgmlType::Q6_K => DType::Q6K,
+            GgmlType::Q8_K => DType::Q8K,
             _ => return None,
         })
     }
@@ -87,9 +103,17 @@ impl GgmlType {
             DType::Q8_0 => GgmlType::Q8_0,
             DType::Q4_0 => GgmlType::Q4_0,
             DType::Q4_1 => GgmlType::Q4_1,
+            DType::Q5_0 => GgmlType::Q5_0,
+            DType::Q5_1 => GgmlType::Q5_1,
+            DType::Q2K => GgmlType::Q2_K,
+            DType::Q3K => GgmlType::Q3_K,
+            DType::Q4K => GgmlType::Q4_K,
+            DType::Q5K => GgmlType::Q5_K,
+            DType::Q6K => GgmlType::Q6_K,
+            DType::Q8K => GgmlType::Q8_K,
         }
     }
 }
 
 /// What the error for an unsupported type lists.
-pub const SUPPORTED_TYPES: &str = "F32, F16, BF16, Q8_0, Q4_0 and Q4_1";
+pub const SUPPORTED_TYPES: &str = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and Q8_K";

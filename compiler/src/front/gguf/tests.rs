@@ -88,10 +88,25 @@ fn tensors_of_each_type_decode_to_known_values() {
         GgmlType::Q4_1,
         test_writer::q4_1(&[(0.5, -1.0)], &nibbles),
     );
+    // K-quant and Q5_0 blocks, from the fixture checked against llama.cpp's
+    // gguf-py (dtype.rs): two rows of a block each.
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("../../../tests/data/ggml-blocks.json")).unwrap();
+    let blocks = |name: &str, bytes: usize| -> Vec<u8> {
+        let text = fixture[name]["bytes"].as_str().unwrap();
+        (0..2 * bytes).map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap()).collect()
+    };
+    let kquants = [("Q4_K", GgmlType::Q4_K, DType::Q4K, 144), ("Q6_K", GgmlType::Q6_K, DType::Q6K, 210), ("Q5_0", GgmlType::Q5_0, DType::Q5_0, 22)];
+    for (name, ggml, dtype, bytes) in kquants {
+        w.tensor_raw(name, &[2, dtype.block_len()], ggml, blocks(name, bytes));
+    }
     let (_dir, path) = write(&w);
     let file = GgufFile::open(&path).unwrap();
     let config = crate::front::testmodel::TinySpec::default().config();
     let tensors = file.into_tensors(&config).unwrap();
+    for (name, _, dtype, bytes) in kquants {
+        assert_eq!(tensors.get(name).unwrap().dtype(), dtype);
+        assert_eq!(tensors.to_f32(name).unwrap(), dtype.to_f32(&blocks(name, bytes)).unwrap(), "{name}");
+    }
 
     assert_eq!(tensors.to_f32("f32").unwrap(), f32s);
     assert_eq!(tensors.shape("f32"), Some(&[2usize, 3][..]));
@@ -237,21 +252,21 @@ fn bad_magic_and_version() {
 #[test]
 fn unsupported_tensor_type_names_tensor_and_type() {
     let mut w = test_writer::tiny_llama_gguf(&TinySpec::default());
-    // Q4_K blocks are 256 elements of 144 bytes; the reader does not
+    // IQ2_XXS blocks are 256 elements of 66 bytes; the reader does not
     // need to know, it rejects the type by name.
     w.tensor_raw(
         "blk.0.ffn_up.weight",
         &[128, 64],
-        GgmlType(12),
-        vec![0; 128 * 64 / 256 * 144],
+        GgmlType(16),
+        vec![0; 128 * 64 / 256 * 66],
     );
     let (_dir, path) = write(&w);
     let e = read_model(&path).err().unwrap().to_string();
     assert_eq!(
         e,
         format!(
-            "{}: tensor `blk.0.ffn_up.weight`: ggml type Q4_K is not supported; q35 reads F32, F16, BF16, \
-             Q8_0, Q4_0 and Q4_1",
+            "{}: tensor `blk.0.ffn_up.weight`: ggml type IQ2_XXS is not supported; q35 reads F32, F16, BF16, \
+             Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and Q8_K",
             path.display()
         )
     );

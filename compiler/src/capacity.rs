@@ -44,7 +44,7 @@ fn read_config(path: &Path) -> Result<(ModelConfig, Option<String>)> {
 /// The report of `q35c plan`.
 pub fn plan(args: &PlanArgs, matches: &clap::ArgMatches) -> Result<String> {
     let target = crate::targets::find(args.target).ok_or_else(|| anyhow::anyhow!("internal error: unknown target {}", args.target))?;
-    crate::driver::q35c::check_foreign_options(matches, target)?;
+    crate::targets::check_foreign_options(matches, target)?;
     let (config, note) = read_config(args.config)?;
     let context_length = args.context.unwrap_or_else(|| config.max_position_embeddings.min(2048));
     crate::limits::check_context(context_length)?;

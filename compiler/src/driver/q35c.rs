@@ -227,25 +227,6 @@ fn chosen_target(args: &CompileArgs) -> Result<Option<&'static dyn q35_target::T
     }
 }
 
-/// Refuses an option of another target than `target` given on the
-/// command line.
-pub(crate) fn check_foreign_options(matches: &clap::ArgMatches, target: &dyn q35_target::Target) -> Result<()> {
-    for other in crate::targets::REGISTRY.iter().filter(|t| t.name() != target.name()) {
-        for option in other.args() {
-            let id = option.arg.get_id().as_str();
-            if matches.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
-                continue;
-            }
-            let value = matches.get_raw(id).and_then(|mut v| v.next()).map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
-            let flag = option.arg.get_long().unwrap_or(id);
-            let owner = other.name().to_uppercase();
-            let article = if owner.starts_with(['A', 'E', 'F', 'H', 'I', 'L', 'M', 'N', 'O', 'R', 'S', 'X']) { "an" } else { "a" };
-            bail!("--{flag} {value} is {article} {owner} option; the {} target {}", target.name(), option.elsewhere);
-        }
-    }
-    Ok(())
-}
-
 /// The option combinations compile() refuses, checked before any slow
 /// step (calibration) runs, and the chosen target configured.
 fn check_compile_args(
@@ -266,7 +247,7 @@ fn check_compile_args(
         }
     }
     let Some(target) = target else { return Ok(None) };
-    check_foreign_options(matches, target)?;
+    crate::targets::check_foreign_options(matches, target)?;
     let common = q35_target::Common {
         quant: args.quant,
         context_length: context_length(args, model),

@@ -21,5 +21,24 @@ pub fn names() -> String {
     REGISTRY.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
 }
 
+/// Refuses an option of another target than `target` given on the
+/// command line.
+pub fn check_foreign_options(matches: &clap::ArgMatches, target: &dyn Target) -> anyhow::Result<()> {
+    for other in REGISTRY.iter().filter(|t| t.name() != target.name()) {
+        for option in other.args() {
+            let id = option.arg.get_id().as_str();
+            if matches.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
+                continue;
+            }
+            let value = matches.get_raw(id).and_then(|mut v| v.next()).map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
+            let flag = option.arg.get_long().unwrap_or(id);
+            let owner = other.name().to_uppercase();
+            let article = if owner.starts_with(['A', 'E', 'F', 'H', 'I', 'L', 'M', 'N', 'O', 'R', 'S', 'X']) { "an" } else { "a" };
+            anyhow::bail!("--{flag} {value} is {article} {owner} option; the {} target {}", target.name(), option.elsewhere);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod nvptx_tests;

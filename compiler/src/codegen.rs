@@ -241,6 +241,10 @@ fn assemble_artifact(model: &Model, graph: &ModelGraph, options: &CompileOptions
         payloads.push(("tokenizer.json".to_string(), json.as_bytes().to_vec()));
         "tokenizer.json".to_string()
     });
+    let chat_template = model.chat_template.as_ref().map(|spec| {
+        payloads.push((q35_rt::chat::PAYLOAD.to_string(), serde_json::to_vec(spec).expect("strings serialize")));
+        q35_rt::chat::PAYLOAD.to_string()
+    });
     let manifest = Manifest {
         format: ARTIFACT_FORMAT.to_string(),
         version: ARTIFACT_VERSION,
@@ -256,6 +260,7 @@ fn assemble_artifact(model: &Model, graph: &ModelGraph, options: &CompileOptions
         weights: specs,
         code: code_name,
         tokenizer,
+        chat_template,
         toolchain,
         checksums: BTreeMap::new(),
         launches,

@@ -48,6 +48,7 @@
 pub mod artifact;
 pub mod bandwidth;
 pub mod calibrate;
+pub mod chat;
 pub mod check;
 pub mod dispatch_check;
 pub mod elf;

@@ -1,5 +1,5 @@
 //! Turning user text into the token ids a model expects: whether to put
-//! BOS first, and the chat template.
+//! BOS first (chat templates are the chat module's).
 //!
 //! [`Tokenizer::encode`] never adds special tokens; whether a model wants
 //! BOS is said by its `tokenizer.json` post-processor (Llama 2 and 3 add
@@ -9,10 +9,6 @@
 use serde_json::Value;
 
 use crate::tokenizer::Tokenizer;
-
-/// The ChatML markers (SmolLM2, Qwen, ...).
-pub const IM_START: &str = "<|im_start|>";
-pub const IM_END: &str = "<|im_end|>";
 
 /// Whether `tokenizer_json`'s post-processor puts `bos` in front of a
 /// single sequence. `false` without a BOS id or a post-processor that adds it.
@@ -58,16 +54,6 @@ fn first_special(processor: &Value, tokenizer: &Tokenizer) -> Option<u32> {
         }
         _ => None,
     }
-}
-
-/// `user` wrapped in the ChatML template for one user turn, ready for the
-/// assistant's answer; `None` if the tokenizer lacks the markers.
-pub fn chat_prompt(tokenizer: &Tokenizer, user: &str) -> Option<String> {
-    tokenizer.token_to_id(IM_START)?;
-    tokenizer.token_to_id(IM_END)?;
-    Some(format!(
-        "{IM_START}user\n{user}{IM_END}\n{IM_START}assistant\n"
-    ))
 }
 
 /// Token ids of `text`, with BOS first when the model wants it.

@@ -1,6 +1,7 @@
 //! BOS from the tokenizer's post-processor, and the chat template.
 
-use q35_rt::prompt::{adds_bos, chat_prompt, prompt_ids};
+use q35_rt::chat::{Chat, Message};
+use q35_rt::prompt::{adds_bos, prompt_ids};
 use q35_rt::tokenizer::Tokenizer;
 
 fn json(post_processor: &str, chat: bool) -> String {
@@ -68,9 +69,9 @@ fn prompts_get_bos_only_when_asked() {
 #[test]
 fn the_chat_template_needs_its_markers() {
     let plain = Tokenizer::from_json_str(&json("null", false), "t.json").unwrap();
-    assert_eq!(chat_prompt(&plain, "ab"), None);
+    assert!(Chat::new(None, &plain).unwrap().is_none());
     let chat = Tokenizer::from_json_str(&json("null", true), "t.json").unwrap();
-    let wrapped = chat_prompt(&chat, "ab").unwrap();
+    let wrapped = Chat::new(None, &chat).unwrap().unwrap().prompt(&[Message::new("user", "ab")]).unwrap();
     assert_eq!(
         wrapped,
         "<|im_start|>user\nab<|im_end|>\n<|im_start|>assistant\n"

@@ -166,6 +166,7 @@ pub fn manifest() -> Manifest {
         ],
         code: CODE.into(),
         tokenizer: None,
+        chat_template: None,
         toolchain: BTreeMap::new(),
         checksums: BTreeMap::new(),
         launches: Vec::new(),

@@ -12,7 +12,8 @@
 
 use q35_rt::calibrate::session_tokenizer;
 use q35_rt::executor::Session;
-use q35_rt::prompt::{adds_bos, chat_prompt, prompt_ids, IM_END};
+use q35_rt::chat::{Chat, Message};
+use q35_rt::prompt::{adds_bos, prompt_ids};
 use q35_rt::sampling::greedy;
 
 /// Prompts, and the words one of which a correct answer contains (any
@@ -40,13 +41,14 @@ const MORE_CORRECT: usize = 3;
 fn answer(session: &mut Session, user: &str, n: usize) -> String {
     let tokenizer = session_tokenizer(session).unwrap();
     let config = session.manifest().model.clone();
-    let text = chat_prompt(&tokenizer, user).expect("SmolLM2's tokenizer has the chat tokens");
+    let chat = Chat::new(session.artifact().chat_template(), &tokenizer).unwrap().expect("SmolLM2 has a chat template");
+    let text = chat.prompt(&[Message::new("user", user)]).unwrap();
     let add_bos = session
         .artifact()
         .tokenizer_json()
         .is_some_and(|json| adds_bos(json, &tokenizer, config.bos_token_id));
     let prompt = prompt_ids(&tokenizer, &text, config.bos_token_id, add_bos);
-    let stops: Vec<u32> = config.eos_token_id.into_iter().chain(tokenizer.token_to_id(IM_END)).collect();
+    let stops: Vec<u32> = config.eos_token_id.into_iter().chain(chat.end_of_turn().iter().copied()).collect();
     session.reset();
     let vocab = session.vocab_size();
     let mut logits = session.forward(&prompt, 0).unwrap().to_vec();

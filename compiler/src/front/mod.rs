@@ -44,6 +44,9 @@ pub struct Model {
     /// The Hugging Face `tokenizer.json` text: read beside a safetensors
     /// model, or made from a GGUF's tokenizer metadata.
     pub tokenizer_json: Option<String>,
+    /// Its chat template: `tokenizer_config.json`'s beside a safetensors
+    /// model, or a GGUF's `tokenizer.chat_template`.
+    pub chat_template: Option<q35_rt::chat::TemplateSpec>,
     /// The file the model was read from (for a sharded model, the index).
     pub source: PathBuf,
 }
@@ -175,10 +178,18 @@ fn load_hf(path: &Path, sharded: bool) -> Result<Model> {
     if let Some(json) = &tokenizer_json {
         check_tokenizer(json, &tokenizer_path.display().to_string(), &config)?;
     }
+    let config_path = dir.join(TOKENIZER_CONFIG_FILE);
+    let chat_template = match std::fs::read_to_string(&config_path) {
+        Ok(text) => q35_rt::chat::TemplateSpec::from_tokenizer_config(text.trim_start_matches('\u{feff}'), &config_path.display().to_string())
+            .map_err(|message| Error::malformed(&config_path, message.split_once(": ").map_or(message.clone(), |(_, m)| m.to_string())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(config_path, e)),
+    };
     Ok(Model {
         config,
         tensors,
         tokenizer_json,
+        chat_template,
         source: path.to_path_buf(),
     })
 }

@@ -99,6 +99,11 @@ pub struct Manifest {
     pub code: String,
     /// Payload tensor holding tokenizer.json, when the model had one.
     pub tokenizer: Option<String>,
+    /// Payload tensor holding the model's chat template (JSON: the
+    /// template and its BOS and EOS texts), when it had one. Absent from
+    /// the JSON otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<String>,
     /// Tool and library versions that produced the artifact.
     pub toolchain: BTreeMap<String, String>,
     /// FNV-1a 64 of every payload tensor, as 16 hex digits.
@@ -307,6 +312,7 @@ impl<'a> Artifact<'a> {
         let mut referenced: Vec<&String> = manifest.weights.iter().map(|w| &w.tensor).collect();
         referenced.push(&manifest.code);
         referenced.extend(manifest.tokenizer.iter());
+        referenced.extend(manifest.chat_template.iter());
         for name in referenced {
             if !tensors.contains_key(name) {
                 return Err(corrupted(format!("the manifest names payload `{name}`, which is missing")));

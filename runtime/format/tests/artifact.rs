@@ -47,6 +47,7 @@ fn manifest() -> Manifest {
         }],
         code: "code/cpu".into(),
         tokenizer: None,
+        chat_template: None,
         toolchain: BTreeMap::new(),
         checksums: BTreeMap::new(),
         launches: Vec::new(),

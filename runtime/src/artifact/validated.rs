@@ -30,6 +30,7 @@ pub struct ArtifactInfo {
     pub(crate) positions: usize,
     pub(crate) output: usize,
     tokenizer_json: Option<String>,
+    chat_template: Option<crate::chat::TemplateSpec>,
     file_bytes: u64,
 }
 
@@ -62,6 +63,11 @@ impl ArtifactInfo {
     /// The artifact's `tokenizer.json`, if it has one.
     pub fn tokenizer_json(&self) -> Option<&str> {
         self.tokenizer_json.as_deref()
+    }
+
+    /// The model's chat template, if the artifact has one.
+    pub fn chat_template(&self) -> Option<&crate::chat::TemplateSpec> {
+        self.chat_template.as_ref()
     }
 
     /// Size of the artifact file.
@@ -201,6 +207,13 @@ impl Validated {
             }
             None => None,
         };
+        let chat_template = match &manifest.chat_template {
+            Some(name) => {
+                let bytes = artifact.payload(name).unwrap_or_default();
+                Some(serde_json::from_slice(bytes).map_err(|e| invalid(format!("chat template payload `{name}`: {e}")))?)
+            }
+            None => None,
+        };
 
         let index: HashMap<&str, usize> = manifest
             .buffers
@@ -234,6 +247,7 @@ impl Validated {
                 positions,
                 output,
                 tokenizer_json,
+                chat_template,
                 file_bytes,
             },
             weights,

@@ -81,6 +81,7 @@ fn describe(artifact: &Artifact<'_>, file_bytes: u64, all: bool) -> String {
             "absent"
         }
     ));
+    line(chat(artifact));
     line(quantization(artifact));
     line(format!(
         "context: {} positions; up to {} tokens per call; {} output rows per matmul workgroup",
@@ -221,4 +222,38 @@ fn plan_summary(m: &Manifest) -> String {
         })
         .collect();
     format!("buffers: {} ({})", m.buffers.len(), parts.join(", "))
+}
+
+/// The chat template line: the model's own (its size, and the tokens that
+/// end an assistant's turn), or what `--chat` does without one.
+fn chat(artifact: &Artifact<'_>) -> String {
+    let m = &artifact.manifest;
+    let tokenizer = m
+        .tokenizer
+        .as_ref()
+        .and_then(|t| artifact.payload(t))
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|json| q35_rt::tokenizer::Tokenizer::from_json_str(json, "tokenizer.json").ok());
+    let spec = match &m.chat_template {
+        Some(name) => match artifact.payload(name).map(serde_json::from_slice::<q35_rt::chat::TemplateSpec>) {
+            Some(Ok(spec)) => Some(spec),
+            _ => return format!("chat: the template payload `{name}` is unreadable"),
+        },
+        None => None,
+    };
+    let Some(tokenizer) = tokenizer else {
+        return format!("chat: {}, no tokenizer", if spec.is_some() { "the model's template" } else { "no template" });
+    };
+    let what = match &spec {
+        Some(spec) => format!("the model's template ({} characters)", spec.template.chars().count()),
+        None => "no template of its own: ChatML".to_string(),
+    };
+    match q35_rt::chat::Chat::new(spec.as_ref(), &tokenizer) {
+        Ok(Some(chat)) => {
+            let ends: Vec<String> = chat.end_of_turn().iter().map(|&id| tokenizer.id_to_token(id).unwrap_or("?").to_string()).collect();
+            format!("chat: {what}; an assistant turn ends with {}", if ends.is_empty() { "EOS".to_string() } else { ends.join(", ") })
+        }
+        Ok(None) => "chat: none (no template, and no ChatML tokens)".to_string(),
+        Err(e) => format!("chat: {what}, which does not render: {e}"),
+    }
 }

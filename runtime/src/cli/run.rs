@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use q35_rt::prompt::{adds_bos, chat_prompt, prompt_ids, IM_END};
+use q35_rt::chat::{Chat, Message};
+use q35_rt::prompt::{adds_bos, prompt_ids};
 use q35_rt::sampling::{Sampler, SamplingParams};
 use q35_rt::tokenizer::StreamDecoder;
 
@@ -33,7 +34,9 @@ pub struct Args {
     /// Seed of the sampler
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Wrap the prompt in the chat template (<|im_start|>user ... <|im_start|>assistant)
+    /// Send the prompt as a user's message through the model's chat
+    /// template (ChatML if the artifact has none), and stop at the end of
+    /// the assistant's turn
     #[arg(long)]
     chat: bool,
 }
@@ -52,18 +55,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let config = session.manifest().model.clone();
     let context = session.context_length();
 
-    let text = match (args.chat, chat_prompt(&tokenizer, &args.prompt)) {
-        (true, Some(wrapped)) => wrapped,
-        (true, None) => {
-            tracing::warn!("--chat: the tokenizer has no <|im_start|>/<|im_end|> tokens; using the prompt as it is");
-            args.prompt.clone()
-        }
-        (false, _) => args.prompt.clone(),
+    let chat = match args.chat {
+        true => Chat::new(session.artifact().chat_template(), &tokenizer).map_err(|e| anyhow::anyhow!("{path}: {e}"))?,
+        false => None,
     };
-    let add_bos = session
-        .artifact()
-        .tokenizer_json()
-        .is_some_and(|json| adds_bos(json, &tokenizer, config.bos_token_id));
+    if args.chat && chat.is_none() {
+        tracing::warn!("--chat: the artifact has no chat template and its tokenizer no ChatML tokens; using the prompt as it is");
+    }
+    let text = match &chat {
+        Some(chat) => chat.prompt(&[Message::new("user", &args.prompt)]).map_err(|e| anyhow::anyhow!("{path}: {e}"))?,
+        None => args.prompt.clone(),
+    };
+    tracing::info!(prompt = %text, "chat prompt");
+    // A template that writes the BOS text itself takes no second BOS.
+    let template_bos = chat.as_ref().and_then(|c| c.bos_text()).is_some_and(|bos| text.starts_with(bos));
+    let add_bos = !template_bos
+        && session
+            .artifact()
+            .tokenizer_json()
+            .is_some_and(|json| adds_bos(json, &tokenizer, config.bos_token_id));
     let prompt = prompt_ids(&tokenizer, &text, config.bos_token_id, add_bos);
     if prompt.is_empty() {
         bail!("the prompt is empty (it encodes to no tokens)");
@@ -77,7 +87,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let stops: Vec<u32> = config
         .eos_token_id
         .into_iter()
-        .chain(args.chat.then(|| tokenizer.token_to_id(IM_END)).flatten())
+        .chain(chat.iter().flat_map(|c| c.end_of_turn().iter().copied()))
         .collect();
     tracing::info!(tokens = prompt.len(), bos = add_bos, "prompt");
 

@@ -386,11 +386,19 @@ pub(crate) fn read_model(path: &Path) -> Result<(Model, Option<GgufTokenizer>)> 
         );
         super::check_tokenizer(json, &origin, &config)?;
     }
+    let chat_template = match tokenizer.as_ref() {
+        Some(t) if t.chat_template.is_some() => {
+            let origin = format!("{}: tokenizer.chat_template", path.display());
+            q35_rt::chat::TemplateSpec::from_tokenizer_config(&t.to_tokenizer_config_json(config.max_position_embeddings), &origin).map_err(|message| Error::malformed(path, message))?
+        }
+        _ => None,
+    };
     let tensors = file.into_tensors(&config)?;
     let model = Model {
         config,
         tensors,
         tokenizer_json,
+        chat_template,
         source: path.to_path_buf(),
     };
     Ok((model, tokenizer))

@@ -376,3 +376,20 @@ fn lying_offsets_and_shapes() {
     assert_eq!(p.data_start % 64, 0);
     assert_eq!(p.tensors[1].offset, 64);
 }
+
+#[test]
+fn the_chat_template_comes_from_metadata() {
+    let mut w = test_writer::tiny_llama_gguf(&TinySpec::default());
+    let template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}";
+    w.kv("tokenizer.chat_template", Value::String(template.into()));
+    let (_dir, path) = write(&w);
+    let (model, _) = read_model(&path).unwrap();
+    let spec = model.chat_template.expect("the template");
+    assert_eq!(spec.template, template);
+    // A template that does not parse names the file and the key.
+    let mut w = test_writer::tiny_llama_gguf(&TinySpec::default());
+    w.kv("tokenizer.chat_template", Value::String("{% for %}".into()));
+    let (_dir, path) = write(&w);
+    let e = read_model(&path).err().unwrap().to_string();
+    assert!(e.contains("tokenizer.chat_template: its chat_template:"), "{e}");
+}

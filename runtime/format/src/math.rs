@@ -39,8 +39,19 @@ pub fn quantize_code(w: f32, min: f32, s: f32, l: u8) -> u8 {
         return 0;
     }
     let t = (f64::from(w) - f64::from(min)) / f64::from(s);
-    // `as` maps a NaN (impossible for finite inputs) to 0.
-    t.round().clamp(0.0, f64::from(l)) as u8
+    // `t.round().clamp(0, l)` without `round`, a libm call on the baseline
+    // x86-64 target (every weight of every candidate goes through here):
+    // for 0 < t < l the truncation is the floor and `t - floor` is exact,
+    // so comparing it with 1/2 rounds half away from zero exactly. A NaN
+    // (impossible for finite inputs) gives 0, as the cast did.
+    if !(t > 0.0) {
+        return 0;
+    }
+    if t >= f64::from(l) {
+        return l;
+    }
+    let floor = t as u8;
+    floor + u8::from(t - f64::from(floor) >= 0.5)
 }
 
 /// The largest f16 that is `<= x` (round toward -inf). Gives -inf when `x` is
@@ -212,5 +223,39 @@ mod tests {
         assert_eq!(quantize_code(-5.0, 0.0, 1.0, L3), 0);
         assert_eq!(quantize_code(3.0, 3.0, 0.0, L4), 0);
         assert_eq!(dequant(-1.0, 0.1328125, 4), -0.46875);
+    }
+
+    /// The inline rounding gives `round().clamp()`'s code on every input:
+    /// random weights, quotients next to every half integer (one f64 ulp
+    /// either side), and the clamps.
+    #[test]
+    fn inline_rounding_is_round_then_clamp() {
+        let by_round = |w: f32, min: f32, s: f32, l: u8| -> u8 {
+            if s <= 0.0 || s.is_nan() {
+                return 0;
+            }
+            ((f64::from(w) - f64::from(min)) / f64::from(s)).round().clamp(0.0, f64::from(l)) as u8
+        };
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for _ in 0..200_000 {
+            let (w, min, s) = (next() * 4.0 - 2.0, next() * -2.0, next() * 0.5);
+            for l in [L3, L4] {
+                assert_eq!(quantize_code(w, min, s, l), by_round(w, min, s, l), "w {w} min {min} s {s} l {l}");
+            }
+        }
+        for k in 0..16 {
+            let half = k as f32 + 0.5;
+            for w in [half, f32::from_bits(half.to_bits() - 1), f32::from_bits(half.to_bits() + 1)] {
+                for l in [L3, L4] {
+                    assert_eq!(quantize_code(w, 0.0, 1.0, l), by_round(w, 0.0, 1.0, l), "w {w} l {l}");
+                }
+            }
+        }
     }
 }

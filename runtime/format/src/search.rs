@@ -94,11 +94,14 @@ pub(crate) fn group_sse(
     code: u8,
 ) -> f64 {
     let p = GroupParams::from_bits(min.to_bits(), range_scale.to_bits(), code);
+    // Each parity's level and step once, not per element (the same f32
+    // division every time).
+    let level = [kind.levels(0).unwrap_or(0), kind.levels(1).unwrap_or(0)];
+    let step = level.map(|l| p.step(l));
     let mut sse = 0.0;
     for (i, &x) in w.iter().enumerate() {
         let c = imp.map_or(1.0, |v| f64::from(v[i]));
-        let l = kind.levels(i).unwrap_or(0);
-        let s = p.step(l);
+        let (l, s) = (level[i % 2], step[i % 2]);
         let d = dequant(p.min, s, quantize_code(x, p.min, s, l));
         let e = f64::from(x) - f64::from(d);
         sse += c * e * e;

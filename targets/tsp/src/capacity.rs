@@ -52,7 +52,7 @@ pub fn measure(config: &TspConfig, plan: &Plan) -> Result<Measure, String> {
             plan.buffers
                 .iter()
                 .find(|b| b.name == *name)
-                .map(|b| 4 * width.div_ceil(lanes) as u64 * (b.width / width) as u64)
+                .map(|b| model::kv_cache_rows(lanes, width, b.width))
         })
         .sum();
     model::on_roomy_chip(config, |roomy| {
@@ -125,7 +125,7 @@ pub fn capacity(
     let chip_rows = config.rows_per_slice() * config.mem_slices as u64;
     let chips = sram_rows.div_ceil(chip_rows).max(1);
     let hop_bytes = widest_cut(two);
-    let hop_cycles = config.link_latency + hop_bytes.div_ceil(config.link_bytes_per_cycle as u64);
+    let hop_cycles = config.link_latency + config.link_cycles(hop_bytes);
     let compute_cycles = scale(m1.cycles, m2.cycles);
     let install_rate = (config.mxm_planes * config.install_vectors_per_cycle) as f64;
     Ok(Capacity {

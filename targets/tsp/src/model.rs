@@ -185,6 +185,12 @@ pub fn kv_widths(plan: &Plan) -> HashMap<&str, usize> {
     widths
 }
 
+/// SRAM rows of a KV cache `cache_width` wide in all (rows of `kv_width`
+/// f32 values, one a position), on a chip of `lanes` lanes.
+pub fn kv_cache_rows(lanes: usize, kv_width: usize, cache_width: usize) -> u64 {
+    4 * kv_width.div_ceil(lanes) as u64 * (cache_width / kv_width) as u64
+}
+
 /// How many of a dispatch's buffers (the last ones) it writes.
 pub fn written_buffers(spec: Option<&KernelSpec>) -> usize {
     if matches!(spec, Some(KernelSpec::KvUpdate(_))) { 2 } else { 1 }
@@ -227,7 +233,7 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory, part
             "activation" | "output" => 4 * tokens * tiles(b.width),
             "kv_cache" => {
                 let width = *kv_width.get(b.name.as_str()).ok_or_else(|| format!("KV cache `{}` has no kv_update", b.name))?;
-                4 * tiles(width) * (b.width / width) as u32
+                kv_cache_rows(lanes, width, b.width) as u32
             }
             _ => continue,
         };
@@ -440,7 +446,7 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory, part
     // What the next chip needs: each live activation from SRAM onto the
     // link once written, one after another, with the cycle each vector
     // arrives there (the link's model: `Op::Send`).
-    let per_vector = (4 * lanes as u64).div_ceil(config.link_bytes_per_cycle as u64);
+    let per_vector = config.link_cycles(4 * lanes as u64);
     let (mut after, mut link_free) = (0, 0);
     let mut arrivals = Vec::with_capacity(part.outgoing.len());
     for &name in &part.outgoing {

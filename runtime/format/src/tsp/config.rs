@@ -142,6 +142,11 @@ impl TspConfig {
         Ok(())
     }
 
+    /// Cycles the link takes to carry `bytes` (before `link_latency`).
+    pub fn link_cycles(&self, bytes: u64) -> u64 {
+        bytes.div_ceil(self.link_bytes_per_cycle as u64)
+    }
+
     /// Seconds for `cycles` at the configured clock.
     pub fn seconds(&self, cycles: u64) -> f64 {
         cycles as f64 / (self.clock_mhz * 1e6)

@@ -475,7 +475,7 @@ impl Chip {
                     for (v, vector) in inputs.into_iter().next().unwrap_or_default().into_iter().enumerate() {
                         let bytes = vector.elem().rows() as u64 * lanes as u64;
                         let start = (taken + v as u64).max(self.link_free);
-                        self.link_free = start + bytes.div_ceil(c.link_bytes_per_cycle as u64);
+                        self.link_free = start + c.link_cycles(bytes);
                         self.outbox.push((self.link_free + c.link_latency, vector));
                     }
                     return Ok(Vec::new());

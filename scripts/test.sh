@@ -35,6 +35,9 @@ lit_failed=$(sed -n 's/^ *Failed *: *\([0-9]*\).*/\1/p' "$logs/lit.txt" | tail -
 passed=$((passed + ${lit_passed:-0}))
 failed=$((failed + ${lit_failed:-0}))
 
+echo "== CSL: the emitted files parse as CSL (scripts/csl-check)"
+if bash scripts/csl-check/check-emitted.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+
 echo "== SmolLM2: the default build answers fixed factual prompts (tests/tests/smollm2_answers.rs)"
 # The example model from PyPI, compiled as a user would, with no
 # quantization flag (about two minutes on 2 cores).

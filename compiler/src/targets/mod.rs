@@ -4,7 +4,7 @@
 use q35_target::Target;
 
 /// Every target `--target` accepts, in `--help` order.
-pub static REGISTRY: &[&dyn Target] = &[&q35_target_cpu::CpuTarget, &q35_target_nvptx::NvptxTarget, &q35_target_tsp::TspTarget];
+pub static REGISTRY: &[&dyn Target] = &[&q35_target_cpu::CpuTarget, &q35_target_nvptx::NvptxTarget, &q35_target_tsp::TspTarget, &q35_target_csl::CslTarget];
 
 /// The target named `name`.
 pub fn find(name: &str) -> Option<&'static dyn Target> {

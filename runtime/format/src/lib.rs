@@ -28,6 +28,7 @@ pub mod output;
 pub mod plan;
 pub mod quote;
 pub mod signature;
+pub mod csl;
 pub mod tsp;
 mod config;
 pub mod allocate;

@@ -14,6 +14,7 @@
 //! them (the `executor` module).
 
 pub mod cpu;
+pub mod csl;
 pub mod nvptx;
 pub mod tsp;
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Checks that the CSL q35c emits parses as CSL: the insta snapshots of the
-# CSL target hold the emitted files byte for byte (the snapshot tests fail
-# if the emitter's output differs), so their bodies are what is checked,
-# with csl_check.py --strict (Zig's parser with CSL's rewrites, calibrated
-# on Cerebras's csl-examples; README.md beside it). The Zig toolchain comes
-# from PyPI (`ziglang`, pinned) into a venv under ~/.cache/q35.
+# Checks that the CSL q35c emits parses as CSL, with csl_check.py --strict
+# (Zig's parser with CSL's rewrites, calibrated on Cerebras's csl-examples;
+# README.md beside it): the CSL target's snapshots (a single matmul's files,
+# byte for byte what the emitter writes) and a whole tiny model's program
+# (`q35c --target csl --emit csl`). The Zig toolchain comes from PyPI
+# (`ziglang`, pinned) into a venv under ~/.cache/q35. Needs target/debug/q35c.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv="${Q35_CSL_VENV:-$HOME/.cache/q35/cslvenv}"
@@ -15,9 +15,15 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import ziglang' 2>/de
 fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+mkdir -p "$out/snapshots" "$out/tiny"
 for snap in targets/csl/src/snapshots/*.snap; do
   name=$(basename "$snap" .snap)
   # The body follows the second `---` line of insta's header.
-  awk 'c >= 2 { print } /^---$/ { c++ }' "$snap" > "$out/${name#q35_target_csl__tests__}.csl"
+  awk 'c >= 2 { print } /^---$/ { c++ }' "$snap" > "$out/snapshots/${name#q35_target_csl__tests__}.csl"
 done
-"$venv/bin/python" scripts/csl-check/csl_check.py --strict "$out"
+target/debug/q35c tiny-model -o "$out/model" > /dev/null
+target/debug/q35c "$out/model" --target csl --emit csl -o "$out/program.txt"
+# One file after each `// ==== file: NAME ====` line.
+awk -v dir="$out/tiny" '/^\/\/ ==== file: .* ====$/ { file = dir "/" $4; next } { print > file }' "$out/program.txt"
+ls "$out/tiny" | grep -q pe_program_attention.csl
+"$venv/bin/python" scripts/csl-check/csl_check.py --strict "$out/snapshots" "$out/tiny"

@@ -119,7 +119,7 @@ pub fn code_signatures(manifest: &Manifest, code: &[u8]) -> Result<CodeSignature
     match manifest.target.kind.as_str() {
         // PTX and TSP programs are text that declares the signatures in a
         // comment line.
-        "nvptx" | "tsp" => CodeSignatures::from_ptx(
+        "nvptx" | "tsp" | "csl" => CodeSignatures::from_ptx(
             std::str::from_utf8(code).map_err(|e| format!("the code object must be text, but it is not UTF-8 ({e})"))?,
         ),
         _ => cpu_signatures(code),

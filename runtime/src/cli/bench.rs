@@ -188,6 +188,8 @@ fn simulated(session: &mut q35_rt::Session, prompt: &[u32], decode: &[u32], json
         "mxm_busy_percent": 100.0 * mxm,
         "simulation_seconds_per_token": wall / (prompt.len() + decode.len()) as f64,
         "chips": after.chips,
+        "pes": after.pes,
+        "pe_utilization_percent": 100.0 * (after.pe_busy - mid.pe_busy) as f64 / runs / (cycles * after.pes as f64),
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -196,16 +198,24 @@ fn simulated(session: &mut q35_rt::Session, prompt: &[u32], decode: &[u32], json
             println!("chips: {} in a pipeline (a run's cycles: from its start on the first chip to the last chip's end; install bound and MXM share over all chips)", after.chips);
         }
         println!("decode: {cycles:.0} cycles per token, {:.1} tok/s at {:.0} MHz", after.clock_hz / cycles, after.clock_hz / 1e6);
-        println!("install bound: {bound:.0} cycles per token ({:.1} % of it reached)", 100.0 * bound / cycles);
-        println!("MXM busy: {:.1} %", 100.0 * mxm);
-        println!(
-            "prefill: {:.0} cycles per token, {:.1} tok/s, MXM busy {:.1} % ({} run(s) for {} tokens)",
-            prefill_cycles / prompt.len() as f64,
-            after.clock_hz * prompt.len() as f64 / prefill_cycles,
-            100.0 * prefill_mxm,
-            prefill_runs,
-            prompt.len()
-        );
+        if after.mxm_planes > 0 {
+            println!("install bound: {bound:.0} cycles per token ({:.1} % of it reached)", 100.0 * bound / cycles);
+            println!("MXM busy: {:.1} %", 100.0 * mxm);
+            println!(
+                "prefill: {:.0} cycles per token, {:.1} tok/s, MXM busy {:.1} % ({} run(s) for {} tokens)",
+                prefill_cycles / prompt.len() as f64,
+                after.clock_hz * prompt.len() as f64 / prefill_cycles,
+                100.0 * prefill_mxm,
+                prefill_runs,
+                prompt.len()
+            );
+        }
+        if after.pes > 0 {
+            // Busy PE-cycles over all the program's PEs for the token's cycles.
+            let busy = (after.pe_busy - mid.pe_busy) as f64 / runs;
+            println!("PEs: {}, utilization {:.2} % (busy PE-cycles over PEs x cycles)", after.pes, 100.0 * busy / (cycles * after.pes as f64));
+            println!("prefill: {:.0} cycles per token, {:.1} tok/s ({} tokens, one at a time)", prefill_cycles / prompt.len() as f64, after.clock_hz * prompt.len() as f64 / prefill_cycles, prompt.len());
+        }
         println!("simulation: {:.3} s per token on this machine", wall / (prompt.len() + decode.len()) as f64);
     }
     Ok(ExitCode::SUCCESS)

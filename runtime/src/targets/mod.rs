@@ -102,6 +102,9 @@ pub struct Simulated {
     pub mxm_planes: usize,
     /// Chips of the pipeline the program runs on.
     pub chips: usize,
+    /// PEs of a wafer program, and the cycles they ran tasks, summed.
+    pub pes: u64,
+    pub pe_busy: u64,
 }
 
 /// What a target's loader gets besides the artifact.
@@ -126,6 +129,7 @@ pub const TARGETS: &[(&str, Loader)] = &[
     #[cfg(feature = "cuda")]
     ("nvptx", nvptx::cuda::load),
     ("tsp", tsp::load),
+    ("csl", csl::load),
 ];
 
 /// Loads `artifact` on the target its manifest names; a kind this build
@@ -163,7 +167,6 @@ pub fn known_kinds() -> String {
 pub(crate) fn unsupported(path: &str, kind: &str) -> LoadError {
     let hint = match kind {
         "nvptx" => "; an nvptx artifact needs a q35-rt built with the `cuda` feature and an NVIDIA GPU",
-        "csl" => "; a csl artifact runs on the CSL simulator",
         "tsp" => "; a tsp artifact runs on the TSP simulator",
         _ => "",
     };

@@ -8,13 +8,15 @@
 //! [`capacity`] lays a whole model on the wafer from its shape alone
 //! (`q35c plan --target csl`).
 //!
-//! Lowering a whole model to one program (norms, RoPE, attention and the
-//! KV cache on their own PEs) is not built yet: compiling to `--target
-//! csl` says so.
+//! A whole model ([`program`]) is one CSL program with a region of PEs
+//! for every dispatch (norms, RoPE, attention and the KV cache on PEs of
+//! their own, [`rows`]), which the host runs dispatch by dispatch.
 
 pub mod capacity;
 pub mod emit;
 pub mod partition;
+pub mod program;
+pub mod rows;
 
 #[cfg(test)]
 mod tests;
@@ -22,12 +24,16 @@ mod tests;
 use anyhow::{anyhow, bail};
 use melior::ir::Module;
 use q35_format::csl::CslConfig;
-use q35_target::{pipeline, target::read_plan, Backend, CodeObject, Common, Plan, Session, Stage, Target, TargetArg};
+use q35_format::{artifact::TargetSpec, signature::CodeSignatures};
+use q35_target::{kernel::DEFAULT_ROWS_PER_WORKGROUP, pipeline, target::read_plan, Backend, CodeObject, Common, Plan, Session, Stage, Target, TargetArg};
+
+/// Payload name of the program (the CSL files and the regions, as JSON).
+pub const PROGRAM_PAYLOAD: &str = "code/csl.program";
 
 /// The Cerebras CSL-style wafer, run by q35-rt's CSL simulator.
 pub struct CslTarget;
 
-const STAGES: &[Stage] = &[];
+const STAGES: &[Stage] = &[Stage { name: "csl", help: "the CSL program: layout.csl and the pe_program*.csl files, each after a `// ==== file: NAME ====` line (CSL)" }];
 
 impl Target for CslTarget {
     fn name(&self) -> &'static str {
@@ -35,7 +41,7 @@ impl Target for CslTarget {
     }
 
     fn about(&self) -> &'static str {
-        "a Cerebras CSL-style wafer of PEs: matmuls emitted as CSL, run by q35-rt's CSL simulator (q35c plan --target csl today)"
+        "a Cerebras CSL-style wafer of PEs: the model as a CSL program, run by q35-rt's CSL simulator"
     }
 
     fn args(&self) -> Vec<TargetArg> {
@@ -64,7 +70,7 @@ impl Target for CslTarget {
         if !common.quant.is_coded() {
             return Err(format!("the csl target keeps coded weights on its PEs (--quant q35, int4 or int3), not {}", common.quant));
         }
-        Ok(Box::new(Csl { config, context_length: common.context_length }))
+        Ok(Box::new(Csl { config, context_length: common.context_length, max_tokens: common.max_tokens }))
     }
 }
 
@@ -72,6 +78,7 @@ impl Target for CslTarget {
 pub struct Csl {
     pub config: CslConfig,
     pub context_length: usize,
+    pub max_tokens: usize,
 }
 
 /// `module` through the shared planning pass, and its plan.
@@ -85,15 +92,32 @@ impl Backend for Csl {
         Some("--target csl")
     }
 
-    fn emit(&self, _session: &mut Session, _module: &mut Module, stage: &str) -> anyhow::Result<String> {
-        bail!("the csl target has no stage `{stage}`")
+    fn emit(&self, session: &mut Session, module: &mut Module, stage: &str) -> anyhow::Result<String> {
+        if stage != "csl" {
+            bail!("the csl target has no stage `{stage}`");
+        }
+        let plan = planned(session, module)?;
+        let program = program::lower(&self.config, &plan).map_err(|e| anyhow!("the csl target: {e}"))?;
+        Ok(program.files.iter().map(|f| format!("// ==== file: {} ====\n{}", f.name, f.text)).collect())
     }
 
-    fn compile(&self, _session: &mut Session, _module: Module, _check: &dyn Fn(&Plan) -> anyhow::Result<()>) -> anyhow::Result<CodeObject> {
-        bail!(
-            "the csl target lowers single matmuls to CSL and plans whole models (q35c plan --target csl --config config.json); \
-             lowering a whole model to one wafer program is not built yet"
-        )
+    fn compile(&self, session: &mut Session, mut module: Module, check: &dyn Fn(&Plan) -> anyhow::Result<()>) -> anyhow::Result<CodeObject> {
+        let plan = planned(session, &mut module)?;
+        check(&plan)?;
+        let started = std::time::Instant::now();
+        let program = program::lower(&self.config, &plan).map_err(|e| anyhow!("the csl target: {e}"))?;
+        session.timings.record("CSL layout", started.elapsed());
+        let signatures = CodeSignatures::of_plan(&plan.buffers, &plan.dispatches, self.context_length, self.max_tokens).map_err(|e| anyhow!("internal error: {e}"))?;
+        let text = signatures.ptx_comment() + &program.to_json() + "\n";
+        Ok(CodeObject {
+            payload: PROGRAM_PAYLOAD.to_string(),
+            bytes: text.into_bytes(),
+            target: TargetSpec { kind: "csl".to_string(), triple: "csl".to_string(), cpu: format!("wafer-{}x{}", program.width, program.height), features: String::new() },
+            plan,
+            launches: Vec::new(),
+            rows_per_workgroup: DEFAULT_ROWS_PER_WORKGROUP,
+            activations: "f32",
+        })
     }
 
     fn capacity<'c>(&self, session: &mut Session<'c>, build: &mut dyn FnMut(usize) -> anyhow::Result<Module<'c>>, layers: usize, json: bool) -> anyhow::Result<String> {

@@ -32,7 +32,7 @@ pub struct BlockSize {
 impl BlockSize {
     /// `n × k`'s split at this size.
     pub fn shape(&self, n: usize, k: usize, kind: QuantKind, group: GroupSize) -> Result<BlockShape, String> {
-        let width = group.fixed().unwrap_or(128);
+        let width = group.fixed().unwrap_or(128).min(k.max(1));
         let cols = (self.groups * width).min(k.next_multiple_of(width));
         // A narrow matrix takes no more rows per PE than it has.
         let rows = self.rows.min(n.next_multiple_of(q35_format::csl::block::ROW_QUANTUM));

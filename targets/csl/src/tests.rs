@@ -7,7 +7,7 @@ fn a_small_matmul_program_is_pinned() {
     let shape = BlockShape::new(40, 200, QuantKind::Q35, GroupSize::G64, 16, 128).unwrap();
     let files = emit::matmul("blk.0.attn_q", &shape);
     insta::assert_snapshot!("matmul_layout", files.get("layout.csl").unwrap());
-    insta::assert_snapshot!("matmul_pe_program", files.get("pe_program.csl").unwrap());
+    insta::assert_snapshot!("matmul_pe_program", files.get("pe_program_matmul.csl").unwrap());
 }
 
 use q35_format::csl::{Block, CslConfig};
@@ -103,17 +103,17 @@ fn broken_programs_are_refused_naming_the_pe_and_cycle() {
     let e = failure(&shape, |f| replace(f, "layout.csl", ".rx = .{WEST}, .tx = .{RAMP} }", ".rx = .{NORTH}, .tx = .{RAMP} }"));
     assert!(e.contains("route conflict at PE (2, 0)") && e.contains("from WEST"), "{e}");
     // Partial sums never sent: the PE below waits forever.
-    let e = failure(&shape, |f| replace(f, "pe_program.csl", "@fmovs(sum_out, y_dsd, .{ .async = true, .activate = done_id });", "@activate(done_id);"));
+    let e = failure(&shape, |f| replace(f, "pe_program_matmul.csl", "@fmovs(sum_out, y_dsd, .{ .async = true, .activate = done_id });", "@activate(done_id);"));
     assert!(e.starts_with("deadlock: PE (0, 1) waits from cycle") && e.contains("16 wavelets of colour"), "{e}");
     // A PE whose arrays outgrow its SRAM.
-    let e = failure(&shape, |f| replace(f, "pe_program.csl", "var w = @zeros([rows]f32);", "var w = @zeros([12000]f32);"));
+    let e = failure(&shape, |f| replace(f, "pe_program_matmul.csl", "var w = @zeros([rows]f32);", "var w = @zeros([12000]f32);"));
     assert!(e.contains("PE (0, 0) needs") && e.contains("a PE has 49152"), "{e}");
     // An index past an array, with the file and line.
-    let e = failure(&shape, |f| replace(f, "pe_program.csl", "@fmacs(y_dsd, y_dsd, w_dsd, x[c]);", "@fmacs(y_dsd, y_dsd, w_dsd, x[c + 1]);"));
-    assert!(e.contains("pe_program.csl:") && e.contains("index 128 is outside `x` (128 elements)"), "{e}");
+    let e = failure(&shape, |f| replace(f, "pe_program_matmul.csl", "@fmacs(y_dsd, y_dsd, w_dsd, x[c]);", "@fmacs(y_dsd, y_dsd, w_dsd, x[c + 1]);"));
+    assert!(e.contains("pe_program_matmul.csl:") && e.contains("index 128 is outside `x` (128 elements)"), "{e}");
     // Text that is not CSL.
-    let e = failure(&shape, |f| replace(f, "pe_program.csl", "task done() void {", "task done() void"));
-    assert!(e.starts_with("pe_program.csl:"), "{e}");
+    let e = failure(&shape, |f| replace(f, "pe_program_matmul.csl", "task done() void {", "task done() void"));
+    assert!(e.starts_with("pe_program_matmul.csl:"), "{e}");
 }
 
 /// Cycles of one launch, for the record (`cargo test -p q35-target-csl

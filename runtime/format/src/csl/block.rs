@@ -55,12 +55,18 @@ impl BlockShape {
         if rows == 0 || rows % ROW_QUANTUM != 0 {
             return Err(format!("{rows} rows per PE: a multiple of {ROW_QUANTUM} is needed"));
         }
-        match group.fixed() {
+        // A group wider than the row is the row (as the artifact's layout has it).
+        match group.fixed().map(|g| g.min(k.max(1))) {
             Some(g) if cols == 0 || cols % g != 0 => return Err(format!("{cols} columns per PE: a multiple of the group width {g} is needed")),
             None if cols == 0 || cols % 2 != 0 => return Err(format!("{cols} columns per PE: an even number is needed")),
             _ => {}
         }
         Ok(BlockShape { n, k, kind, group, rows, cols: cols.min(k.next_multiple_of(2)) })
+    }
+
+    /// The width of the row's groups (`None`: one group a row).
+    fn group_width(&self) -> Option<usize> {
+        self.group.fixed().map(|g| g.min(self.k.max(1)))
     }
 
     /// PEs along x (output row blocks) and along y (input column blocks).
@@ -89,7 +95,7 @@ impl BlockShape {
 
     pub fn local_groups(&self, y: usize) -> LocalGroups {
         let cols = self.span(y).len();
-        match self.group.fixed() {
+        match self.group_width() {
             Some(g) => {
                 let groups = cols.div_ceil(g).max(1);
                 LocalGroups { groups, group_width: g, last_width: cols - (groups - 1) * g }
@@ -100,7 +106,7 @@ impl BlockShape {
 
     /// The row's group that local group `g` of PE row `y` is.
     pub fn global_group(&self, y: usize, g: usize) -> usize {
-        match self.group.fixed() {
+        match self.group_width() {
             Some(width) => self.span(y).start / width + g,
             None => 0,
         }

@@ -5,7 +5,9 @@
 //! the arrays the emitted program declares.
 
 pub mod block;
+pub mod program;
 pub mod config;
 
 pub use block::{Block, BlockShape};
+pub use program::{CslFile, CslProgram, Region, RegionKind};
 pub use config::CslConfig;

@@ -580,6 +580,24 @@ impl<'a> Interp<'a> {
                 self.effects.push(Effect::Done { cycle: self.cycle });
                 Ok(Value::Void)
             }
+            // The math library's f32 functions, correctly rounded or
+            // nearly (Rust's, the platform's libm): the PE's own may differ
+            // in the last bits.
+            ("<math>", "sqrt_f32" | "exp_f32" | "sin_f32" | "cos_f32") => {
+                let x = match args.as_slice() {
+                    [Value::Float(f)] => *f,
+                    [Value::Int(n)] => *n as f32,
+                    _ => return Err(Fault::at(pos, format!("math.{method} takes one f32"))),
+                };
+                // A library call costs as a short routine (chosen).
+                self.cycle += 20 * self.costs.scalar;
+                Ok(Value::Float(match method {
+                    "sqrt_f32" => x.sqrt(),
+                    "exp_f32" => x.exp(),
+                    "sin_f32" => x.sin(),
+                    _ => x.cos(),
+                }))
+            }
             _ => Err(Fault::at(pos, format!("the library `{module}` has no `{method}` the simulator knows"))),
         }
     }
@@ -602,7 +620,7 @@ impl<'a> Interp<'a> {
             "get_local_task_id" => Ok(Value::LocalTask(self.int(arg(0)?)? as u32)),
             "get_input_queue" | "get_output_queue" => Ok(Value::Queue(self.int(arg(0)?)? as u32)),
             "import_module" => match self.eval(arg(0)?)? {
-                Value::Str(path) if path == "<memcpy/get_params>" || path == "<memcpy/memcpy>" => Ok(Value::Module(path)),
+                Value::Str(path) if ["<memcpy/get_params>", "<memcpy/memcpy>", "<math>"].contains(&path.as_str()) => Ok(Value::Module(path)),
                 Value::Str(path) => Err(Fault::at(pos, format!("the simulator has no library `{path}`"))),
                 other => Err(Fault::at(pos, format!("@import_module takes a path, not {}", other.kind()))),
             },

@@ -232,11 +232,25 @@ impl Wafer {
     /// Calls the exported function `function` on every PE at cycle 0 (as
     /// memcpy's launch does) and runs until the wafer is quiet.
     pub fn launch(&mut self, function: &str) -> Result<Stats, SimError> {
+        self.launch_region(function, 0, 0, self.width, self.height)
+    }
+
+    /// [`Wafer::launch`] on the PEs of one region (`width × height` at
+    /// (x0, y0)); the rest of the wafer keeps its state.
+    pub fn launch_region(&mut self, function: &str, x0: usize, y0: usize, width: usize, height: usize) -> Result<Stats, SimError> {
+        let in_region = |i: usize, w: usize| {
+            let (x, y) = (i % w, i / w);
+            (x0..x0 + width).contains(&x) && (y0..y0 + height).contains(&y)
+        };
         let mut queue: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::new();
         let mut actions: HashMap<u64, Action> = HashMap::new();
         let mut seq = 0u64;
-        let mut stats = Stats { pes: self.pes.len() as u64, ..Stats::default() };
+        let mut stats = Stats { pes: (width * height) as u64, ..Stats::default() };
+        let w = self.width;
         for (i, pe) in self.pes.iter_mut().enumerate() {
+            if !in_region(i, w) {
+                continue;
+            }
             if !matches!(pe.state.exports.get(function), Some(Value::Func(_))) {
                 let (x, y) = (i % self.width, i / self.width);
                 return Err(SimError(format!("PE ({x}, {y}) exports no function `{function}`")));
@@ -307,6 +321,9 @@ impl Wafer {
             stats.cycles = stats.cycles.max(end);
         }
         for (i, pe) in self.pes.iter().enumerate() {
+            if !in_region(i, w) {
+                continue;
+            }
             let (x, y) = (i % self.width, i / self.width);
             let name = &self.files[pe.file].0;
             if let Some(w) = pe.waiting.first() {
@@ -414,5 +431,11 @@ impl Wafer {
             }
         }
         Ok(activations)
+    }
+}
+
+impl From<SimError> for String {
+    fn from(e: SimError) -> String {
+        e.0
     }
 }

@@ -100,11 +100,36 @@ pub struct Costs {
     pub dsd_element: u64,
 }
 
+/// FNV-1a: names are short, and the simulator looks one up for nearly
+/// every operation.
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+pub type Names<V> = HashMap<String, V, std::hash::BuildHasherDefault<Fnv>>;
+
 /// One PE's (or the layout's) state.
 #[derive(Clone, Debug, Default)]
 pub struct State {
     pub arrays: Vec<Array>,
-    pub globals: HashMap<String, Value>,
+    pub globals: Names<Value>,
     /// Mutable file-level scalars.
     pub tasks: HashMap<u32, String>,
     /// `@export_symbol`ed names: arrays and functions.
@@ -127,7 +152,10 @@ pub struct Interp<'a> {
     /// The PE's clock: the cycle the next operation starts at.
     pub cycle: u64,
     pub effects: Vec<Effect>,
-    scopes: Vec<Vec<(String, Value)>>,
+    /// Local names, innermost last; a function sees those from `frame`
+    /// on (its parameters and its own), not its caller's.
+    locals: Vec<(&'a str, Value)>,
+    frame: usize,
     depth: usize,
     /// Bounds a layout's loops and a task's work (no program runs forever).
     pub budget: u64,
@@ -135,7 +163,7 @@ pub struct Interp<'a> {
 
 impl<'a> Interp<'a> {
     pub fn new(file: &'a File, state: &'a mut State, costs: Costs, cycle: u64) -> Self {
-        Interp { file, state, costs, cycle, effects: Vec::new(), scopes: vec![Vec::new()], depth: 0, budget: u64::MAX }
+        Interp { file, state, costs, cycle, effects: Vec::new(), locals: Vec::new(), frame: 0, depth: 0, budget: u64::MAX }
     }
 
     fn tick(&mut self, pos: Pos) -> Eval<()> {
@@ -202,7 +230,7 @@ impl<'a> Interp<'a> {
         self.call(name, Vec::new(), pos)
     }
 
-    fn decl_value(&mut self, decl: &Decl) -> Eval<Value> {
+    fn decl_value(&mut self, decl: &'a Decl) -> Eval<Value> {
         let ty = match &decl.ty {
             Some(t) => Some(self.eval_type(t)?),
             None => None,
@@ -233,10 +261,8 @@ impl<'a> Interp<'a> {
     }
 
     fn lookup(&self, name: &str, pos: Pos) -> Eval<Value> {
-        for scope in self.scopes.iter().rev() {
-            if let Some((_, v)) = scope.iter().rev().find(|(n, _)| n == name) {
-                return Ok(v.clone());
-            }
+        if let Some((_, v)) = self.locals[self.frame..].iter().rev().find(|(n, _)| *n == name) {
+            return Ok(v.clone());
         }
         if let Some(v) = self.state.globals.get(name) {
             return Ok(v.clone());
@@ -257,11 +283,10 @@ impl<'a> Interp<'a> {
     }
 
     fn assign_name(&mut self, name: &str, value: Value, pos: Pos) -> Eval<()> {
-        for scope in self.scopes.iter_mut().rev() {
-            if let Some(slot) = scope.iter_mut().rev().find(|(n, _)| n == name) {
-                slot.1 = value;
-                return Ok(());
-            }
+        let frame = self.frame;
+        if let Some(slot) = self.locals[frame..].iter_mut().rev().find(|(n, _)| *n == name) {
+            slot.1 = value;
+            return Ok(());
         }
         match self.state.globals.get_mut(name) {
             Some(slot @ (Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Color(_))) => {
@@ -273,28 +298,28 @@ impl<'a> Interp<'a> {
         }
     }
 
-    fn eval_type(&mut self, e: &Expr) -> Eval<Type> {
+    fn eval_type(&mut self, e: &'a Expr) -> Eval<Type> {
         match self.eval(e)? {
             Value::Type(t) => Ok(t),
             other => Err(Fault::at(e.pos, format!("expected a type, found {}", other.kind()))),
         }
     }
 
-    fn int(&mut self, e: &Expr) -> Eval<i64> {
+    fn int(&mut self, e: &'a Expr) -> Eval<i64> {
         match self.eval(e)? {
             Value::Int(n) => Ok(n),
             other => Err(Fault::at(e.pos, format!("expected an integer, found {}", other.kind()))),
         }
     }
 
-    fn block(&mut self, body: &Block) -> Eval<Flow> {
-        self.scopes.push(Vec::new());
+    fn block(&mut self, body: &'a Block) -> Eval<Flow> {
+        let mark = self.locals.len();
         let result = self.statements(body);
-        self.scopes.pop();
+        self.locals.truncate(mark);
         result
     }
 
-    fn statements(&mut self, body: &Block) -> Eval<Flow> {
+    fn statements(&mut self, body: &'a Block) -> Eval<Flow> {
         for stmt in body {
             if let Flow::Return(v) = self.stmt(stmt)? {
                 return Ok(Flow::Return(v));
@@ -303,11 +328,11 @@ impl<'a> Interp<'a> {
         Ok(Flow::Normal)
     }
 
-    fn stmt(&mut self, stmt: &Stmt) -> Eval<Flow> {
+    fn stmt(&mut self, stmt: &'a Stmt) -> Eval<Flow> {
         match stmt {
             Stmt::Decl(decl) => {
                 let v = self.decl_value(decl)?;
-                self.scopes.last_mut().expect("a scope").push((decl.name.clone(), v));
+                self.locals.push((decl.name.as_str(), v));
             }
             Stmt::Assign { target, op, value, pos } => {
                 let mut v = self.eval(value)?;
@@ -349,7 +374,7 @@ impl<'a> Interp<'a> {
         Ok(Flow::Normal)
     }
 
-    fn truth(&mut self, cond: &Expr, pos: Pos) -> Eval<bool> {
+    fn truth(&mut self, cond: &'a Expr, pos: Pos) -> Eval<bool> {
         self.tick(pos)?;
         match self.eval(cond)? {
             Value::Bool(b) => Ok(b),
@@ -357,7 +382,7 @@ impl<'a> Interp<'a> {
         }
     }
 
-    fn store(&mut self, target: &Expr, v: Value) -> Eval<()> {
+    fn store(&mut self, target: &'a Expr, v: Value) -> Eval<()> {
         match &target.kind {
             ExprKind::Ident(name) => self.assign_name(name, v, target.pos),
             ExprKind::Index(base, index) => {
@@ -372,7 +397,7 @@ impl<'a> Interp<'a> {
         }
     }
 
-    fn element(&mut self, base: &Expr, index: &[Expr], pos: Pos) -> Eval<(usize, usize)> {
+    fn element(&mut self, base: &'a Expr, index: &'a [Expr], pos: Pos) -> Eval<(usize, usize)> {
         let Value::Array(array) = self.eval(base)? else {
             return Err(Fault::at(base.pos, "only an array can be indexed"));
         };
@@ -388,7 +413,7 @@ impl<'a> Interp<'a> {
         Ok((array, i as usize))
     }
 
-    pub fn eval(&mut self, e: &Expr) -> Eval<Value> {
+    pub fn eval(&mut self, e: &'a Expr) -> Eval<Value> {
         let pos = e.pos;
         Ok(match &e.kind {
             ExprKind::Int(n) => Value::Int(*n),
@@ -562,9 +587,12 @@ impl<'a> Interp<'a> {
         }
         self.depth += 1;
         // A function sees its parameters and the file's names, not its caller's locals.
-        let saved = std::mem::replace(&mut self.scopes, vec![params.iter().map(|(n, _)| n.clone()).zip(args).collect()]);
+        let (saved, base) = (self.frame, self.locals.len());
+        self.frame = base;
+        self.locals.extend(params.iter().map(|(n, _)| n.as_str()).zip(args));
         let result = self.block(body);
-        self.scopes = saved;
+        self.locals.truncate(base);
+        self.frame = saved;
         self.depth -= 1;
         Ok(match result? {
             Flow::Return(v) => v,
@@ -602,7 +630,7 @@ impl<'a> Interp<'a> {
         }
     }
 
-    fn builtin(&mut self, name: &str, args: &[Expr], pos: Pos) -> Eval<Value> {
+    fn builtin(&mut self, name: &str, args: &'a [Expr], pos: Pos) -> Eval<Value> {
         // Arguments evaluated lazily: @get_dsd's tensor access is not a value.
         let arg = |i: usize| args.get(i).ok_or_else(|| Fault::at(pos, format!("@{name} needs argument {}", i + 1)));
         match name {
@@ -712,7 +740,7 @@ impl<'a> Interp<'a> {
         }
     }
 
-    fn get_dsd(&mut self, args: &[Expr], pos: Pos) -> Eval<Value> {
+    fn get_dsd(&mut self, args: &'a [Expr], pos: Pos) -> Eval<Value> {
         let (Some(kind), Some(config)) = (args.first(), args.get(1)) else {
             return Err(Fault::at(pos, "@get_dsd takes a DSD kind and a struct"));
         };
@@ -746,9 +774,9 @@ impl<'a> Interp<'a> {
                 // The subscript is affine in the index: its value at 0, 1, 2.
                 let mut at = [0i64; 3];
                 for (i, slot) in at.iter_mut().enumerate() {
-                    self.scopes.push(vec![(index.clone(), Value::Int(i as i64))]);
+                    self.locals.push((index.as_str(), Value::Int(i as i64)));
                     let v = self.int(subscript);
-                    self.scopes.pop();
+                    self.locals.pop();
                     *slot = v?;
                 }
                 let stride = at[1] - at[0];
@@ -793,7 +821,7 @@ impl<'a> Interp<'a> {
     /// `@fmacs(dest, a, b, s)`, `@fadds(dest, a, b)`, `@fmuls`, `@fsubs`,
     /// `@fmovs(dest, src)`, each with an optional `.{ .async = true,
     /// .activate = task }`.
-    fn dsd_op(&mut self, name: &str, args: &[Expr], pos: Pos) -> Eval<Value> {
+    fn dsd_op(&mut self, name: &str, args: &'a [Expr], pos: Pos) -> Eval<Value> {
         let operands = if name == "fmovs" { 2 } else if name == "fmacs" { 4 } else { 3 };
         if args.len() != operands && args.len() != operands + 1 {
             return Err(Fault::at(pos, format!("@{name} takes {operands} operands and an optional config")));

@@ -538,13 +538,8 @@ impl<'a> Interp<'a> {
                 BitAnd => Value::Int(x & y),
                 BitOr => Value::Int(x | y),
                 BitXor => Value::Int(x ^ y),
-                Eq => Value::Bool(x == y),
-                Ne => Value::Bool(x != y),
-                Lt => Value::Bool(x < y),
-                Le => Value::Bool(x <= y),
-                Gt => Value::Bool(x > y),
-                Ge => Value::Bool(x >= y),
                 And | Or => unreachable!("short-circuited"),
+                _ => Value::Bool(compare(op, x, y).expect("a comparison")),
             },
             (Value::Bool(x), Value::Bool(y)) if matches!(op, Eq | Ne) => Value::Bool((x == y) == (op == Eq)),
             (a @ (Value::Float(_) | Value::Int(_)), b @ (Value::Float(_) | Value::Int(_))) => {
@@ -559,13 +554,7 @@ impl<'a> Interp<'a> {
                     Sub => Value::Float(x - y),
                     Mul => Value::Float(x * y),
                     Div => Value::Float(x / y),
-                    Eq => Value::Bool(x == y),
-                    Ne => Value::Bool(x != y),
-                    Lt => Value::Bool(x < y),
-                    Le => Value::Bool(x <= y),
-                    Gt => Value::Bool(x > y),
-                    Ge => Value::Bool(x >= y),
-                    _ => return Err(Fault::at(pos, format!("`{op:?}` does not apply to floats"))),
+                    _ => Value::Bool(compare(op, x, y).ok_or_else(|| Fault::at(pos, format!("`{op:?}` does not apply to floats")))?),
                 }
             }
             (a, b) => return Err(Fault::at(pos, format!("`{op:?}` does not apply to {} and {}", a.kind(), b.kind()))),
@@ -920,6 +909,19 @@ impl<'a> Interp<'a> {
         }
         Ok(Value::Void)
     }
+}
+
+/// `x op y` for a comparison `op`; `None` for any other operator.
+fn compare<T: PartialOrd>(op: BinOp, x: T, y: T) -> Option<bool> {
+    Some(match op {
+        BinOp::Eq => x == y,
+        BinOp::Ne => x != y,
+        BinOp::Lt => x < y,
+        BinOp::Le => x <= y,
+        BinOp::Gt => x > y,
+        BinOp::Ge => x >= y,
+        _ => return None,
+    })
 }
 
 /// `@as(ty, v)`.

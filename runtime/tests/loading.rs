@@ -77,16 +77,13 @@ fn another_target_is_refused_with_a_hint() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{path}: compiled for target `nvptx`, but this q35-rt runs `cpu` and `tsp` artifacts; an nvptx artifact needs a \
+            "{path}: compiled for target `nvptx`, but this q35-rt runs `cpu`, `tsp` and `csl` artifacts; an nvptx artifact needs a \
              q35-rt built with the `cuda` feature and an NVIDIA GPU"
         )
     );
-    manifest.target.kind = "csl".into();
+    manifest.target.kind = "wse".into();
     let (path, err) = load_err(&support::artifact_with(&manifest, NOT_ELF));
-    assert_eq!(
-        err.to_string(),
-        format!("{path}: compiled for target `csl`, but this q35-rt runs `cpu` and `tsp` artifacts; a csl artifact runs on the CSL simulator")
-    );
+    assert_eq!(err.to_string(), format!("{path}: compiled for target `wse`, but this q35-rt runs `cpu`, `tsp` and `csl` artifacts"));
 }
 
 /// With the `cuda` feature an nvptx artifact goes to the nvptx checks (this
@@ -102,15 +99,9 @@ fn another_target_is_refused_with_a_hint() {
         err.to_string(),
         format!("{path}: the plan has 5 dispatches but 0 launch configurations")
     );
-    manifest.target.kind = "csl".into();
+    manifest.target.kind = "wse".into();
     let (path, err) = load_err(&support::artifact_with(&manifest, NOT_ELF));
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "{path}: compiled for target `csl`, but this q35-rt runs `cpu`, `nvptx` and `tsp` artifacts; \
-             a csl artifact runs on the CSL simulator"
-        )
-    );
+    assert_eq!(err.to_string(), format!("{path}: compiled for target `wse`, but this q35-rt runs `cpu`, `nvptx`, `tsp` and `csl` artifacts"));
 }
 
 #[test]

@@ -76,7 +76,7 @@ fn quantize_weights(model: &Model, graph: &ModelGraph, options: &CompileOptions)
     );
     let results = crate::parallel::map(&weights, |weight| {
         let result = (|| -> Result<(WeightSpec, Vec<u8>)> {
-            let data = model.tensor_f32(&weight.name)?;
+            let data = graph.weight_f32(model, &weight.name)?;
             let (rows, cols, kind, group) = if weight.is_matrix {
                 let (kind, group) = options.emit.rule_for(&weight.name).map_or((kind, group), |r| (r.kind, r.group));
                 (weight.shape[0], weight.shape[1], kind, group)
@@ -265,6 +265,7 @@ fn assemble_artifact(model: &Model, graph: &ModelGraph, options: &CompileOptions
         checksums: BTreeMap::new(),
         launches,
         activations: activations.to_string(),
+        rotated_inputs: !graph.rotated.is_empty(),
     };
     let started = Instant::now();
     let obligations = crate::obligations::for_new_artifact(&manifest, &payloads).map_err(|e| anyhow!(e))?;

@@ -201,6 +201,7 @@ pub fn emit_module<'c>(
             }
             OpKind::SwiGlu => ops::swiglu(context, inputs[0], inputs[1], location)?,
             OpKind::Add => ops::add(context, inputs[0], inputs[1], location)?,
+            OpKind::Rotate { inverse } => ops::rotate(context, inputs[0], *inverse, location)?,
         };
         let built = block.append_operation(built);
         values.insert(node, result(&built, 0)?);

@@ -34,6 +34,9 @@ pub enum OpKind {
     Attention { layer: usize, num_heads: usize, num_kv_heads: usize, head_dim: usize },
     SwiGlu,
     Add,
+    /// The online incoherence transform `Q x` (`inverse`: `Qᵀ x`) of
+    /// `q35_format::rotation`, inserted by [`ModelGraph::rotate_inputs`].
+    Rotate { inverse: bool },
 }
 
 /// One op: a name saying where it sits in the model, what it computes,
@@ -73,6 +76,9 @@ pub struct ModelGraph {
     pub logits: NodeIndex,
     /// Attention ops, by layer, whose cache results the forward returns.
     pub attention: Vec<NodeIndex>,
+    /// Matrices whose input [`ModelGraph::rotate_inputs`] rotated: they are
+    /// stored as `W Qᵀ` ([`ModelGraph::weight_f32`]).
+    pub rotated: std::collections::BTreeSet<String>,
 }
 
 struct Builder {
@@ -204,6 +210,7 @@ impl ModelGraph {
             order,
             logits,
             attention,
+            rotated: Default::default(),
         })
     }
 
@@ -249,6 +256,89 @@ impl ModelGraph {
         out
     }
 
+    /// Rotates the input of every matrix whose input width
+    /// `q35_format::rotation` supports: a `Rotate` after each norm, after
+    /// attention and after SwiGLU (shared by the matrices that read it),
+    /// and its inverse after the embedding's gather (the table is stored
+    /// rotated, as the tied LM head reads it). Returns the matrices now
+    /// stored rotated (`W Qᵀ`), the embedding table included, in
+    /// [`ModelGraph::rotated`].
+    pub fn rotate_inputs(&mut self) {
+        let mut rotated = std::collections::BTreeSet::new();
+        let order = self.order.clone();
+        for node in order {
+            let op = self.graph[node].clone();
+            let consumers: Vec<_> = self.graph.edges_directed(node, Direction::Outgoing).map(|e| (e.id(), e.target(), *e.weight())).collect();
+            let reads_matrices = !consumers.is_empty()
+                && consumers.iter().all(|&(_, c, _)| matches!(self.graph[c].kind, OpKind::Linear { .. }));
+            let site = match op.kind {
+                OpKind::RmsNorm { .. } | OpKind::Attention { .. } | OpKind::SwiGlu => reads_matrices,
+                OpKind::Embedding { .. } => true,
+                _ => false,
+            };
+            if !site || !q35_format::rotation::supported(op.width) {
+                continue;
+            }
+            let inverse = matches!(op.kind, OpKind::Embedding { .. });
+            if inverse {
+                // The table is stored rotated only if the LM head (when it
+                // is the same matrix) reads a rotated input too; that is
+                // decided at the final norm, after this.
+                let OpKind::Embedding { table } = &op.kind else { unreachable!() };
+                rotated.insert(table.clone());
+            } else {
+                for &(_, c, _) in &consumers {
+                    if let OpKind::Linear { weight, .. } = &self.graph[c].kind {
+                        rotated.insert(weight.clone());
+                    }
+                }
+            }
+            let rotate = self.graph.add_node(Op {
+                name: format!("{}.rotate", op.name),
+                kind: OpKind::Rotate { inverse },
+                width: op.width,
+            });
+            for (edge, consumer, operand) in consumers {
+                self.graph.remove_edge(edge);
+                self.graph.add_edge(rotate, consumer, operand);
+            }
+            self.graph.add_edge(node, rotate, Operand(0));
+        }
+        // A tied table whose LM head input could not be rotated stays as
+        // it is, and so does its gather.
+        if let OpKind::Linear { weight, .. } = &self.graph[self.logits].kind {
+            let head_input = self.inputs(self.logits)[0];
+            let head_rotated = matches!(self.graph[head_input].kind, OpKind::Rotate { .. });
+            let tied = self.order.iter().any(|&n| matches!(&self.graph[n].kind, OpKind::Embedding { table } if table == weight));
+            if tied && !head_rotated {
+                rotated.remove(weight);
+                let gathers: Vec<_> = self.graph.node_indices().filter(|&n| matches!(self.graph[n].kind, OpKind::Rotate { inverse: true })).collect();
+                for g in gathers {
+                    let source = self.inputs(g)[0];
+                    let outs: Vec<_> = self.graph.edges_directed(g, Direction::Outgoing).map(|e| (e.target(), *e.weight())).collect();
+                    for (t, w) in outs {
+                        self.graph.add_edge(source, t, w);
+                    }
+                    self.graph.remove_node(g);
+                }
+            }
+        }
+        self.order = toposort(&self.graph, None).expect("inserting a node on an edge keeps the graph acyclic");
+        self.rotated = rotated;
+    }
+
+    /// A weight as the compiled model stores it: the source tensor, with
+    /// each row rotated (`q35_format::rotation::rotate_rows`) if its
+    /// input is.
+    pub fn weight_f32(&self, model: &crate::front::Model, name: &str) -> crate::front::Result<Vec<f32>> {
+        let mut data = model.tensor_f32(name)?;
+        if self.rotated.contains(name) {
+            let cols = self.weights().iter().find(|w| w.name == name).map_or(0, |w| w.shape[1]);
+            q35_format::rotation::rotate_rows(&mut data, cols);
+        }
+        Ok(data)
+    }
+
     fn vocab_size(&self) -> usize {
         self.graph[self.logits].width
     }
@@ -278,6 +368,7 @@ impl ModelGraph {
                 } => format!("attention heads={num_heads} kv={num_kv_heads} hd={head_dim}"),
                 OpKind::SwiGlu => "swiglu".into(),
                 OpKind::Add => "add".into(),
+                OpKind::Rotate { inverse } => format!("rotate{}", if *inverse { " inverse" } else { "" }),
             };
             let _ = writeln!(
                 dot,

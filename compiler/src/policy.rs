@@ -112,7 +112,7 @@ impl QuantPolicy {
 pub fn allocate(model: &Model, graph: &ModelGraph, importance: Option<&Importance>, budget: f64) -> Result<QuantPolicy> {
     let matrices: Vec<_> = graph.weights().into_iter().filter(|w| w.is_matrix).collect();
     let estimates = crate::parallel::map(&matrices, |weight| {
-        let data = model.tensor_f32(&weight.name)?;
+        let data = graph.weight_f32(model, &weight.name)?;
         Ok(allocate::estimate(&allocate::Matrix {
             name: &weight.name,
             rows: weight.shape[0],

@@ -38,8 +38,8 @@ pub fn run(model: &Model, graph: &ModelGraph, policy: &QuantPolicy, origin: &str
     let rows = crate::parallel::map(&matrices, |weight| {
         let row = (|| -> Result<Row> {
             let (rows, cols) = (weight.shape[0], weight.shape[1]);
-            let data = model
-                .tensor_f32(&weight.name)
+            let data = graph
+                .weight_f32(model, &weight.name)
                 .with_context(|| format!("reading `{}`", weight.name))?;
             let format = policy.format_of(&weight.name);
             let q = crate::codegen::quantize_matrix(

@@ -101,6 +101,18 @@ irdl.dialect @q35 {
     irdl.results(out: %x)
   }
 
+  // The online incoherence transform Q x = H (s . x) / sqrt(n) over the
+  // last dimension (inverse: Q^T x), H a Hadamard matrix of order n =
+  // 12^a 2^b (a <= 2) and s fixed signs (q35_format::rotation). The
+  // matrices reading a rotated input are stored rotated.
+  irdl.operation @rotate {
+    %x = irdl.base "!builtin.tensor"
+    %inverse = irdl.base "#builtin.integer"
+    irdl.operands(x: %x)
+    irdl.attributes { "inverse" = %inverse }
+    irdl.results(out: %x)
+  }
+
   // silu(gate) * up: the gated MLP's activation.
   irdl.operation @swiglu {
     %x = irdl.base "!builtin.tensor"

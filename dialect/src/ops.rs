@@ -8,7 +8,7 @@
 use crate::{packed::PackedType, Error, Result};
 use melior::{
     ir::{
-        attribute::{FloatAttribute, IntegerAttribute, StringAttribute},
+        attribute::{BoolAttribute, FloatAttribute, IntegerAttribute, StringAttribute},
         operation::OperationBuilder,
         r#type::IntegerType,
         Attribute, Identifier, Location, Operation, Type, Value, ValueLike,
@@ -155,6 +155,11 @@ pub fn attention<'c>(
 
 pub fn silu<'c>(context: &'c Context, x: Value<'c, '_>, location: Location<'c>) -> Result<Operation<'c>> {
     build(context, "silu", location, &[x], &[x.r#type()], &[])
+}
+
+/// `q35.rotate`: `Q x` (`inverse`: `Qᵀ x`) over the last dimension.
+pub fn rotate<'c>(context: &'c Context, x: Value<'c, '_>, inverse: bool, location: Location<'c>) -> Result<Operation<'c>> {
+    build(context, "rotate", location, &[x], &[x.r#type()], &[("inverse", BoolAttribute::new(context, inverse).into())])
 }
 
 pub fn swiglu<'c>(

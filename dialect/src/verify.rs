@@ -247,6 +247,7 @@ fn check_op(mnemonic: &str, op: &OperationRef) -> Check {
         "rms_norm" => check_rms_norm(op),
         "rope" => check_rope(op),
         "attention" => check_attention(op),
+        "rotate" => check_rotate(op),
         "silu" | "swiglu" | "add" | "mul" => {
             // IRDL already made operands and result one type.
             Tensor::of(result_type(op, 0)?, "result")?.expect_element("f32", "result")
@@ -257,6 +258,19 @@ fn check_op(mnemonic: &str, op: &OperationRef) -> Check {
         "dequant_matmul_tile" => check_dequant_matmul_tile(op),
         // IRDL rejects names it does not define before we get here.
         _ => Ok(()),
+    }
+}
+
+fn check_rotate(op: &OperationRef) -> Check {
+    let ty = Tensor::of(result_type(op, 0)?, "result")?;
+    ty.expect_element("f32", "result")?;
+    let width = ty.dims.last().copied().flatten();
+    match width {
+        Some(n) if q35_format::rotation::supported(n as usize) => Ok(()),
+        _ => Err(format!(
+            "rotates a last dimension of {}, which is not 12^a · 2^b (a ≤ 2, at least 16)",
+            width.map_or("?".to_string(), |n| n.to_string())
+        )),
     }
 }
 

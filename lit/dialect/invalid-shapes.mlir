@@ -153,3 +153,12 @@ func.func @fused_add_k(%x: tensor<2x32xf32>) {
   %y = "q35.dequant_matmul_add"(%x, %w, %x) : (tensor<2x32xf32>, !q35.packed<32 : i64, 64 : i64, 32 : i64, "q35", "planar">, tensor<2x32xf32>) -> tensor<2x32xf32>
   return
 }
+
+// -----
+
+// q35.rotate is defined for widths 12^a · 2^b (a ≤ 2), at least 16.
+func.func @rotate_width(%x: tensor<2x80xf32>) {
+  // expected-error@+1 {{rotates a last dimension of 80, which is not 12^a · 2^b (a ≤ 2, at least 16)}}
+  %y = "q35.rotate"(%x) {inverse = false} : (tensor<2x80xf32>) -> tensor<2x80xf32>
+  return
+}

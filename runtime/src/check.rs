@@ -108,6 +108,8 @@ pub struct ArtifactWeights {
     /// Whether matmuls take int8 activations (the integer path), each in
     /// its weight's groups ([`int8_activation_group`]).
     pub int8: bool,
+    /// Whether the model rotates its matrix inputs (`q35.rotate`).
+    pub rotated_inputs: bool,
     config: q35_format::ModelConfig,
     /// Weights the plan binds as f32 vectors (norm weights): `[cols]`.
     vectors: HashSet<String>,
@@ -130,12 +132,14 @@ impl ArtifactWeights {
                 manifest.activations == "int8",
                 manifest.model.clone(),
                 vectors,
+                manifest.rotated_inputs,
             ))
         })?;
-        let (tensors, int8, config, vectors) = loaded;
+        let (tensors, int8, config, vectors, rotated_inputs) = loaded;
         Ok(Self {
             tensors: tensors?,
             int8,
+            rotated_inputs,
             config,
             vectors,
         })
@@ -158,7 +162,7 @@ impl ArtifactWeights {
                 (name.clone(), WeightTensor { shape, data })
             })
             .collect();
-        let reference = Reference::new(self.config.clone(), &dense)?;
+        let reference = Reference::new(self.config.clone(), &dense)?.with_rotated_inputs(self.rotated_inputs);
         Ok(match self.int8 {
             true => reference.with_int8_activations(
                 self.tensors.iter().map(|(name, t)| (name.clone(), int8_activation_group(t))).collect(),

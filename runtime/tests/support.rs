@@ -171,6 +171,7 @@ pub fn manifest() -> Manifest {
         checksums: BTreeMap::new(),
         launches: Vec::new(),
         activations: "f32".to_string(),
+        rotated_inputs: false,
     }
 }
 

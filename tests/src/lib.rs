@@ -84,6 +84,15 @@ impl TinyModel {
         Ok(path)
     }
 
+    /// As [`TinyModel::compile`], with every matrix input rotated (q35c's
+    /// `--rotation on`), writing `NAME-rotated.q35`.
+    pub fn compile_rotated(&self, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<PathBuf> {
+        let bytes = compile_graph(&self.model, quant, group, max_tokens, |_| {}, true, |options| Box::new(q35c::codegen::cpu_backend(options)))?;
+        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}-rotated.q35"));
+        std::fs::write(&path, bytes)?;
+        Ok(path)
+    }
+
     /// As [`TinyModel::compile`], with or without q35-fuse.
     pub fn compile_with(&self, quant: QuantKind, group: GroupSize, max_tokens: usize, fuse: bool) -> Result<PathBuf> {
         let bytes = compile_bytes(&self.model, quant, group, max_tokens, fuse)?;
@@ -140,9 +149,25 @@ fn compile_for_backend(
     configure: impl FnOnce(&mut CompileOptions),
     backend: impl FnOnce(&CompileOptions) -> Box<dyn q35_target::Backend>,
 ) -> Result<Vec<u8>> {
+    compile_graph(model, quant, group, max_tokens, configure, false, backend)
+}
+
+/// [`compile_for_backend`], the graph's matrix inputs rotated if `rotate`.
+fn compile_graph(
+    model: &Path,
+    quant: QuantKind,
+    group: GroupSize,
+    max_tokens: usize,
+    configure: impl FnOnce(&mut CompileOptions),
+    rotate: bool,
+    backend: impl FnOnce(&CompileOptions) -> Box<dyn q35_target::Backend>,
+) -> Result<Vec<u8>> {
     let q35 = Q35Context::new()?;
     let model = front::load(model)?;
-    let graph = ModelGraph::llama(&model.config)?;
+    let mut graph = ModelGraph::llama(&model.config)?;
+    if rotate {
+        graph.rotate_inputs();
+    }
     let emit = EmitOptions {
         quant,
         group: match group.fixed() {

@@ -227,3 +227,42 @@ fn fused_and_unfused_artifacts_agree_exactly() {
     let y = b.forward(&[5], PROMPT.len()).unwrap().to_vec();
     assert_eq!(x, y);
 }
+
+/// Rotated matrix inputs (`q35.rotate`): the compiled model against the
+/// reference on its own (rotated) weights, which runs the same transforms
+/// in f64, within the same bound as every other build.
+#[test]
+fn rotated_inputs_match_the_reference() {
+    let tiny = TinyModel::new().unwrap();
+    let artifact = tiny.compile_rotated(QuantKind::Q35, GroupSize::G32, 16).unwrap();
+    let mut session = Session::load(&artifact, 2).unwrap();
+    let kernels: Vec<String> = session.manifest().dispatches.iter().map(|d| d.kernel.clone()).collect();
+    // Per layer after the two norms, attention and SwiGLU; the final norm;
+    // the inverse after the embedding.
+    assert_eq!(kernels.iter().filter(|k| k.starts_with("rotate_")).count(), 2 * 4 + 2, "{kernels:?}");
+    assert!(session.manifest().rotated_inputs);
+    let mut reference = reference_for(&artifact).unwrap();
+    let report = compare(&mut session, &mut reference, &PROMPT, 16).unwrap();
+    assert!(report.relative_error() <= BOUND, "{:.3e}", report.relative_error());
+    assert_eq!(report.top1_agreement, report.rows);
+}
+
+/// The rotation changes the stored weights, not the function: the f32
+/// build with rotated inputs against the reference on the unrotated source
+/// weights. Each weight is rotated in f64 and rounded once to f32 (2⁻²⁴
+/// relative), each transform in the kernels adds a few f32 roundings per
+/// element (log₂ n butterfly levels, 12-term sums), so through two layers
+/// the logits stay within ~1e-6 of max |logit|; 1e-4 (the bound)
+/// is far above that and far below any misplaced sign or index.
+#[test]
+fn rotated_f32_model_computes_the_source_function() {
+    let tiny = TinyModel::new().unwrap();
+    let artifact = tiny.compile_rotated(QuantKind::F32, GroupSize::Channel, 16).unwrap();
+    let mut session = Session::load(&artifact, 2).unwrap();
+    let model = q35c::front::load(&tiny.model).unwrap();
+    let weights = q35_rt::reference::SafetensorsWeights::open(&tiny.model).unwrap();
+    let mut unrotated = q35_rt::reference::Reference::new(model.config.clone(), &weights).unwrap();
+    let report = compare(&mut session, &mut unrotated, &PROMPT, 8).unwrap();
+    assert!(report.relative_error() <= 1e-4, "{:.3e}", report.relative_error());
+    assert_eq!(report.top1_agreement, report.rows);
+}

@@ -51,6 +51,15 @@ pub enum Rounding {
     Gptq,
 }
 
+/// Whether matrix inputs are rotated (`q35.rotate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Rotation {
+    /// For coded weights on a target that runs the transform (cpu).
+    Auto,
+    On,
+    Off,
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "q35c", version, about = "Compile transformer language models with 3.5-bit weights")]
 #[command(args_conflicts_with_subcommands = true)]
@@ -182,6 +191,12 @@ struct CompileArgs {
     /// collects (the default when calibrating), or `nearest`.
     #[arg(long, value_enum)]
     rounding: Option<Rounding>,
+    /// Rotate every matrix input by a randomized Hadamard transform
+    /// (`q35.rotate` after each norm, attention and SwiGLU; the matrices
+    /// stored rotated), so a group's range is not set by one outlier
+    /// column. `auto`: for coded weights on a target that runs it (cpu).
+    #[arg(long, value_enum, default_value_t = Rotation::Auto)]
+    rotation: Rotation,
     /// Quantize every matrix and report bits per weight and error against
     /// the source weights (with int4/int3 beside q35).
     #[arg(long)]
@@ -256,6 +271,21 @@ fn check_compile_args(
         stage: args.emit.clone(),
     };
     target.configure(matches, &common).map(Some).map_err(anyhow::Error::msg)
+}
+
+/// Whether `--rotation` (auto: coded weights, and a target that runs
+/// `q35.rotate` or none) rotates matrix inputs.
+fn rotates(args: &CompileArgs, backend: Option<&dyn q35_target::Backend>) -> Result<bool> {
+    let runs = backend.is_none_or(|b| b.runs_rotations());
+    match args.rotation {
+        Rotation::Off => Ok(false),
+        Rotation::Auto => Ok(runs && args.quant.is_coded()),
+        Rotation::On if !runs => bail!(
+            "--rotation on: the {} target does not run q35.rotate (the online rotation of matrix inputs); use --rotation off",
+            args.target.as_deref().unwrap_or("chosen")
+        ),
+        Rotation::On => Ok(true),
+    }
 }
 
 /// KV cache rows: `--context`, or the model's context, at most 2048.
@@ -546,7 +576,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
     timings.record("load model", started.elapsed());
 
     let started = Instant::now();
-    let graph = ModelGraph::llama(&model.config)?;
+    let mut graph = ModelGraph::llama(&model.config)?;
     timings.record("build graph", started.elapsed());
 
     let graph_only = args.emit.as_deref() == Some("graph");
@@ -555,6 +585,9 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         bail!("nothing to do: pass --target cpu -o model.q35, --emit STAGE or --quant-report (see --help)");
     }
     let backend = if needs_mlir { check_compile_args(&args, matches, &model)? } else { None };
+    if rotates(&args, backend.as_deref())? {
+        graph.rotate_inputs();
+    }
     let choice = quant_policy(&args, &graph, backend.as_deref())?;
     if graph_only {
         write_output(&args.output, &inputs, graph.to_dot().as_bytes())?;

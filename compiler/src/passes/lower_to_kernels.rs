@@ -212,6 +212,14 @@ fn int_attr(op: &OperationRef, name: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("missing integer attribute `{name}`"))
 }
 
+fn bool_attr(op: &OperationRef, name: &str) -> Result<bool, String> {
+    op.attribute(name)
+        .ok()
+        .and_then(|a| melior::ir::attribute::BoolAttribute::try_from(a).ok())
+        .map(|a| a.value())
+        .ok_or_else(|| format!("missing bool attribute `{name}`"))
+}
+
 fn float_attr(op: &OperationRef, name: &str) -> Result<f64, String> {
     op.attribute(name)
         .ok()
@@ -493,8 +501,11 @@ fn plan_function(
                 }
                 results.push((result, out, width));
             }
-            "q35.rms_norm" | "q35.add" | "q35.mul" | "q35.silu" | "q35.swiglu" => {
+            "q35.rms_norm" | "q35.add" | "q35.mul" | "q35.silu" | "q35.swiglu" | "q35.rotate" => {
                 let row_op = match op_name.as_str() {
+                    "q35.rotate" => RowOp::Rotate {
+                        inverse: bool_attr(op, "inverse")?,
+                    },
                     "q35.rms_norm" => RowOp::RmsNorm {
                         epsilon: float_attr(op, "epsilon")?,
                     },
@@ -516,7 +527,11 @@ fn plan_function(
                     // (9.999999747378752e-6) makes an unreadable symbol.
                     RowOp::RmsNorm { epsilon } => format!("rms_norm_{width}_eps{:e}", epsilon as f32).replace(['.', '-'], "_"),
                     _ => format!("{}_{width}", row_op.name()),
-                } + if linalg { "_linalg" } else { "" };
+                };
+                // The transform's butterflies have no linalg form here: its
+                // loops serve both kernel styles.
+                let linalg = linalg && !matches!(row_op, RowOp::Rotate { .. });
+                let name = name + if linalg { "_linalg" } else { "" };
                 emit(&name, 0, 1, &buffers, 1);
                 kernels.entry(name).or_insert(KernelSpec::Row { op: row_op, width, linalg });
                 results.push((result, out, width));

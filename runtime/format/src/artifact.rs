@@ -117,6 +117,11 @@ pub struct Manifest {
     /// JSON), or `int8` (the integer path: `crate::activations`).
     #[serde(default = "f32_activations", skip_serializing_if = "is_f32_activations")]
     pub activations: String,
+    /// The matrices are stored for rotated inputs and the dispatches rotate
+    /// them (`q35.rotate`, `crate::rotation`); absent from the JSON when
+    /// false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rotated_inputs: bool,
 }
 
 fn f32_activations() -> String {

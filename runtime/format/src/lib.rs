@@ -33,6 +33,7 @@ pub mod tsp;
 mod config;
 pub mod allocate;
 pub mod gptq;
+pub mod rotation;
 mod kind;
 mod layout;
 mod math;

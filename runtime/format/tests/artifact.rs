@@ -52,6 +52,7 @@ fn manifest() -> Manifest {
         checksums: BTreeMap::new(),
         launches: Vec::new(),
         activations: "f32".to_string(),
+        rotated_inputs: false,
     }
 }
 

@@ -84,6 +84,10 @@ fn describe(artifact: &Artifact<'_>, file_bytes: u64, all: bool) -> String {
     line(chat(artifact));
     line(quantization(artifact));
     line(format!(
+        "rotated inputs: {}",
+        if m.rotated_inputs { "yes (q35.rotate: randomized Hadamard transforms of matrix inputs)" } else { "no" }
+    ));
+    line(format!(
         "context: {} positions; up to {} tokens per call; {} output rows per matmul workgroup",
         m.context_length, m.max_tokens, m.rows_per_workgroup
     ));

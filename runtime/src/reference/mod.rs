@@ -132,6 +132,9 @@ pub struct Reference {
     /// name, when the compiled model quantizes matmul inputs to int8
     /// (`usize::MAX`, or a weight not listed: one group per row).
     int8_activations: Option<std::collections::HashMap<String, usize>>,
+    /// The compiled model rotates matrix inputs (`q35.rotate`): its
+    /// weights are stored rotated, so the same transforms run here.
+    rotated_inputs: bool,
 }
 
 impl Reference {
@@ -195,6 +198,7 @@ impl Reference {
             lm_head,
             cached: 0,
             int8_activations: None,
+            rotated_inputs: false,
         })
     }
 
@@ -203,6 +207,16 @@ impl Reference {
     /// (`q35_format::activations`), as the integer path computes.
     pub fn with_int8_activations(mut self, groups: std::collections::HashMap<String, usize>) -> Self {
         self.int8_activations = Some(groups);
+        self
+    }
+
+    /// The model's matrices are stored for rotated inputs (the artifact's
+    /// `rotated_inputs`): the embedding's row takes `Qᵀ`, and every
+    /// matrix input whose width `q35_format::rotation` supports takes `Q`
+    /// (after each norm, after attention, after SwiGLU), where q35c puts
+    /// `q35.rotate`. Each transform runs in f64 and rounds once to f32.
+    pub fn with_rotated_inputs(mut self, rotated: bool) -> Self {
+        self.rotated_inputs = rotated;
         self
     }
 
@@ -289,6 +303,7 @@ impl Reference {
             });
         }
         let kv_dim = self.config.kv_dim();
+        let rotated = self.rotated_inputs;
         let groups = self.int8_activations.as_ref();
         let int8 = |name: &str| groups.map(|g| g.get(name).copied().unwrap_or(usize::MAX));
         let layer_int8 = |l: usize, name: &str| int8(&format!("model.layers.{l}.{name}.weight"));
@@ -300,14 +315,19 @@ impl Reference {
 
         let mut xs: Vec<Vec<f32>> = tokens
             .iter()
-            .map(|&t| self.embed[t as usize * hidden..(t as usize + 1) * hidden].to_vec())
+            .map(|&t| {
+                let mut row = self.embed[t as usize * hidden..(t as usize + 1) * hidden].to_vec();
+                rotate(rotated, &mut row, true);
+                row
+            })
             .collect();
         for (l, (layer, cache)) in self.layers.iter().zip(&mut self.cache).enumerate() {
             // Keys and values of all new positions first: with the causal
             // mask each query then reads only the positions up to its own.
             let mut queries = Vec::with_capacity(xs.len());
             for (i, x) in xs.iter().enumerate() {
-                let h = rms_norm(x, &layer.attn_norm, self.config.rms_norm_eps);
+                let mut h = rms_norm(x, &layer.attn_norm, self.config.rms_norm_eps);
+                rotate(rotated, &mut h, false);
                 for name in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"] {
                     seen(Some(l), name, &h);
                 }
@@ -326,19 +346,22 @@ impl Reference {
                 queries.push(q);
             }
             for (i, (x, q)) in xs.iter_mut().zip(&queries).enumerate() {
-                let attn = attention(&self.config, q, cache, start + i + 1);
+                let mut attn = attention(&self.config, q, cache, start + i + 1);
+                rotate(rotated, &mut attn, false);
                 seen(Some(l), "self_attn.o_proj", &attn);
                 add_assign(x, &matvec(&layer.wo, &attn, layer_int8(l, "self_attn.o_proj")));
-                let h = rms_norm(x, &layer.mlp_norm, self.config.rms_norm_eps);
+                let mut h = rms_norm(x, &layer.mlp_norm, self.config.rms_norm_eps);
+                rotate(rotated, &mut h, false);
                 seen(Some(l), "mlp.gate_proj", &h);
                 seen(Some(l), "mlp.up_proj", &h);
                 let gate = matvec(&layer.w_gate, &h, layer_int8(l, "mlp.gate_proj"));
                 let up = matvec(&layer.w_up, &h, layer_int8(l, "mlp.up_proj"));
-                let act: Vec<f32> = gate
+                let mut act: Vec<f32> = gate
                     .iter()
                     .zip(&up)
                     .map(|(&g, &u)| (silu(f64::from(g)) * f64::from(u)) as f32)
                     .collect();
+                rotate(rotated, &mut act, false);
                 seen(Some(l), "mlp.down_proj", &act);
                 add_assign(x, &matvec(&layer.w_down, &act, layer_int8(l, "mlp.down_proj")));
             }
@@ -352,7 +375,8 @@ impl Reference {
         };
         let mut logits = Vec::with_capacity(tokens.len() * vocab);
         for x in &xs {
-            let h = rms_norm(x, &self.norm, self.config.rms_norm_eps);
+            let mut h = rms_norm(x, &self.norm, self.config.rms_norm_eps);
+            rotate(rotated, &mut h, false);
             seen(None, head_name, &h);
             logits.extend(matvec(head, &h, int8(head_name)));
         }
@@ -366,3 +390,14 @@ impl Reference {
     }
 }
 
+/// `x ← Q x` (`inverse`: `Qᵀ x`) when the model rotates inputs and the
+/// width is one q35c rotates.
+fn rotate(rotated: bool, x: &mut [f32], inverse: bool) {
+    if rotated && q35_format::rotation::supported(x.len()) {
+        let mut wide: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        q35_format::rotation::apply(&mut wide, inverse);
+        for (a, b) in x.iter_mut().zip(wide) {
+            *a = b as f32;
+        }
+    }
+}

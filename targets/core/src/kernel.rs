@@ -184,6 +184,8 @@ pub enum RowOp {
     Silu,
     SwiGlu,
     RmsNorm { epsilon: f64 },
+    /// `q35_format::rotation`'s `Q x` (`inverse`: `Qᵀ x`).
+    Rotate { inverse: bool },
 }
 
 impl RowOp {
@@ -194,12 +196,14 @@ impl RowOp {
             RowOp::Silu => "silu",
             RowOp::SwiGlu => "swiglu",
             RowOp::RmsNorm { .. } => "rms_norm",
+            RowOp::Rotate { inverse: false } => "rotate",
+            RowOp::Rotate { inverse: true } => "rotate_inverse",
         }
     }
 
     pub fn inputs(&self) -> usize {
         match self {
-            RowOp::Silu => 1,
+            RowOp::Silu | RowOp::Rotate { .. } => 1,
             _ => 2,
         }
     }

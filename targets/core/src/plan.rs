@@ -272,6 +272,8 @@ fn spec_of(d: &DictionaryAttribute) -> Result<KernelSpec, String> {
         "silu" => row(RowOp::Silu),
         "swiglu" => row(RowOp::SwiGlu),
         "rms_norm" => row(RowOp::RmsNorm { epsilon: float("epsilon")? }),
+        "rotate" => row(RowOp::Rotate { inverse: false }),
+        "rotate_inverse" => row(RowOp::Rotate { inverse: true }),
         "rope" => Ok(KernelSpec::Rope {
             width: int("width")?,
             head_dim: int("head_dim")?,
@@ -310,6 +312,7 @@ mod tests {
             KernelSpec::Embedding(MatmulShape::new(49152, 576, QuantKind::Int4, GroupSize::Channel, 64)),
             KernelSpec::Row { op: RowOp::RmsNorm { epsilon: 1e-5_f32 as f64 }, width: 576, linalg: false },
             KernelSpec::Row { op: RowOp::SwiGlu, width: 1536, linalg: true },
+            KernelSpec::Row { op: RowOp::Rotate { inverse: true }, width: 576, linalg: false },
             KernelSpec::Rope { width: 576, head_dim: 64, theta: 100000.0, linalg: false },
             KernelSpec::KvUpdate(attention),
             KernelSpec::Attention { shape: attention, linalg: true },

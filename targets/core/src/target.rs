@@ -98,6 +98,12 @@ pub trait Backend {
         None
     }
 
+    /// Whether the target's kernels run `q35.rotate` (the online rotation
+    /// of matrix inputs), so that q35c rotates by default.
+    fn runs_rotations(&self) -> bool {
+        false
+    }
+
     /// Lowers `module` (the emitted q35 module) in place to `stage` (one of
     /// the target's) and returns its text.
     fn emit(&self, session: &mut Session, module: &mut Module, stage: &str) -> anyhow::Result<String>;

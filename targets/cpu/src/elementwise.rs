@@ -11,6 +11,9 @@ use melior::ir::{Block, Value};
 
 /// Fills the body of a row kernel of `width` columns.
 pub fn build(b: &Builder<'_>, op: RowOp, width: usize, body: &Block<'_>) {
+    if let RowOp::Rotate { inverse } = op {
+        return crate::rotate::build(b, width, inverse, body);
+    }
     let m = arg(body, 0);
     let a = arg(body, FIRST_BUFFER);
     let other = arg(body, FIRST_BUFFER + 1);
@@ -58,6 +61,7 @@ pub fn build(b: &Builder<'_>, op: RowOp, width: usize, body: &Block<'_>) {
                 let s = silu(b, &row, x, Exp::Inline);
                 b.mulf(&row, s, up)
             }
+            RowOp::Rotate { .. } => unreachable!("built above"),
             RowOp::RmsNorm { .. } => {
                 let g = b.load(&row, other, &[i]);
                 let normed = b.mulf(&row, x, scale.expect("computed above"));
@@ -74,6 +78,9 @@ pub fn build(b: &Builder<'_>, op: RowOp, width: usize, body: &Block<'_>) {
 /// {kernels=linalg}`): one elementwise `linalg.generic`, after (RMSNorm) a
 /// reduction generic into a rank-0 scratch for the sum of squares.
 pub fn build_linalg(b: &Builder<'_>, op: RowOp, width: usize, body: &Block<'_>) {
+    if let RowOp::Rotate { inverse } = op {
+        return crate::rotate::build(b, width, inverse, body);
+    }
     let m = arg(body, 0);
     let at = b.muli(body, m, b.index(body, width as i64));
     let row = |buffer| b.view(body, buffer, at, &[Extent::Fixed(width)], &[1], "f32");
@@ -98,6 +105,7 @@ pub fn build_linalg(b: &Builder<'_>, op: RowOp, width: usize, body: &Block<'_>) 
             });
         }
         RowOp::Silu => b.generic(body, &[a], &[out], &maps(2), &["parallel"], |block| vec![silu(b, block, arg(block, 0), Exp::Math)]),
+        RowOp::Rotate { .. } => unreachable!("built above"),
         RowOp::Add | RowOp::Mul | RowOp::SwiGlu => {
             let other = row(arg(body, FIRST_BUFFER + 1));
             b.generic(body, &[a, other], &[out], &maps(3), &["parallel"], |block| {

@@ -30,7 +30,7 @@ pub fn build_kernel<'c>(b: &Builder<'c>, name: &str, spec: &KernelSpec) -> melio
         KernelSpec::Row { op, width, .. } => {
             let row = t(&format!("memref<?x{width}xf32>"));
             match op {
-                RowOp::Silu => vec![row, row],
+                RowOp::Silu | RowOp::Rotate { .. } => vec![row, row],
                 RowOp::RmsNorm { .. } => vec![row, t("memref<?xf32>"), row],
                 _ => vec![row, row, row],
             }

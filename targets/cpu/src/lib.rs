@@ -10,6 +10,7 @@ mod function;
 pub mod kernels;
 pub mod matmul;
 mod rope;
+mod rotate;
 pub mod testing;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -179,6 +180,10 @@ impl Cpu {
 }
 
 impl Backend for Cpu {
+    fn runs_rotations(&self) -> bool {
+        true
+    }
+
     fn needs_coded_weights(&self) -> Option<&'static str> {
         self.int8.then_some("--activations int8")
     }

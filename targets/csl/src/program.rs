@@ -61,6 +61,7 @@ pub fn lower(config: &CslConfig, plan: &Plan) -> Result<CslProgram, String> {
             }
             KernelSpec::Row { op, width, .. } => {
                 let (kind, text) = match op {
+                    RowOp::Rotate { .. } => return Err(format!("`{}`: the csl target does not run q35.rotate (the online rotation); compile with --rotation off", d.kernel)),
                     RowOp::RmsNorm { epsilon } => (RegionKind::Norm, format!("\"pe_program_norm.csl\", .{{ .memcpy_params = memcpy.get_params(X), .width = {width}, .epsilon = {:e} }}", *epsilon as f32)),
                     other => {
                         let code = match other {

@@ -372,6 +372,7 @@ fn lower(config: &TspConfig, plan: &Plan, tokens: u32, memory: &mut Memory, part
                 let x = buffer(0)?;
                 let rows_x = f32_rows(x.0, x.1, tokens * tiles(width));
                 match op {
+                    RowOp::Rotate { .. } => return Err(format!("`{}`: the tsp target does not run q35.rotate (the online rotation); compile with --rotation off", d.kernel)),
                     RowOp::RmsNorm { epsilon } => {
                         let gain = placed.get_or_place(sram, &d.buffers[1], Form::Vector, 4 * tiles(width))?;
                         row_op(Op::Norm { width: width as u32, eps: epsilon }, &[rows_x, f32_rows(gain.0, gain.1, tiles(width))], width, out_sink(2)?, &mut reservations, &mut end, &mut instrs)?;

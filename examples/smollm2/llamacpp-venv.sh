@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs llama-cpp-python (it builds llama.cpp from source, CPU only:
-# about 9 minutes on 2 cores, once) and gguf into a venv,
+# about 9 minutes on 2 cores, once per machine type) and gguf into a venv,
 # $Q35_CACHE/llamacpp-venv (default ~/.cache/q35), quiet when it is there,
 # and prints the venv's path. Used by llamacpp-check.sh and quality.sh.
 set -euo pipefail
@@ -11,7 +11,13 @@ gguf_version=0.19.0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo=sudo
 
+# llama.cpp is built for this CPU (GGML_NATIVE, so it runs at its best
+# here); a venv built on a machine with other instruction sets dies with
+# SIGILL, so the CPU's flags are stamped into it and a change rebuilds it.
+cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' | sort | tr '\n' ' ' | sha256sum | cut -c1-16)
+
 installed() {
+  [ "$(cat "$venv/q35-cpu-flags" 2>/dev/null)" = "$cpu_flags" ] || return 1
   "$venv/bin/python" - "$llama_cpp_version" "$gguf_version" 2>/dev/null <<'PY'
 import sys
 from importlib.metadata import version
@@ -34,6 +40,7 @@ if ! installed; then
     CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
     "llama-cpp-python==$llama_cpp_version" "gguf==$gguf_version" >&2
+  echo "$cpu_flags" > "$venv/q35-cpu-flags"
   installed || { echo "llamacpp-venv: the install in $venv failed" >&2; exit 1; }
 fi
 echo "$venv"

@@ -12,8 +12,9 @@
 #
 #   bash examples/smollm2/quality.sh [VARIANT...]
 #
-# VARIANTs: default (q35c's defaults: precisions chosen within 3.76 bits
-# per weight, calibration, GPTQ), uniform (every matrix q35 g128),
+# VARIANTs: default (q35c's defaults: rotated matrix inputs, precisions
+# chosen within 3.76 bits per weight, calibration, GPTQ), norotation (the
+# same with --rotation off), uniform (every matrix q35 g128),
 # nearest (calibrated importance only, no GPTQ), plain
 # (--no-calibration), f16, llamacpp. All of them when none is given.
 set -euo pipefail
@@ -27,7 +28,7 @@ mkdir -p "$out"
 texts=("$(bash examples/smollm2/eval-text.sh)")
 [ -f /usr/share/doc/nodejs/README.md ] && texts+=(/usr/share/doc/nodejs/README.md)
 variants=("$@")
-((${#variants[@]})) || variants=(default uniform nearest plain f16 llamacpp)
+((${#variants[@]})) || variants=(default norotation uniform nearest plain f16 llamacpp)
 for v in "${variants[@]}"; do
   if [ "$v" = llamacpp ]; then
     venv=$(bash examples/smollm2/llamacpp-venv.sh)
@@ -44,6 +45,7 @@ for v in "${variants[@]}"; do
   fi
   case "$v" in
     default) flags=() ;;
+    norotation) flags=(--rotation off) ;;
     uniform) flags=(--quant-policy uniform) ;;
     nearest) flags=(--rounding nearest) ;;
     plain) flags=(--no-calibration) ;;

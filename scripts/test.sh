@@ -49,6 +49,13 @@ else
   failed=$((failed + 1)); status=1
 fi
 
+echo "== SmolLM2: rotated matrix inputs compute the source model's function (tests/tests/smollm2_rotation.rs)"
+if Q35_SMOLLM2_MODEL="$model" cargo test --quiet -p q35-tests --test smollm2_rotation -- --ignored --nocapture; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); status=1
+fi
+
 if [ -x proofs/check.sh ]; then
   echo "== proofs"
   if bash proofs/check.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi

@@ -87,7 +87,7 @@ impl TinyModel {
     /// As [`TinyModel::compile`], with every matrix input rotated (q35c's
     /// `--rotation on`), writing `NAME-rotated.q35`.
     pub fn compile_rotated(&self, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<PathBuf> {
-        let bytes = compile_graph(&self.model, quant, group, max_tokens, |_| {}, true, |options| Box::new(q35c::codegen::cpu_backend(options)))?;
+        let bytes = compile_graph(&self.model, quant, group, max_tokens, |_| {}, Some(usize::MAX), |options| Box::new(q35c::codegen::cpu_backend(options)))?;
         let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}-rotated.q35"));
         std::fs::write(&path, bytes)?;
         Ok(path)
@@ -149,23 +149,31 @@ fn compile_for_backend(
     configure: impl FnOnce(&mut CompileOptions),
     backend: impl FnOnce(&CompileOptions) -> Box<dyn q35_target::Backend>,
 ) -> Result<Vec<u8>> {
-    compile_graph(model, quant, group, max_tokens, configure, false, backend)
+    compile_graph(model, quant, group, max_tokens, configure, None, backend)
 }
 
-/// [`compile_for_backend`], the graph's matrix inputs rotated if `rotate`.
+/// Artifact bytes for the model at `path` (any size), compiled for the
+/// host CPU with rotated matrix inputs (`--rotation on`) and a KV cache of
+/// `context` rows.
+pub fn compile_rotated_bytes(path: &Path, quant: QuantKind, group: GroupSize, context: usize) -> Result<Vec<u8>> {
+    compile_graph(path, quant, group, 16, |_| {}, Some(context), |options| Box::new(q35c::codegen::cpu_backend(options)))
+}
+
+/// [`compile_for_backend`]; with `rotated_context`, the graph's matrix
+/// inputs rotated and a KV cache of that many rows.
 fn compile_graph(
     model: &Path,
     quant: QuantKind,
     group: GroupSize,
     max_tokens: usize,
     configure: impl FnOnce(&mut CompileOptions),
-    rotate: bool,
+    rotated_context: Option<usize>,
     backend: impl FnOnce(&CompileOptions) -> Box<dyn q35_target::Backend>,
 ) -> Result<Vec<u8>> {
     let q35 = Q35Context::new()?;
     let model = front::load(model)?;
     let mut graph = ModelGraph::llama(&model.config)?;
-    if rotate {
+    if rotated_context.is_some() {
         graph.rotate_inputs();
     }
     let emit = EmitOptions {
@@ -174,7 +182,7 @@ fn compile_graph(
             Some(g) => Group::Size(g as u64),
             None => Group::Channel,
         },
-        context_length: model.config.max_position_embeddings,
+        context_length: rotated_context.map_or(model.config.max_position_embeddings, |c| c.min(model.config.max_position_embeddings)),
         overrides: Vec::new(),
     };
     let module = emit_module(&q35, &graph, &model.config, &model.source.display().to_string(), &emit)?;

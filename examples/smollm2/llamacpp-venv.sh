@@ -35,10 +35,11 @@ if ! installed; then
   rm -rf "$venv"
   python3 -m venv "$venv"
   # CPU only, no BLAS or OpenMP (ggml's own threads), and only the library
-  # the Python package loads: no tests, examples, tools or server.
+  # the Python package loads: no tests, examples, tools or server. No
+  # cache: pip's wheel cache would hand back a build for another CPU.
   CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_BLAS=OFF -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF" \
     CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir \
     "llama-cpp-python==$llama_cpp_version" "gguf==$gguf_version" >&2
   echo "$cpu_flags" > "$venv/q35-cpu-flags"
   installed || { echo "llamacpp-venv: the install in $venv failed" >&2; exit 1; }

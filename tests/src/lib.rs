@@ -87,8 +87,13 @@ impl TinyModel {
     /// As [`TinyModel::compile`], with every matrix input rotated (q35c's
     /// `--rotation on`), writing `NAME-rotated.q35`.
     pub fn compile_rotated(&self, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<PathBuf> {
-        let bytes = compile_graph(&self.model, quant, group, max_tokens, |_| {}, Some(usize::MAX), |options| Box::new(q35c::codegen::cpu_backend(options)))?;
-        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}-rotated.q35"));
+        self.compile_rotated_with(quant, group, max_tokens, false)
+    }
+
+    /// [`TinyModel::compile_rotated`], on the integer path if `int8`.
+    pub fn compile_rotated_with(&self, quant: QuantKind, group: GroupSize, max_tokens: usize, int8: bool) -> Result<PathBuf> {
+        let bytes = compile_graph(&self.model, quant, group, max_tokens, |o| o.int8_activations = int8, Some(usize::MAX), |options| Box::new(q35c::codegen::cpu_backend(options)))?;
+        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}-int8{int8}-rotated.q35"));
         std::fs::write(&path, bytes)?;
         Ok(path)
     }

@@ -247,6 +247,32 @@ fn rotated_inputs_match_the_reference() {
     assert_eq!(report.top1_agreement, report.rows);
 }
 
+/// The integer path with rotated inputs: int8 activations are quantized
+/// after the transform, and every matmul's output lies within its bound
+/// on the inputs the compiled model gave it (as the unrotated integer path).
+#[test]
+fn rotated_integer_path_matmuls_match_the_reference_on_their_inputs() {
+    if !q35_tests::int8_path_or_skip() {
+        return;
+    }
+    let tiny = TinyModel::new().unwrap();
+    let artifact = tiny.compile_rotated_with(QuantKind::Q35, GroupSize::G32, 16, true).unwrap();
+    let mut session = Session::load(&artifact, 2).unwrap();
+    assert!(session.manifest().rotated_inputs);
+    let matmuls = session.manifest().dispatches.iter().filter(|d| d.kernel.starts_with("dequant_matmul_i8_")).count();
+    assert!(matmuls > 0);
+    let ArtifactWeights { tensors: weights, int8, .. } = ArtifactWeights::load(&artifact).unwrap();
+    let report = check_matmuls(&mut session, &weights, int8, &PROMPT, 8).unwrap();
+    assert_eq!(report.checked, 9 * matmuls);
+    assert!(report.passed(), "{report:?}");
+    // End to end, against the reference with the same rotations and int8
+    // activations: the greedy tokens agree (the logits differ by
+    // activation rounding noise, which `integer_path_...` explains).
+    let mut reference = reference_for(&artifact).unwrap();
+    let e2e = compare(&mut session, &mut reference, &PROMPT, 0).unwrap();
+    assert!(e2e.top1_agreement + 1 >= e2e.rows, "{e2e:?}");
+}
+
 /// The rotation changes the stored weights, not the function: the f32
 /// build with rotated inputs against the reference on the unrotated source
 /// weights. Each weight is rotated in f64 and rounded once to f32 (2⁻²⁴

@@ -3,7 +3,7 @@
 # (Zig's parser with CSL's rewrites, calibrated on Cerebras's csl-examples;
 # README.md beside it): the CSL target's snapshots (a single matmul's files,
 # byte for byte what the emitter writes) and a whole tiny model's program
-# (`q35c --target csl --emit csl`). The Zig toolchain comes from PyPI
+# (`q35c --target csl --emit csl -o DIR/`). The Zig toolchain comes from PyPI
 # (`ziglang`, pinned) into a venv under ~/.cache/q35. Needs target/debug/q35c.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,8 +22,7 @@ for snap in targets/csl/src/snapshots/*.snap; do
   awk 'c >= 2 { print } /^---$/ { c++ }' "$snap" > "$out/snapshots/${name#q35_target_csl__tests__}.csl"
 done
 target/debug/q35c tiny-model -o "$out/model" > /dev/null
-target/debug/q35c "$out/model" --target csl --emit csl -o "$out/program.txt"
-# One file after each `// ==== file: NAME ====` line.
-awk -v dir="$out/tiny" '/^\/\/ ==== file: .* ====$/ { file = dir "/" $4; next } { print > file }' "$out/program.txt"
+# -o DIR/: the files themselves, as a user gets them.
+target/debug/q35c "$out/model" --target csl --emit csl -o "$out/tiny/" 2> /dev/null
 ls "$out/tiny" | grep -q pe_program_attention.csl
 "$venv/bin/python" scripts/csl-check/csl_check.py --strict "$out/snapshots" "$out/tiny"

@@ -342,6 +342,10 @@ fn compile(
             let backend = backend.ok_or_else(|| anyhow::anyhow!("internal error: no target for --emit {stage}"))?;
             let mut session = q35_target::Session { q35, passes: &crate::passes::Registry, run: &run_options, timings };
             let text = backend.emit(&mut session, &mut module, stage)?;
+            let output = Path::new(&args.output);
+            if output.is_dir() || args.output.ends_with('/') {
+                return write_files(stage, output, inputs, &text);
+            }
             return print(text);
         }
         None => {}
@@ -356,6 +360,46 @@ fn compile(
     write_output(&args.output, inputs, &bytes)?;
     timings.record("write artifact", started.elapsed());
     eprintln!("wrote {} ({:.1} MiB)", args.output, bytes.len() as f64 / (1024.0 * 1024.0));
+    Ok(())
+}
+
+/// The line that starts each file of a stage printed as several files
+/// (`--emit csl`: layout.csl and the PE programs).
+const FILE_MARKER: (&str, &str) = ("// ==== file: ", " ====");
+
+/// `--emit STAGE -o DIR/`: a stage printed as several files, each after a
+/// [`FILE_MARKER`] line, written into `dir` (created if missing), one file
+/// each, every file written to a temporary name first and renamed only
+/// once all of them are written.
+fn write_files(stage: &str, dir: &Path, inputs: &[&Path], text: &str) -> Result<()> {
+    let mut files: Vec<(String, String)> = Vec::new();
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches('\n');
+        if let Some(name) = bare.strip_prefix(FILE_MARKER.0).and_then(|r| r.strip_suffix(FILE_MARKER.1)) {
+            files.push((name.to_string(), String::new()));
+        } else if let Some((_, body)) = files.last_mut() {
+            body.push_str(line);
+        } else {
+            bail!("--emit {stage} prints one text, not files: -o {} names a directory; give a file, or `-` for stdout", dir.display());
+        }
+    }
+    if files.is_empty() {
+        bail!("--emit {stage} prints one text, not files: -o {} names a directory; give a file, or `-` for stdout", dir.display());
+    }
+    if let Some((name, _)) = files.iter().find(|(name, _)| name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.')) {
+        bail!("internal error: --emit {stage} names a file `{name}` outside its directory");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    let mut outputs = Vec::with_capacity(files.len());
+    for (name, body) in &files {
+        let mut out = q35_format::output::Output::create(&dir.join(name), inputs)?;
+        std::io::Write::write_all(&mut out, body.as_bytes()).with_context(|| format!("writing {}", dir.join(name).display()))?;
+        outputs.push(out);
+    }
+    for out in outputs {
+        out.commit()?;
+    }
+    eprintln!("wrote {} files to {}: {}", files.len(), dir.display(), files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "));
     Ok(())
 }
 
@@ -569,7 +613,11 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         .chain(args.quant_policy.iter().cloned())
         .collect();
     let inputs: Vec<&Path> = input_files.iter().map(PathBuf::as_path).collect();
-    q35_format::output::check_output(Path::new(&args.output), &inputs)?;
+    // A directory takes a stage's files (write_files checks each one).
+    let to_directory = args.emit.is_some() && (Path::new(&args.output).is_dir() || args.output.ends_with('/'));
+    if !to_directory {
+        q35_format::output::check_output(Path::new(&args.output), &inputs)?;
+    }
     let mut timings = crate::pipeline::Timings::default();
     let started = Instant::now();
     let model: Model = front::load(path).with_context(|| format!("failed to load {}", path.display()))?;

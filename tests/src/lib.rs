@@ -98,6 +98,17 @@ impl TinyModel {
         Ok(path)
     }
 
+    /// [`TinyModel::compile_nvptx`] with rotated matrix inputs
+    /// (`--target nvptx --rotation on`), writing `NAME-rotated.nvptx.q35`.
+    pub fn compile_nvptx_rotated(&self, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<PathBuf> {
+        let bytes = compile_graph(&self.model, quant, group, max_tokens, |_| {}, Some(usize::MAX), |options| {
+            Box::new(q35c::codegen::nvptx_backend(options, q35_target_nvptx::DEFAULT_GPU_ARCH))
+        })?;
+        let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}-rotated.nvptx.q35"));
+        std::fs::write(&path, bytes)?;
+        Ok(path)
+    }
+
     /// As [`TinyModel::compile`], with or without q35-fuse.
     pub fn compile_with(&self, quant: QuantKind, group: GroupSize, max_tokens: usize, fuse: bool) -> Result<PathBuf> {
         let bytes = compile_bytes(&self.model, quant, group, max_tokens, fuse)?;

@@ -50,13 +50,17 @@ fn address(b: usize, a: usize) -> u64 {
 #[test]
 fn every_dispatch_passes_what_its_ptx_entry_declares() {
     let tiny = TinyModel::new().unwrap();
-    for (quant, group, fuse) in [
-        (QuantKind::Q35, GroupSize::G64, true),
-        (QuantKind::F16, GroupSize::Channel, false),
-        (QuantKind::Int4, GroupSize::G32, true),
+    for (quant, group, fuse, rotated) in [
+        (QuantKind::Q35, GroupSize::G64, true, false),
+        (QuantKind::F16, GroupSize::Channel, false, false),
+        (QuantKind::Int4, GroupSize::G32, true, false),
+        (QuantKind::Q35, GroupSize::G32, true, true),
     ] {
-        let what = format!("{quant} g{group} fuse {fuse}");
-        let path = tiny.compile_nvptx(quant, group, 8, fuse).unwrap();
+        let what = format!("{quant} g{group} fuse {fuse} rotated {rotated}");
+        let path = match rotated {
+            true => tiny.compile_nvptx_rotated(quant, group, 8).unwrap(),
+            false => tiny.compile_nvptx(quant, group, 8, fuse).unwrap(),
+        };
         let program = Program::load(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
         let entries = entries(program.ptx().to_str().unwrap());
         let manifest = program.info().manifest();
@@ -173,6 +177,25 @@ mod gpu {
             );
             assert_eq!(report.top1_agreement, report.rows, "{what}: greedy tokens differ");
         }
+    }
+
+    /// Rotated matrix inputs (`--rotation on`): the transform runs as the
+    /// CPU's loop nest on one thread per token.
+    #[test]
+    fn rotated_inputs_on_a_gpu_match_the_reference() {
+        if !driver() {
+            return;
+        }
+        let tiny = TinyModel::new().unwrap();
+        let artifact = tiny.compile_nvptx_rotated(QuantKind::Q35, GroupSize::G32, 4).unwrap();
+        let Some(mut session) = gpu_session(&artifact) else {
+            return;
+        };
+        assert!(session.manifest().rotated_inputs);
+        let mut reference = reference_for(&artifact).unwrap();
+        let report = compare(&mut session, &mut reference, &PROMPT, 16).unwrap();
+        assert!(report.relative_error() <= BOUND, "{:.3e}", report.relative_error());
+        assert_eq!(report.top1_agreement, report.rows);
     }
 
     /// `forward_observed` copies the activations back before each dispatch

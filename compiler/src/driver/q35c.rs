@@ -279,7 +279,7 @@ fn rotates(args: &CompileArgs, backend: Option<&dyn q35_target::Backend>) -> Res
     let runs = backend.is_none_or(|b| b.runs_rotations());
     match args.rotation {
         Rotation::Off => Ok(false),
-        Rotation::Auto => Ok(runs && args.quant.is_coded()),
+        Rotation::Auto => Ok(backend.is_none_or(|b| b.rotates_by_default()) && args.quant.is_coded()),
         Rotation::On if !runs => bail!(
             "--rotation on: the {} target does not run q35.rotate (the online rotation of matrix inputs); use --rotation off",
             args.target.as_deref().unwrap_or("chosen")

@@ -99,9 +99,14 @@ pub trait Backend {
     }
 
     /// Whether the target's kernels run `q35.rotate` (the online rotation
-    /// of matrix inputs), so that q35c rotates by default.
+    /// of matrix inputs): `--rotation on` is refused otherwise.
     fn runs_rotations(&self) -> bool {
         false
+    }
+
+    /// Whether q35c rotates by default (`--rotation auto`) for this target.
+    fn rotates_by_default(&self) -> bool {
+        self.runs_rotations()
     }
 
     /// Lowers `module` (the emitted q35 module) in place to `stage` (one of

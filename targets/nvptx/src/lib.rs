@@ -144,6 +144,16 @@ pub fn ptx(module: &Module, arch: &str, timings: &mut q35_target::pipeline::Timi
 }
 
 impl Backend for Nvptx {
+    fn runs_rotations(&self) -> bool {
+        true
+    }
+
+    /// Not yet: the transform runs as the CPU's loop nest on one thread
+    /// per token, unmeasured on a GPU (docs/quality.md).
+    fn rotates_by_default(&self) -> bool {
+        false
+    }
+
     fn emit(&self, session: &mut Session, module: &mut Module, stage: &str) -> anyhow::Result<String> {
         match stage {
             "gpu" => {

@@ -124,7 +124,7 @@ pub fn build_row<'c>(b: &Builder<'c>, op: RowOp, width: usize, body: &Block<'c>,
                 let s = silu(b, row, x, Exp::Math);
                 b.mulf(row, s, up)
             }
-            RowOp::Rotate { .. } => unreachable!("refused when the plan is read (pass.rs)"),
+            RowOp::Rotate { .. } => unreachable!("built from the CPU's loop nest (pass.rs)"),
             RowOp::RmsNorm { .. } => {
                 let g = b.load(row, other, &[i]);
                 let normed = b.mulf(row, x, scale.expect("computed above"));

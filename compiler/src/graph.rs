@@ -260,9 +260,10 @@ impl ModelGraph {
     /// `q35_format::rotation` supports: a `Rotate` after each norm, after
     /// attention and after SwiGLU (shared by the matrices that read it),
     /// and its inverse after the embedding's gather (the table is stored
-    /// rotated, as the tied LM head reads it). Returns the matrices now
-    /// stored rotated (`W Qᵀ`), the embedding table included, in
-    /// [`ModelGraph::rotated`].
+    /// rotated, as the tied LM head reads it). The matrices now stored
+    /// rotated (`W Qᵀ`), the embedding table included, go in
+    /// [`ModelGraph::rotated`]. `q35_rt`'s reference forward pass puts the
+    /// same transforms at the same places (every supported width).
     pub fn rotate_inputs(&mut self) {
         let mut rotated = std::collections::BTreeSet::new();
         let order = self.order.clone();

@@ -11,10 +11,17 @@ gguf_version=0.19.0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo=sudo
 
-# llama.cpp is built for this CPU (GGML_NATIVE, so it runs at its best
-# here); a venv built on a machine with other instruction sets dies with
-# SIGILL, so the CPU's flags are stamped into it and a change rebuilds it.
-cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' | sort | tr '\n' ' ' | sha256sum | cut -c1-16)
+# llama.cpp is built for this CPU's instruction sets, named one by one
+# from /proc/cpuinfo (GGML_NATIVE would also compile AMX tile code, which
+# dies with SIGILL where the kernel or hypervisor does not grant AMX, as on
+# these VMs); a venv built on a machine with other instruction sets dies
+# the same way, so the flags are stamped into it and a change rebuilds it.
+cpu=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' || true)
+isa="-DGGML_NATIVE=OFF"
+for pair in avx:AVX avx2:AVX2 fma:FMA f16c:F16C avx_vnni:AVX_VNNI avx512f:AVX512 avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+  if grep -qx "${pair%%:*}" <<< "$cpu"; then isa="$isa -DGGML_${pair#*:}=ON"; fi
+done
+cpu_flags=$(echo "$isa" | sha256sum | cut -c1-16)
 
 installed() {
   [ "$(cat "$venv/q35-cpu-flags" 2>/dev/null)" = "$cpu_flags" ] || return 1
@@ -37,7 +44,7 @@ if ! installed; then
   # CPU only, no BLAS or OpenMP (ggml's own threads), and only the library
   # the Python package loads: no tests, examples, tools or server. No
   # cache: pip's wheel cache would hand back a build for another CPU.
-  CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_BLAS=OFF -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF" \
+  CMAKE_ARGS="$isa -DGGML_BLAS=OFF -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF" \
     CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
     "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir \
     "llama-cpp-python==$llama_cpp_version" "gguf==$gguf_version" >&2

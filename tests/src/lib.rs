@@ -222,3 +222,14 @@ pub fn int8_path_or_skip() -> bool {
     }
     available
 }
+
+/// Asserts that `session` (a compiled `artifact`) matches the reference
+/// forward pass on the artifact's own weights over `prompt` and `decode`
+/// greedy steps: logits within `bound` of max |logit|, every greedy token
+/// the same.
+pub fn assert_matches_reference(session: &mut q35_rt::executor::Session, artifact: &Path, prompt: &[u32], decode: usize, bound: f64) {
+    let mut reference = q35_rt::check::reference_for(artifact).unwrap();
+    let report = q35_rt::check::compare(session, &mut reference, prompt, decode).unwrap();
+    assert!(report.relative_error() <= bound, "{}: {:.3e} of max |logit| (bound {bound})", artifact.display(), report.relative_error());
+    assert_eq!(report.top1_agreement, report.rows, "{}: greedy tokens differ", artifact.display());
+}

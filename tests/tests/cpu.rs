@@ -241,10 +241,7 @@ fn rotated_inputs_match_the_reference() {
     // the inverse after the embedding.
     assert_eq!(kernels.iter().filter(|k| k.starts_with("rotate_")).count(), 2 * 4 + 2, "{kernels:?}");
     assert!(session.manifest().rotated_inputs);
-    let mut reference = reference_for(&artifact).unwrap();
-    let report = compare(&mut session, &mut reference, &PROMPT, 16).unwrap();
-    assert!(report.relative_error() <= BOUND, "{:.3e}", report.relative_error());
-    assert_eq!(report.top1_agreement, report.rows);
+    q35_tests::assert_matches_reference(&mut session, &artifact, &PROMPT, 16, BOUND);
 }
 
 /// The integer path with rotated inputs: int8 activations are quantized

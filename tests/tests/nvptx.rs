@@ -192,10 +192,7 @@ mod gpu {
             return;
         };
         assert!(session.manifest().rotated_inputs);
-        let mut reference = reference_for(&artifact).unwrap();
-        let report = compare(&mut session, &mut reference, &PROMPT, 16).unwrap();
-        assert!(report.relative_error() <= BOUND, "{:.3e}", report.relative_error());
-        assert_eq!(report.top1_agreement, report.rows);
+        q35_tests::assert_matches_reference(&mut session, &artifact, &PROMPT, 16, BOUND);
     }
 
     /// `forward_observed` copies the activations back before each dispatch

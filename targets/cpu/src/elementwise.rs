@@ -126,10 +126,6 @@ pub fn build_linalg(b: &Builder<'_>, op: RowOp, width: usize, body: &Block<'_>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use melior::ir::{block::BlockLike, Location, Module};
-    use q35_rt::code::CodeObject;
-    use q35_rt::memref::MemRef2;
-    use std::ffi::c_void;
 
     /// The CPU silu row kernel (so the inline exp) against f64 on values
     /// across exp's whole range, its cut-offs, infinities and NaN: within
@@ -139,32 +135,10 @@ mod tests {
     /// 88.8·e^−88.7 < 3e-37 in magnitude.
     #[test]
     fn silu_with_inline_exp_is_within_a_few_ulp_everywhere() {
-        let q35 = q35_dialect::Q35Context::new().unwrap();
-        let context = q35.context();
-        let location = Location::unknown(context);
-        let b = Builder { context, location };
         let width = 1024;
-        let op = RowOp::Silu;
-        let module = Module::new(location);
-        let row = b.memref_type(&format!("memref<?x{width}xf32>"));
-        let mut types = vec![b.index_type(); FIRST_BUFFER];
-        types.extend([row, row]);
-        let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
-        build(&b, op, width, &block);
-        module.body().append_operation(crate::function::kernel_function(&b, "silu", &types, block));
-        let so = crate::shared_object(&q35, module).unwrap();
-        let code = CodeObject::load(&so).unwrap();
-        let entry = code.symbol("_mlir_ciface_silu").unwrap();
-
         let mut x: Vec<f32> = (0..width - 12).map(|i| -110.0 + 220.0 * i as f32 / (width - 13) as f32).collect();
         x.extend([0.0, -0.0, 1e-30, -1e-30, 88.72, -88.72, 87.34, -87.34, 104.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
-        let mut out = vec![0f32; width];
-        let mut x_desc = MemRef2::matrix(x.as_ptr() as *mut c_void, 1, width);
-        let mut out_desc = MemRef2::matrix(out.as_mut_ptr().cast(), 1, width);
-        let args: Vec<*mut c_void> = vec![(&mut x_desc as *mut MemRef2).cast(), (&mut out_desc as *mut MemRef2).cast()];
-        let call = q35_rt::kernel::trampoline(2).unwrap();
-        // SAFETY: the kernel takes two [1, width] f32 memrefs.
-        unsafe { call(entry, 0, 1, 0, &args) };
+        let out = crate::testing::run_row_kernel(width, &x, |b, block| build(b, RowOp::Silu, width, block));
 
         let u = 2f64.powi(-24);
         for (&x, &got) in x.iter().zip(&out) {

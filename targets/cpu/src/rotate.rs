@@ -114,46 +114,18 @@ fn signs_pass<'c>(b: &Builder<'c>, body: &Block<'c>, width: usize, source: Value
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use melior::ir::{block::BlockLike, Location, Module};
-    use q35_rt::code::CodeObject;
-    use q35_rt::memref::MemRef2;
-    use std::ffi::c_void;
-
     /// The kernel against `q35_format::rotation::apply` (f64), both
     /// directions, for 576 (two H₁₂ stages and a 4-point butterfly), 1536
     /// and 768 (one H₁₂, seven and six butterfly stages) and 64
-    /// (butterflies only), on two
-    /// rows: within 1e-5 of the row's norm (f32 sums of at most 12 terms
-    /// per stage, a few stages: ~10 roundings of 2⁻²⁴ relative each).
+    /// (butterflies only), on two rows: within 1e-5 of the row's norm (f32
+    /// sums of at most 12 terms per stage, a few stages: ~10 roundings of
+    /// 2⁻²⁴ relative each).
     #[test]
     fn rotate_kernels_match_the_format() {
-        let q35 = q35_dialect::Q35Context::new().unwrap();
-        let context = q35.context();
-        let location = Location::unknown(context);
-        let b = Builder { context, location };
         for width in [64usize, 576, 1536, 768] {
             for inverse in [false, true] {
-                let module = Module::new(location);
-                let row = b.memref_type(&format!("memref<?x{width}xf32>"));
-                let mut types = vec![b.index_type(); FIRST_BUFFER];
-                types.extend([row, row]);
-                let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
-                build(&b, width, inverse, &block);
-                module.body().append_operation(crate::function::kernel_function(&b, "rotate", &types, block));
-                let so = crate::shared_object(&q35, module).unwrap();
-                let code = CodeObject::load(&so).unwrap();
-                let entry = code.symbol("_mlir_ciface_rotate").unwrap();
                 let x: Vec<f32> = (0..2 * width).map(|i| ((i * 7919) % 1013) as f32 / 101.0 - 5.0).collect();
-                let mut out = vec![0f32; 2 * width];
-                let mut x_desc = MemRef2::matrix(x.as_ptr() as *mut c_void, 2, width);
-                let mut out_desc = MemRef2::matrix(out.as_mut_ptr().cast(), 2, width);
-                let args: Vec<*mut c_void> = vec![(&mut x_desc as *mut MemRef2).cast(), (&mut out_desc as *mut MemRef2).cast()];
-                let call = q35_rt::kernel::trampoline(2).unwrap();
-                for m in 0..2 {
-                    // SAFETY: the kernel takes two [2, width] f32 memrefs; workgroup m is row m.
-                    unsafe { call(entry, m, 2, 0, &args) };
-                }
+                let out = crate::testing::run_row_kernel(width, &x, |b, block| super::build(b, width, inverse, block));
                 for m in 0..2 {
                     let mut want: Vec<f64> = x[m * width..(m + 1) * width].iter().map(|&v| f64::from(v)).collect();
                     let norm = want.iter().map(|v| v * v).sum::<f64>().sqrt();

@@ -249,3 +249,36 @@ mod tests {
     }
 
 }
+
+/// Compiles one row kernel `(wg, tokens, start, x: memref<?xWxf32>, out:
+/// memref<?xWxf32>)` whose body `fill` builds, runs it once per row of
+/// `x` (`width` columns each; workgroup m is row m) and returns `out`.
+pub fn run_row_kernel(width: usize, x: &[f32], fill: impl for<'c> FnOnce(&q35_target::builder::Builder<'c>, &melior::ir::Block<'c>)) -> Vec<f32> {
+    use melior::ir::{block::BlockLike, Block, Location, Module};
+    let q35 = q35_dialect::Q35Context::new().unwrap();
+    let context = q35.context();
+    let location = Location::unknown(context);
+    let b = q35_target::builder::Builder { context, location };
+    let module = Module::new(location);
+    let row = b.memref_type(&format!("memref<?x{width}xf32>"));
+    let mut types = vec![b.index_type(); q35_target::kernel::FIRST_BUFFER];
+    types.extend([row, row]);
+    let block = Block::new(&types.iter().map(|&t| (t, location)).collect::<Vec<_>>());
+    fill(&b, &block);
+    module.body().append_operation(crate::function::kernel_function(&b, "row_kernel", &types, block));
+    let so = crate::shared_object(&q35, module).unwrap();
+    let code = CodeObject::load(&so).unwrap();
+    let entry = code.symbol("_mlir_ciface_row_kernel").unwrap();
+    let rows = x.len() / width;
+    let mut out = vec![0f32; x.len()];
+    let mut x_desc = MemRef2::matrix(x.as_ptr() as *mut c_void, rows, width);
+    let mut out_desc = MemRef2::matrix(out.as_mut_ptr().cast(), rows, width);
+    let args: Vec<*mut c_void> = vec![(&mut x_desc as *mut MemRef2).cast(), (&mut out_desc as *mut MemRef2).cast()];
+    let call = q35_rt::kernel::trampoline(2).unwrap();
+    for m in 0..rows {
+        // SAFETY: the kernel takes two [rows, width] f32 memrefs and
+        // workgroup m touches row m only.
+        unsafe { call(entry, m as i64, rows as i64, 0, &args) };
+    }
+    out
+}

@@ -240,8 +240,7 @@ impl Executor for CslExecutor {
         }
         self.logits.clear();
         for (i, &id) in ids.iter().enumerate() {
-            let path = self.info.path().to_string();
-            self.token(id, start + i, observer.as_deref_mut()).map_err(|e| DeviceError(format!("{path}: {e}")))?;
+            self.token(id, start + i, observer.as_deref_mut()).map_err(|e| DeviceError(format!("{}: {e}", self.info.path())))?;
         }
         Ok(())
     }

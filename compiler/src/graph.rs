@@ -76,9 +76,10 @@ pub struct ModelGraph {
     pub logits: NodeIndex,
     /// Attention ops, by layer, whose cache results the forward returns.
     pub attention: Vec<NodeIndex>,
-    /// Matrices whose input [`ModelGraph::rotate_inputs`] rotated: they are
-    /// stored as `W Qᵀ` ([`ModelGraph::weight_f32`]).
-    pub rotated: std::collections::BTreeSet<String>,
+    /// Matrices whose input [`ModelGraph::rotate_inputs`] rotated, with
+    /// that input's width: they are stored as `W Qᵀ`
+    /// ([`ModelGraph::weight_f32`]).
+    pub rotated: std::collections::BTreeMap<String, usize>,
 }
 
 struct Builder {
@@ -265,7 +266,10 @@ impl ModelGraph {
     /// [`ModelGraph::rotated`]. `q35_rt`'s reference forward pass puts the
     /// same transforms at the same places (every supported width).
     pub fn rotate_inputs(&mut self) {
-        let mut rotated = std::collections::BTreeSet::new();
+        // The embedding and the final norm have the same width (the
+        // hidden size), so a tied table's gather and its LM head are
+        // rotated together or not at all.
+        let mut rotated = std::collections::BTreeMap::new();
         let order = self.order.clone();
         for node in order {
             let op = self.graph[node].clone();
@@ -280,20 +284,17 @@ impl ModelGraph {
             if !site || !q35_format::rotation::supported(op.width) {
                 continue;
             }
-            let inverse = matches!(op.kind, OpKind::Embedding { .. });
-            if inverse {
-                // The table is stored rotated only if the LM head (when it
-                // is the same matrix) reads a rotated input too; that is
-                // decided at the final norm, after this.
-                let OpKind::Embedding { table } = &op.kind else { unreachable!() };
-                rotated.insert(table.clone());
+            let inverse = if let OpKind::Embedding { table } = &op.kind {
+                rotated.insert(table.clone(), op.width);
+                true
             } else {
                 for &(_, c, _) in &consumers {
                     if let OpKind::Linear { weight, .. } = &self.graph[c].kind {
-                        rotated.insert(weight.clone());
+                        rotated.insert(weight.clone(), op.width);
                     }
                 }
-            }
+                false
+            };
             let rotate = self.graph.add_node(Op {
                 name: format!("{}.rotate", op.name),
                 kind: OpKind::Rotate { inverse },
@@ -305,25 +306,6 @@ impl ModelGraph {
             }
             self.graph.add_edge(node, rotate, Operand(0));
         }
-        // A tied table whose LM head input could not be rotated stays as
-        // it is, and so does its gather.
-        if let OpKind::Linear { weight, .. } = &self.graph[self.logits].kind {
-            let head_input = self.inputs(self.logits)[0];
-            let head_rotated = matches!(self.graph[head_input].kind, OpKind::Rotate { .. });
-            let tied = self.order.iter().any(|&n| matches!(&self.graph[n].kind, OpKind::Embedding { table } if table == weight));
-            if tied && !head_rotated {
-                rotated.remove(weight);
-                let gathers: Vec<_> = self.graph.node_indices().filter(|&n| matches!(self.graph[n].kind, OpKind::Rotate { inverse: true })).collect();
-                for g in gathers {
-                    let source = self.inputs(g)[0];
-                    let outs: Vec<_> = self.graph.edges_directed(g, Direction::Outgoing).map(|e| (e.target(), *e.weight())).collect();
-                    for (t, w) in outs {
-                        self.graph.add_edge(source, t, w);
-                    }
-                    self.graph.remove_node(g);
-                }
-            }
-        }
         self.order = toposort(&self.graph, None).expect("inserting a node on an edge keeps the graph acyclic");
         self.rotated = rotated;
     }
@@ -333,8 +315,7 @@ impl ModelGraph {
     /// input is.
     pub fn weight_f32(&self, model: &crate::front::Model, name: &str) -> crate::front::Result<Vec<f32>> {
         let mut data = model.tensor_f32(name)?;
-        if self.rotated.contains(name) {
-            let cols = self.weights().iter().find(|w| w.name == name).map_or(0, |w| w.shape[1]);
+        if let Some(&cols) = self.rotated.get(name) {
             q35_format::rotation::rotate_rows(&mut data, cols);
         }
         Ok(data)

@@ -92,7 +92,7 @@ impl TinyModel {
 
     /// [`TinyModel::compile_rotated`], on the integer path if `int8`.
     pub fn compile_rotated_with(&self, quant: QuantKind, group: GroupSize, max_tokens: usize, int8: bool) -> Result<PathBuf> {
-        let bytes = compile_graph(&self.model, quant, group, max_tokens, |o| o.int8_activations = int8, Some(usize::MAX), |options| Box::new(q35c::codegen::cpu_backend(options)))?;
+        let bytes = compile_graph(&self.model, quant, group, max_tokens, |o| o.int8_activations = int8, true, None, |options| Box::new(q35c::codegen::cpu_backend(options)))?;
         let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}-int8{int8}-rotated.q35"));
         std::fs::write(&path, bytes)?;
         Ok(path)
@@ -101,7 +101,7 @@ impl TinyModel {
     /// [`TinyModel::compile_nvptx`] with rotated matrix inputs
     /// (`--target nvptx --rotation on`), writing `NAME-rotated.nvptx.q35`.
     pub fn compile_nvptx_rotated(&self, quant: QuantKind, group: GroupSize, max_tokens: usize) -> Result<PathBuf> {
-        let bytes = compile_graph(&self.model, quant, group, max_tokens, |_| {}, Some(usize::MAX), |options| {
+        let bytes = compile_graph(&self.model, quant, group, max_tokens, |_| {}, true, None, |options| {
             Box::new(q35c::codegen::nvptx_backend(options, q35_target_nvptx::DEFAULT_GPU_ARCH))
         })?;
         let path = self.dir.path().join(format!("{quant}-{group}-{max_tokens}-rotated.nvptx.q35"));
@@ -165,31 +165,33 @@ fn compile_for_backend(
     configure: impl FnOnce(&mut CompileOptions),
     backend: impl FnOnce(&CompileOptions) -> Box<dyn q35_target::Backend>,
 ) -> Result<Vec<u8>> {
-    compile_graph(model, quant, group, max_tokens, configure, None, backend)
+    compile_graph(model, quant, group, max_tokens, configure, false, None, backend)
 }
 
 /// Artifact bytes for the model at `path` (any size), compiled for the
 /// host CPU with rotated matrix inputs (`--rotation on`) and a KV cache of
 /// `context` rows.
 pub fn compile_rotated_bytes(path: &Path, quant: QuantKind, group: GroupSize, context: usize) -> Result<Vec<u8>> {
-    compile_graph(path, quant, group, 16, |_| {}, Some(context), |options| Box::new(q35c::codegen::cpu_backend(options)))
+    compile_graph(path, quant, group, 16, |_| {}, true, Some(context), |options| Box::new(q35c::codegen::cpu_backend(options)))
 }
 
-/// [`compile_for_backend`]; with `rotated_context`, the graph's matrix
-/// inputs rotated and a KV cache of that many rows.
+/// [`compile_for_backend`], the graph's matrix inputs rotated if `rotate`,
+/// with a KV cache of `context` rows (default: the model's context).
+#[allow(clippy::too_many_arguments)]
 fn compile_graph(
     model: &Path,
     quant: QuantKind,
     group: GroupSize,
     max_tokens: usize,
     configure: impl FnOnce(&mut CompileOptions),
-    rotated_context: Option<usize>,
+    rotate: bool,
+    context: Option<usize>,
     backend: impl FnOnce(&CompileOptions) -> Box<dyn q35_target::Backend>,
 ) -> Result<Vec<u8>> {
     let q35 = Q35Context::new()?;
     let model = front::load(model)?;
     let mut graph = ModelGraph::llama(&model.config)?;
-    if rotated_context.is_some() {
+    if rotate {
         graph.rotate_inputs();
     }
     let emit = EmitOptions {
@@ -198,7 +200,7 @@ fn compile_graph(
             Some(g) => Group::Size(g as u64),
             None => Group::Channel,
         },
-        context_length: rotated_context.map_or(model.config.max_position_embeddings, |c| c.min(model.config.max_position_embeddings)),
+        context_length: context.unwrap_or(model.config.max_position_embeddings),
         overrides: Vec::new(),
     };
     let module = emit_module(&q35, &graph, &model.config, &model.source.display().to_string(), &emit)?;

@@ -342,9 +342,8 @@ fn compile(
             let backend = backend.ok_or_else(|| anyhow::anyhow!("internal error: no target for --emit {stage}"))?;
             let mut session = q35_target::Session { q35, passes: &crate::passes::Registry, run: &run_options, timings };
             let text = backend.emit(&mut session, &mut module, stage)?;
-            let output = Path::new(&args.output);
-            if output.is_dir() || args.output.ends_with('/') {
-                return write_files(stage, output, inputs, &text);
+            if names_directory(&args.output) {
+                return write_files(stage, Path::new(&args.output), inputs, &text);
             }
             return print(text);
         }
@@ -361,6 +360,12 @@ fn compile(
     timings.record("write artifact", started.elapsed());
     eprintln!("wrote {} ({:.1} MiB)", args.output, bytes.len() as f64 / (1024.0 * 1024.0));
     Ok(())
+}
+
+/// Whether `-o` names a directory (an existing one, or a path ending in
+/// `/`): a stage printed as several files goes there file by file.
+fn names_directory(output: &str) -> bool {
+    output.ends_with('/') || Path::new(output).is_dir()
 }
 
 /// The line that starts each file of a stage printed as several files
@@ -614,7 +619,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         .collect();
     let inputs: Vec<&Path> = input_files.iter().map(PathBuf::as_path).collect();
     // A directory takes a stage's files (write_files checks each one).
-    let to_directory = args.emit.is_some() && (Path::new(&args.output).is_dir() || args.output.ends_with('/'));
+    let to_directory = args.emit.is_some() && names_directory(&args.output);
     if !to_directory {
         q35_format::output::check_output(Path::new(&args.output), &inputs)?;
     }
